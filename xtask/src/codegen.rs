@@ -1,0 +1,73 @@
+//! `cargo xtask codegen`: files generated from the code, checked in so readers of the
+//! repository (and of the docs) see them, and kept fresh by a test.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+/// Options of `cargo xtask codegen`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Fail instead of writing when a generated file is stale.
+    #[arg(long)]
+    check: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let stale = update_schemas(args.check)?;
+    if args.check && !stale.is_empty() {
+        bail!(
+            "stale generated files: {}; run `cargo xtask codegen`",
+            stale
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    for path in &stale {
+        println!("updated {}", path.display());
+    }
+    Ok(())
+}
+
+/// The repository root (xtask lives one level below it).
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the repository")
+        .to_owned()
+}
+
+/// Regenerates `docs/schemas/`; returns the files that were stale (and, unless
+/// `check_only`, have been rewritten).
+fn update_schemas(check_only: bool) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = project_root().join("docs/schemas");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut stale = Vec::new();
+    for (file, schema) in chunk_model::schema::all() {
+        let path = dir.join(file);
+        let mut text = serde_json::to_string_pretty(&schema)?;
+        text.push('\n');
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        if current != text {
+            if !check_only {
+                chunk_model::json_file::write_bytes_atomic(&path, text.as_bytes())?;
+            }
+            stale.push(path);
+        }
+    }
+    Ok(stale)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn generated_schemas_are_fresh() {
+        let stale = super::update_schemas(true).unwrap();
+        assert!(
+            stale.is_empty(),
+            "stale generated files {stale:?}: run `cargo xtask codegen` and commit the result"
+        );
+    }
+}
