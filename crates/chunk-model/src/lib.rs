@@ -32,7 +32,7 @@ pub use metadata::ChunkMetadata;
 pub use recipe::{Codec, Recipe, RecipeChunk, RecipeError};
 pub use status::{Status, TransitionError};
 pub use timestamp::Timestamp;
-pub use wire::{ChunkInfo, Priority};
+pub use wire::{ChunkCompressed, ChunkInfo, Priority, WebhookRequest};
 
 /// Unknown JSON fields, kept so that writing a document back never drops them.
 pub type ExtraFields = serde_json::Map<String, serde_json::Value>;

@@ -53,3 +53,114 @@ pub struct ChunkInfo {
 fn normal_priority() -> Priority {
     Priority::Normal
 }
+
+/// The repository a dispatch came from, when run from GitHub Actions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RepositoryRef {
+    /// Owner (user or organisation).
+    pub owner: String,
+    /// Repository name.
+    pub repo: String,
+    /// The commit whose chunks are being compressed.
+    pub commit_sha: String,
+    /// The ref (`refs/heads/main`).
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+}
+
+/// The workflow run a dispatch came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WorkflowRef {
+    /// `GITHUB_RUN_ID`.
+    pub run_id: u64,
+    /// `GITHUB_RUN_NUMBER`.
+    pub run_number: u64,
+}
+
+/// The body of `POST /webhook`, tagged by `action`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum WebhookRequest {
+    /// One chunk.
+    CompressChunk {
+        /// The chunk.
+        chunk_info: ChunkInfo,
+        /// Where it came from, when run from Actions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repository: Option<RepositoryRef>,
+        /// The workflow run, when run from Actions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workflow: Option<WorkflowRef>,
+    },
+    /// Several chunks in one request.
+    CompressBatch {
+        /// The chunks.
+        chunks: Vec<ChunkInfo>,
+        /// Where they came from, when run from Actions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repository: Option<RepositoryRef>,
+        /// The workflow run, when run from Actions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workflow: Option<WorkflowRef>,
+    },
+}
+
+/// What a worker reports when a chunk is done: the `client_payload` of the
+/// `chunk_compressed` repository_dispatch event, and the body of the completion record
+/// `status/<sha256>.json` in the bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChunkCompressed {
+    /// The chunk directory, as in [`ChunkInfo::chunk_path`].
+    pub chunk_path: String,
+    /// `completed` or `failed`.
+    pub status: crate::Status,
+    /// The object key the compressed chunk is stored under (completed only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_path: Option<String>,
+    /// SHA-256 of the stored object (completed only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_hash: Option<Sha256Digest>,
+    /// SHA-256 of the original chunk bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_hash: Option<Sha256Digest>,
+    /// The worker that did the work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// Why it failed (failed only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Compression statistics (codec, engine, sizes, time), free-form.
+    #[serde(default)]
+    pub stats: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_bodies_use_the_seed_names() {
+        let body = r#"{"action": "compress_batch", "chunks": [
+            {"chunk_path": "pending_compression/a/chunk_0000", "chunk_id": 0,
+             "pattern_type": "FIXED_SIZE", "size": 10}]}"#;
+        let request: WebhookRequest = serde_json::from_str(body).unwrap();
+        let WebhookRequest::CompressBatch {
+            chunks, repository, ..
+        } = &request
+        else {
+            panic!("{request:?}")
+        };
+        assert_eq!(chunks[0].priority, Priority::Normal);
+        assert!(repository.is_none());
+        let json = serde_json::to_value(&request).unwrap();
+        assert_eq!(json["action"], "compress_batch");
+
+        let single = serde_json::json!({"action": "compress_chunk", "chunk_info": chunks[0],
+            "repository": {"owner": "o", "repo": "r", "commit_sha": "abc", "ref": "refs/heads/main"}});
+        let request: WebhookRequest = serde_json::from_value(single).unwrap();
+        assert!(
+            matches!(request, WebhookRequest::CompressChunk { repository: Some(ref r), .. } if r.git_ref == "refs/heads/main")
+        );
+        assert!(serde_json::from_str::<WebhookRequest>(r#"{"action": "explode"}"#).is_err());
+    }
+}
