@@ -1,0 +1,247 @@
+//! `chunk_file`: the chunk tree on disk, read back with chunk-model's types; bad input;
+//! atomic installation.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use chunk_model::json_file;
+use chunk_model::layout::{self, Layout};
+use chunk_model::{ChunkMetadata, Manifest, Sha256Digest, Status, Strategy};
+use chunker::{ChunkOptions, ChunkerError, chunk_file};
+use common::MIB;
+use samples::{Mp4Spec, mp4, random_bytes};
+
+fn options(output: &Path) -> ChunkOptions {
+    ChunkOptions {
+        sync: false,
+        ..ChunkOptions::new(output)
+    }
+}
+
+fn visible_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn chunk_tree_reads_back_with_chunk_model_types_and_rebuilds_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("holiday.mp4");
+    let sample = mp4(&Mp4Spec::with_approx_size(5 * MIB as usize, 7));
+    fs::write(&input, &sample.bytes).unwrap();
+    let output = dir.path().join("pending_compression");
+
+    let report = chunk_file(&input, &ChunkOptions::new(&output)).unwrap();
+    assert_eq!(report.name, "holiday");
+    assert_eq!(report.grammar_id, "mp4_v1");
+    assert_eq!(report.file_hash, Sha256Digest::of(&sample.bytes));
+    assert_eq!(report.keyframe_chunks as usize, sample.keyframes.len());
+    assert!(!report.replaced);
+
+    let layout = Layout::new(&output);
+    let manifest: Manifest = json_file::read(&layout.manifest_path("holiday").unwrap()).unwrap();
+    assert_eq!(manifest.base_name, "holiday");
+    assert_eq!(manifest.total_chunks, report.total_chunks);
+    assert_eq!(manifest.chunks.len() as u64, manifest.total_chunks);
+    assert_eq!(manifest.grammar_id.as_deref(), Some("mp4_v1"));
+    assert_eq!(manifest.file_size, Some(sample.bytes.len() as u64));
+    assert_eq!(manifest.file_hash, Some(Sha256Digest::of(&sample.bytes)));
+    assert_eq!(manifest.format.as_deref(), Some("mp4"));
+    assert_eq!(manifest.strategy, Some(Strategy::Semantic));
+    assert_eq!(manifest.max_chunk_size, Some(MIB));
+
+    let mut rebuilt = Vec::new();
+    for entry in &manifest.chunks {
+        let chunk_dir = layout
+            .chunk_dir("holiday", entry.chunk_id, manifest.total_chunks)
+            .unwrap();
+        let data = fs::read(chunk_dir.join(layout::DATA_FILE)).unwrap();
+        let meta: ChunkMetadata = json_file::read(&chunk_dir.join(layout::METADATA_FILE)).unwrap();
+        assert_eq!(meta.chunk_id, entry.chunk_id);
+        assert_eq!(meta.offset, rebuilt.len() as u64);
+        assert_eq!(meta.size, data.len() as u64);
+        assert_eq!(meta.original_hash, Sha256Digest::of(&data));
+        assert_eq!(meta.original_hash, entry.hash);
+        assert_eq!(meta.pattern_type, entry.pattern);
+        assert_eq!(meta.is_keyframe, entry.is_keyframe);
+        assert_eq!(meta.status, Status::Pending);
+        assert_eq!(meta.grammar_id.as_deref(), Some("mp4_v1"));
+        assert!(meta.size <= MIB);
+        rebuilt.extend_from_slice(&data);
+    }
+    assert_eq!(rebuilt, sample.bytes);
+
+    // The keys the Python chunker wrote are there, with its types.
+    let first = layout
+        .chunk_dir("holiday", 0, manifest.total_chunks)
+        .unwrap();
+    let raw: serde_json::Value = json_file::read(&first.join(layout::METADATA_FILE)).unwrap();
+    assert_eq!(first.file_name().unwrap(), "chunk_0000");
+    assert_eq!(raw["dependencies"], serde_json::json!([]));
+    assert_eq!(raw["status"], "pending");
+    assert_eq!(raw["pattern_type"], "ISOBMFF_FTYP");
+    assert!(raw["compression_status"].is_null() && raw["worker_id"].is_null());
+    // Nothing else is left in the output root.
+    assert_eq!(visible_entries(&output), ["holiday"]);
+}
+
+#[test]
+fn bad_inputs_name_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out");
+    let missing = dir.path().join("missing.bin");
+    let err = chunk_file(&missing, &options(&output)).unwrap_err();
+    assert!(matches!(err, ChunkerError::Unreadable { .. }), "{err}");
+    assert!(err.to_string().contains("missing.bin"), "{err}");
+
+    let err = chunk_file(dir.path(), &options(&output)).unwrap_err();
+    assert!(matches!(err, ChunkerError::NotAFile { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&*dir.path().to_string_lossy()),
+        "{err}"
+    );
+
+    let empty = dir.path().join("empty.txt");
+    fs::write(&empty, b"").unwrap();
+    let err = chunk_file(&empty, &options(&output)).unwrap_err();
+    assert!(
+        matches!(err, ChunkerError::Empty { .. }) && err.to_string().contains("empty.txt"),
+        "{err}"
+    );
+
+    let hidden = dir.path().join("data.bin");
+    fs::write(&hidden, b"x").unwrap();
+    let err = chunk_file(
+        &hidden,
+        &ChunkOptions {
+            name: Some(".secret".into()),
+            ..options(&output)
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, ChunkerError::InvalidName { .. }), "{err}");
+}
+
+#[test]
+fn name_collision_is_an_error_unless_forced_and_force_replaces_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out");
+    let input = dir.path().join("blob.bin");
+    fs::write(&input, random_bytes(3 * MIB as usize, 1)).unwrap();
+    chunk_file(&input, &options(&output)).unwrap();
+    let manifest_path = output.join("blob").join(layout::MANIFEST_FILE);
+    let first = fs::read(&manifest_path).unwrap();
+
+    fs::write(&input, random_bytes(2 * MIB as usize, 2)).unwrap();
+    let err = chunk_file(&input, &options(&output)).unwrap_err();
+    assert!(matches!(err, ChunkerError::NameCollision { .. }), "{err}");
+    assert!(err.to_string().contains("blob"), "{err}");
+    assert_eq!(
+        fs::read(&manifest_path).unwrap(),
+        first,
+        "existing tree untouched"
+    );
+
+    let report = chunk_file(
+        &input,
+        &ChunkOptions {
+            force: true,
+            ..options(&output)
+        },
+    )
+    .unwrap();
+    assert!(report.replaced);
+    let manifest: Manifest = json_file::read(&manifest_path).unwrap();
+    assert_eq!(manifest.file_size, Some(2 * MIB));
+    assert_eq!(manifest.total_chunks, 2);
+    assert!(
+        !output.join("blob").join("chunk_0002").exists(),
+        "old chunks gone"
+    );
+    assert_eq!(
+        visible_entries(&output),
+        ["blob"],
+        "no parked or temporary directory left"
+    );
+}
+
+#[test]
+fn nothing_is_visible_before_the_rename() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out");
+    let input = dir.path().join("big.bin");
+    fs::write(&input, random_bytes(70 * MIB as usize, 3)).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (seen_in, output_in) = (seen.clone(), output.clone());
+    let progress = Arc::new(move |p: chunker::Progress| {
+        // Mid-write, only hidden in-progress directories exist.
+        let names = visible_entries(&output_in);
+        seen_in.lock().unwrap().push((p.bytes_done, names));
+    });
+    chunk_file(
+        &input,
+        &ChunkOptions {
+            progress: Some(progress),
+            ..options(&output)
+        },
+    )
+    .unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(seen.len() >= 3, "{} progress calls", seen.len());
+    for (_, names) in seen.iter() {
+        assert_eq!(names.len(), 1);
+        assert!(names[0].starts_with(".big.tmp-"), "{names:?}");
+    }
+    assert_eq!(seen.last().unwrap().0, 70 * MIB);
+    assert_eq!(visible_entries(&output), ["big"]);
+}
+
+#[test]
+fn a_failure_mid_write_leaves_no_trace_and_keeps_the_old_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out");
+    let input = dir.path().join("shrinking.bin");
+    fs::write(&input, b"the previous version").unwrap();
+    chunk_file(&input, &options(&output)).unwrap();
+    let old_manifest = fs::read(output.join("shrinking").join(layout::MANIFEST_FILE)).unwrap();
+
+    // Four or more windows: the reader cannot have read the last one before the first
+    // progress call returns, so the truncation is always seen.
+    fs::write(&input, random_bytes(130 * MIB as usize, 4)).unwrap();
+    let path = input.clone();
+    let progress = Arc::new(move |_: chunker::Progress| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(MIB)
+            .unwrap();
+    });
+    let err = chunk_file(
+        &input,
+        &ChunkOptions {
+            force: true,
+            progress: Some(progress),
+            ..options(&output)
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, ChunkerError::Read { .. }), "{err}");
+    assert!(err.to_string().contains("shrinking.bin"), "{err}");
+    assert_eq!(
+        visible_entries(&output),
+        ["shrinking"],
+        "temporary directory removed"
+    );
+    assert_eq!(
+        fs::read(output.join("shrinking").join(layout::MANIFEST_FILE)).unwrap(),
+        old_manifest
+    );
+}
