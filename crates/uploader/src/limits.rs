@@ -1,0 +1,188 @@
+//! [`Limited`]: a bound on requests in flight and an optional bandwidth cap, in front of
+//! any store.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+use crate::store::{ObjectInfo, ObjectMeta, ObjectStore, PutOutcome};
+use crate::{Object, StoreError};
+
+/// Limits on the traffic to a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Operations in flight at once.
+    pub max_in_flight: usize,
+    /// Bytes per second sent and received together; `None` for no cap.
+    pub bytes_per_second: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 8,
+            bytes_per_second: None,
+        }
+    }
+}
+
+/// A store whose operations wait for a slot (at most [`Limits::max_in_flight`] run at
+/// once) and for bandwidth (a token bucket refilled at [`Limits::bytes_per_second`]).
+#[derive(Debug, Clone)]
+pub struct Limited<S> {
+    inner: S,
+    slots: Arc<Semaphore>,
+    bucket: Option<Arc<TokenBucket>>,
+}
+
+impl<S: ObjectStore> Limited<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, limits: Limits) -> Self {
+        Self {
+            inner,
+            slots: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+            bucket: limits
+                .bytes_per_second
+                .filter(|&rate| rate > 0)
+                .map(|rate| Arc::new(TokenBucket::new(rate))),
+        }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    async fn throttle(&self, bytes: u64) {
+        if let Some(bucket) = &self.bucket {
+            bucket.take(bytes).await;
+        }
+    }
+}
+
+#[async_trait]
+impl<S: ObjectStore> ObjectStore for Limited<S> {
+    fn url(&self) -> String {
+        self.inner.url()
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        meta: &ObjectMeta,
+    ) -> Result<PutOutcome, StoreError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        self.throttle(bytes.len() as u64).await;
+        self.inner.put(key, bytes, meta).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Object, StoreError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        let object = self.inner.get(key).await?;
+        // The size is known only afterwards, so a read pays for itself by delaying the
+        // next operation: the average rate still holds.
+        self.throttle(object.bytes.len() as u64).await;
+        Ok(object)
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        self.inner.stat(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        self.inner.list(prefix).await
+    }
+}
+
+/// A token bucket that may go into debt: taking more than is there succeeds at once and
+/// makes the taker (and everyone after it) wait until the debt is paid back. Bursts are
+/// limited to one second's worth.
+#[derive(Debug)]
+pub(crate) struct TokenBucket {
+    rate: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    pub(crate) fn new(bytes_per_second: u64) -> Self {
+        let rate = bytes_per_second as f64;
+        Self {
+            rate,
+            state: Mutex::new((rate, Instant::now())),
+        }
+    }
+
+    /// How long the taker of `bytes` must wait.
+    pub(crate) fn charge(&self, bytes: u64, now: Instant) -> Duration {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (tokens, last) = &mut *state;
+        let refill = now.saturating_duration_since(*last).as_secs_f64() * self.rate;
+        *tokens = (*tokens + refill).min(self.rate) - bytes as f64;
+        *last = now;
+        if *tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-*tokens / self.rate)
+        }
+    }
+
+    pub(crate) async fn take(&self, bytes: u64) {
+        let wait = self.charge(bytes, Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_allows_one_second_of_burst_then_paces() {
+        let bucket = TokenBucket::new(1000);
+        let t0 = Instant::now();
+        assert_eq!(bucket.charge(1000, t0), Duration::ZERO);
+        // 500 bytes more with nothing left: half a second of debt.
+        assert_eq!(bucket.charge(500, t0), Duration::from_millis(500));
+        // A second later, 1000 tokens came back; 500 paid the debt.
+        assert_eq!(
+            bucket.charge(500, t0 + Duration::from_secs(1)),
+            Duration::ZERO
+        );
+        // Idle time never banks more than one second's worth.
+        assert_eq!(
+            bucket.charge(1000, t0 + Duration::from_secs(60)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            bucket.charge(1, t0 + Duration::from_secs(60)),
+            Duration::from_millis(1)
+        );
+    }
+}

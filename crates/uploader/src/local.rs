@@ -1,0 +1,392 @@
+//! [`LocalDir`]: a plain directory as an object store.
+//!
+//! An object `chunks/<sha>.zstd` is the file `<root>/chunks/<sha>.zstd`, holding exactly
+//! the stored bytes, so `zstd -d` works on it directly. Its metadata (codec, original size
+//! and SHA-256, stored size and CRC32C) lives in a JSON sidecar
+//! `<root>/.panini-meta/<key>.json`, written before the object becomes visible.
+//!
+//! Writes are atomic and create-only: the bytes go to a temporary file in the target's
+//! directory and are flushed, then, under an advisory lock on `<root>/.panini-lock` (held
+//! by every writer, in this process or another), the sidecar is renamed into place and
+//! the object is hard-linked to its name, which fails rather than replace a file that is
+//! there. A crash leaves at most a hidden temporary file or a sidecar without an object,
+//! both of which the next put of that key replaces.
+
+use std::fs;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{ObjectInfo, ObjectMeta, ObjectStore, PutOutcome, check_existing, validate_key};
+use crate::{Object, StoreError};
+
+/// The directory of metadata sidecars, under the root.
+pub const META_DIR: &str = ".panini-meta";
+/// The lock file that serialises commits, under the root.
+pub const LOCK_FILE: &str = ".panini-lock";
+/// The prefix of temporary files, hidden from listings.
+const TEMP_PREFIX: &str = ".panini-tmp-";
+
+/// A directory used as an object store.
+#[derive(Debug, Clone)]
+pub struct LocalDir {
+    root: Arc<PathBuf>,
+}
+
+/// A sidecar: everything [`ObjectInfo`] needs that the file itself does not say.
+#[derive(Debug, Serialize, Deserialize)]
+struct Sidecar {
+    codec: chunk_model::Codec,
+    original_size: u64,
+    original_sha256: chunk_model::Sha256Digest,
+    size: u64,
+    crc32c: u32,
+}
+
+impl LocalDir {
+    /// A store rooted at `root`, created if missing.
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(|e| StoreError::io(&root, e))?;
+        Ok(Self {
+            root: Arc::new(root),
+        })
+    }
+
+    /// A store from `file:///absolute/path` or a plain path.
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        let path = match url.strip_prefix("file://") {
+            Some(rest) if rest.starts_with('/') => rest,
+            Some(_) => {
+                return Err(StoreError::InvalidUrl {
+                    url: url.to_owned(),
+                    reason: "a file URL needs an absolute path (file:///path)".into(),
+                });
+            }
+            None => url,
+        };
+        if path.is_empty() {
+            return Err(StoreError::InvalidUrl {
+                url: url.to_owned(),
+                reason: "empty path".into(),
+            });
+        }
+        Self::new(path)
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file holding `key`'s bytes.
+    pub fn object_path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn sidecar_path(&self, key: &str) -> PathBuf {
+        self.root.join(META_DIR).join(format!("{key}.json"))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(LocalDir) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || work(this))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    fn put_blocking(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        meta: &ObjectMeta,
+    ) -> Result<PutOutcome, StoreError> {
+        let path = self.object_path(key)?;
+        let sidecar_path = self.sidecar_path(key);
+        let crc32c = crc32c::crc32c(bytes);
+        let size = bytes.len() as u64;
+        if let Some(existing) = self.stat_blocking(key)? {
+            return check_existing(&self.url(), key, &existing, size, crc32c, meta);
+        }
+        let dir = parent(&path);
+        let sidecar_dir = parent(&sidecar_path);
+        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        fs::create_dir_all(sidecar_dir).map_err(|e| StoreError::io(sidecar_dir, e))?;
+
+        // The slow part (writing and flushing the bytes) happens before taking the lock,
+        // so concurrent puts of different keys overlap.
+        let data = write_temp(dir, bytes)?;
+        let sidecar = Sidecar {
+            codec: meta.codec,
+            original_size: meta.original_size,
+            original_sha256: meta.original_sha256,
+            size,
+            crc32c,
+        };
+        let sidecar_bytes =
+            serde_json::to_vec_pretty(&sidecar).map_err(|e| StoreError::InvalidMetadata {
+                key: key.to_owned(),
+                field: "sidecar",
+                reason: e.to_string(),
+            })?;
+        let sidecar_temp = write_temp(sidecar_dir, &sidecar_bytes)?;
+
+        let lock_path = self.root.join(LOCK_FILE);
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::io(&lock_path, e))?;
+        lock.lock().map_err(|e| StoreError::io(&lock_path, e))?;
+        let committed = (|| {
+            if path.exists() {
+                return Ok(false);
+            }
+            // The sidecar first: once the object is visible its metadata is too.
+            sidecar_temp
+                .persist(&sidecar_path)
+                .map_err(|e| StoreError::io(&sidecar_path, e.error))?;
+            match data.persist_noclobber(&path) {
+                Ok(_) => {}
+                // Only a writer that ignores the lock gets here; its object stays.
+                Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+                Err(e) => return Err(StoreError::io(&path, e.error)),
+            }
+            sync_dir(sidecar_dir)?;
+            sync_dir(dir)?;
+            Ok(true)
+        })();
+        drop(lock);
+        if committed? {
+            return Ok(PutOutcome::Created);
+        }
+        let existing = self
+            .stat_blocking(key)?
+            .ok_or_else(|| StoreError::NotFound {
+                store: self.url(),
+                key: key.to_owned(),
+            })?;
+        check_existing(&self.url(), key, &existing, size, crc32c, meta)
+    }
+
+    fn read_sidecar(&self, key: &str) -> Result<Option<Sidecar>, StoreError> {
+        let path = self.sidecar_path(key);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StoreError::InvalidMetadata {
+                        key: key.to_owned(),
+                        field: "sidecar",
+                        reason: format!("{}: {e}", path.display()),
+                    })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(path, e)),
+        }
+    }
+
+    fn stat_blocking(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let path = self.object_path(key)?;
+        let metadata = match fs::metadata(&path) {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(path, e)),
+        };
+        Ok(Some(info(
+            key,
+            metadata.len(),
+            metadata.modified().ok(),
+            self.read_sidecar(key)?.as_ref(),
+        )))
+    }
+
+    fn get_blocking(&self, key: &str) -> Result<Object, StoreError> {
+        let path = self.object_path(key)?;
+        let not_found = || StoreError::NotFound {
+            store: self.url(),
+            key: key.to_owned(),
+        };
+        let (bytes, modified) = match fs::File::open(&path) {
+            Ok(mut file) => {
+                let modified = file.metadata().and_then(|m| m.modified()).ok();
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut file, &mut bytes)
+                    .map_err(|e| StoreError::io(&path, e))?;
+                (bytes, modified)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found()),
+            Err(e) => return Err(StoreError::io(path, e)),
+        };
+        let sidecar = self.read_sidecar(key)?;
+        // A file without a sidecar was not stored through this crate: there is nothing
+        // to check it against, and it carries no metadata.
+        if let Some(sidecar) = &sidecar {
+            verify(key, &bytes, sidecar.size, Some(sidecar.crc32c))?;
+        }
+        Ok(Object {
+            info: info(key, bytes.len() as u64, modified, sidecar.as_ref()),
+            bytes: Bytes::from(bytes),
+        })
+    }
+
+    fn list_blocking(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        // Walk only the directory the prefix names, not the whole tree.
+        let start_dir = match prefix.rfind('/') {
+            Some(i) => {
+                validate_key(&prefix[..i])?;
+                self.root.join(&prefix[..i])
+            }
+            None => self.root.to_path_buf(),
+        };
+        let mut keys = Vec::new();
+        let mut stack = vec![start_dir];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io(dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| StoreError::io(&dir, e))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                // Hidden names are the store's own files (temporaries, sidecars, lock).
+                if name.starts_with('.') {
+                    continue;
+                }
+                let file_type = entry
+                    .file_type()
+                    .map_err(|e| StoreError::io(entry.path(), e))?;
+                if file_type.is_dir() {
+                    stack.push(entry.path());
+                } else if file_type.is_file()
+                    && let Ok(relative) = entry.path().strip_prefix(self.root.as_path())
+                    && let Some(key) = relative.to_str()
+                    && key.starts_with(prefix)
+                {
+                    keys.push(key.to_owned());
+                }
+            }
+        }
+        keys.sort();
+        let mut infos = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(info) = self.stat_blocking(&key)? {
+                infos.push(info);
+            }
+        }
+        Ok(infos)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalDir {
+    fn url(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        meta: &ObjectMeta,
+    ) -> Result<PutOutcome, StoreError> {
+        let (key, meta) = (key.to_owned(), *meta);
+        self.blocking(move |this| this.put_blocking(&key, &bytes, &meta))
+            .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Object, StoreError> {
+        let key = key.to_owned();
+        self.blocking(move |this| this.get_blocking(&key)).await
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let key = key.to_owned();
+        self.blocking(move |this| this.stat_blocking(&key)).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let prefix = prefix.to_owned();
+        self.blocking(move |this| this.list_blocking(&prefix)).await
+    }
+}
+
+fn info(
+    key: &str,
+    size: u64,
+    updated: Option<std::time::SystemTime>,
+    sidecar: Option<&Sidecar>,
+) -> ObjectInfo {
+    ObjectInfo {
+        key: key.to_owned(),
+        size,
+        crc32c: sidecar.map(|s| s.crc32c),
+        meta: sidecar.map(|s| ObjectMeta {
+            codec: s.codec,
+            original_size: s.original_size,
+            original_sha256: s.original_sha256,
+        }),
+        updated,
+    }
+}
+
+/// Checks bytes read against the recorded size and CRC32C.
+pub(crate) fn verify(
+    key: &str,
+    bytes: &[u8],
+    size: u64,
+    crc32c: Option<u32>,
+) -> Result<(), StoreError> {
+    if bytes.len() as u64 != size {
+        return Err(StoreError::SizeMismatch {
+            key: key.to_owned(),
+            expected: size,
+            actual: bytes.len() as u64,
+        });
+    }
+    if let Some(expected) = crc32c {
+        let actual = crc32c::crc32c(bytes);
+        if actual != expected {
+            return Err(StoreError::ChecksumMismatch {
+                key: key.to_owned(),
+                expected,
+                actual,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
+fn write_temp(dir: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile, StoreError> {
+    let mut temp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(|e| StoreError::io(dir, e))?;
+    temp.write_all(bytes)
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(|e| StoreError::io(temp.path(), e))?;
+    Ok(temp)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    chunk_model::json_file::sync_dir(dir).map_err(|e| match e {
+        chunk_model::ModelError::Io { path, source } => StoreError::Io { path, source },
+        other => StoreError::Task(other.to_string()),
+    })
+}

@@ -1,0 +1,349 @@
+//! Rebuilding a file bit for bit from its recipe and chunk objects.
+
+use std::path::{Path, PathBuf};
+
+use chunk_model::{Recipe, RecipeError, Sha256Digest, object_keys};
+use futures::{StreamExt as _, TryStreamExt as _};
+use tokio::io::AsyncWriteExt as _;
+
+use crate::StoreError;
+use crate::store::ObjectStore;
+
+/// Which of a name's recipes to rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    /// The most recently stored recipe.
+    Newest,
+    /// The recipe of the file with this SHA-256.
+    File(Sha256Digest),
+}
+
+/// How to reconstruct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconstructOptions {
+    /// Chunks downloaded and decoded at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for ReconstructOptions {
+    fn default() -> Self {
+        Self { max_in_flight: 8 }
+    }
+}
+
+/// Progress of a reconstruction, reported after each chunk is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconstructProgress {
+    /// Chunks written.
+    pub chunks_done: u64,
+    /// Chunks in the recipe.
+    pub chunks_total: u64,
+    /// Bytes written.
+    pub bytes_done: u64,
+    /// Size of the file.
+    pub bytes_total: u64,
+}
+
+/// What a reconstruction produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconstructReport {
+    /// The recipe used.
+    pub recipe_key: String,
+    /// The file written.
+    pub output: PathBuf,
+    /// Its size.
+    pub file_size: u64,
+    /// Its SHA-256, checked against the recipe.
+    pub file_sha256: Sha256Digest,
+    /// Number of chunks.
+    pub chunks: u64,
+}
+
+/// What can go wrong reconstructing a file. Every variant about a chunk names its
+/// index and object key. When any error is returned no output file was written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconstructError {
+    /// No recipe is stored for the name (or for the name and file hash).
+    #[error("{store}: no recipe for {name:?} under {prefix}")]
+    NoRecipe {
+        /// The store's URL.
+        store: String,
+        /// The name asked for.
+        name: String,
+        /// Where recipes were looked for.
+        prefix: String,
+    },
+    /// A store operation outside any chunk failed (listing, reading the recipe).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The recipe object is not a recipe.
+    #[error("recipe {key}: invalid JSON: {source}")]
+    RecipeJson {
+        /// The recipe's key.
+        key: String,
+        /// The parse error (names line and column).
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The recipe's chunks do not tile its file.
+    #[error("recipe {key}: {source}")]
+    InvalidRecipe {
+        /// The recipe's key.
+        key: String,
+        /// What is wrong.
+        #[source]
+        source: RecipeError,
+    },
+    /// The recipe describes another file than its key says.
+    #[error("recipe {key}: {reason}")]
+    RecipeMismatch {
+        /// The recipe's key.
+        key: String,
+        /// What differs.
+        reason: String,
+    },
+    /// A chunk object could not be read (after retries), or failed its CRC32C check.
+    #[error("chunk {index} ({key}): {source}")]
+    ChunkStore {
+        /// The chunk's index in the recipe.
+        index: usize,
+        /// Its object key.
+        key: String,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+    /// A chunk object does not decode.
+    #[error("chunk {index} ({key}): cannot decode: {source}")]
+    ChunkDecode {
+        /// The chunk's index in the recipe.
+        index: usize,
+        /// Its object key.
+        key: String,
+        /// The decoder's error.
+        #[source]
+        source: gpu_compress::CompressError,
+    },
+    /// A decoded chunk is not the recipe's chunk.
+    #[error(
+        "chunk {index} ({key}) at offset {offset}: decoded {actual_size} bytes with SHA-256 {actual}, recipe says {expected_size} bytes with {expected}"
+    )]
+    ChunkMismatch {
+        /// The chunk's index in the recipe.
+        index: usize,
+        /// Its object key.
+        key: String,
+        /// Its offset in the file.
+        offset: u64,
+        /// The recipe's size.
+        expected_size: u64,
+        /// The decoded size.
+        actual_size: u64,
+        /// The recipe's hash.
+        expected: Sha256Digest,
+        /// The decoded bytes' hash.
+        actual: Sha256Digest,
+    },
+    /// Every chunk matched but the whole file does not (a recipe listing the wrong chunks).
+    #[error("{name}: rebuilt file has SHA-256 {actual}, recipe says {expected}")]
+    FileHash {
+        /// The file's name.
+        name: String,
+        /// The recipe's hash.
+        expected: Sha256Digest,
+        /// The rebuilt file's hash.
+        actual: Sha256Digest,
+    },
+    /// Writing the output failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Finds and checks a recipe: its JSON parses, its chunks tile the file, and its name
+/// and file hash are the ones its key says.
+pub async fn find_recipe(
+    store: &dyn ObjectStore,
+    name: &str,
+    which: Which,
+) -> Result<(String, Recipe), ReconstructError> {
+    let prefix = object_keys::recipe_prefix(name);
+    let no_recipe = || ReconstructError::NoRecipe {
+        store: store.url(),
+        name: name.to_owned(),
+        prefix: prefix.clone(),
+    };
+    let key = match which {
+        Which::File(hash) => object_keys::recipe(name, &hash),
+        Which::Newest => {
+            let recipes = store.list(&prefix).await?;
+            recipes
+                .into_iter()
+                // Only direct children: a name may itself be a prefix of another's path.
+                .filter(|info| {
+                    info.key
+                        .strip_prefix(prefix.as_str())
+                        .is_some_and(|rest| rest.ends_with(".json") && !rest.contains('/'))
+                })
+                .max_by(|a, b| a.updated.cmp(&b.updated).then_with(|| a.key.cmp(&b.key)))
+                .ok_or_else(no_recipe)?
+                .key
+        }
+    };
+    let object = match store.get(&key).await {
+        Ok(object) => object,
+        Err(StoreError::NotFound { .. }) => return Err(no_recipe()),
+        Err(e) => return Err(e.into()),
+    };
+    let recipe: Recipe =
+        serde_json::from_slice(&object.bytes).map_err(|source| ReconstructError::RecipeJson {
+            key: key.clone(),
+            source,
+        })?;
+    recipe
+        .validate()
+        .map_err(|source| ReconstructError::InvalidRecipe {
+            key: key.clone(),
+            source,
+        })?;
+    if recipe.name != name {
+        return Err(ReconstructError::RecipeMismatch {
+            key,
+            reason: format!("it is for {:?}", recipe.name),
+        });
+    }
+    if key != object_keys::recipe(name, &recipe.file_sha256) {
+        return Err(ReconstructError::RecipeMismatch {
+            reason: format!("it describes the file {}", recipe.file_sha256),
+            key,
+        });
+    }
+    Ok((key, recipe))
+}
+
+/// Rebuilds the file `name` from `store` into `output`.
+///
+/// Chunks are downloaded and decoded concurrently (at most
+/// [`ReconstructOptions::max_in_flight`] at once), each checked against the recipe's
+/// size and SHA-256, and written in order to a temporary file beside `output`; the
+/// whole file's SHA-256 is checked and only then is the temporary file renamed to
+/// `output`. On any error the temporary file is removed and `output` is untouched.
+pub async fn reconstruct(
+    store: &dyn ObjectStore,
+    name: &str,
+    which: Which,
+    output: &Path,
+    options: &ReconstructOptions,
+    progress: &(dyn Fn(ReconstructProgress) + Sync),
+) -> Result<ReconstructReport, ReconstructError> {
+    let (recipe_key, recipe) = find_recipe(store, name, which).await?;
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ReconstructError::Io { path, source }
+    };
+    let dir = match output.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let temp = tempfile::Builder::new()
+        .prefix(".panini-tmp-")
+        .tempfile_in(dir)
+        .map_err(io(dir))?;
+    let mut writer = tokio::io::BufWriter::with_capacity(
+        1 << 20,
+        tokio::fs::File::from_std(temp.as_file().try_clone().map_err(io(temp.path()))?),
+    );
+    let mut hasher = Sha256Digest::hasher();
+    let mut done = ReconstructProgress {
+        chunks_done: 0,
+        chunks_total: recipe.chunks.len() as u64,
+        bytes_done: 0,
+        bytes_total: recipe.file_size,
+    };
+    let mut chunks = futures::stream::iter(recipe.chunks.iter().enumerate())
+        .map(|(index, chunk)| async move {
+            let object =
+                store
+                    .get(&chunk.key)
+                    .await
+                    .map_err(|source| ReconstructError::ChunkStore {
+                        index,
+                        key: chunk.key.clone(),
+                        source,
+                    })?;
+            let chunk = chunk.clone();
+            tokio::task::spawn_blocking(move || decode_and_check(index, &chunk, &object.bytes))
+                .await
+                .map_err(|e| ReconstructError::Store(StoreError::Task(e.to_string())))?
+        })
+        // `buffered` yields in recipe order while fetching ahead.
+        .buffered(options.max_in_flight.max(1));
+    while let Some(decoded) = chunks.try_next().await? {
+        sha2::Digest::update(&mut hasher, &decoded);
+        writer.write_all(&decoded).await.map_err(io(temp.path()))?;
+        done.chunks_done += 1;
+        done.bytes_done += decoded.len() as u64;
+        progress(done);
+    }
+    drop(chunks);
+    writer.flush().await.map_err(io(temp.path()))?;
+    let file = writer.into_inner();
+    file.sync_all().await.map_err(io(temp.path()))?;
+    drop(file);
+    let actual = Sha256Digest::from_hasher(hasher);
+    if actual != recipe.file_sha256 {
+        return Err(ReconstructError::FileHash {
+            name: name.to_owned(),
+            expected: recipe.file_sha256,
+            actual,
+        });
+    }
+    temp.persist(output).map_err(|e| ReconstructError::Io {
+        path: output.to_owned(),
+        source: e.error,
+    })?;
+    chunk_model::json_file::sync_dir(dir).map_err(|e| match e {
+        chunk_model::ModelError::Io { path, source } => ReconstructError::Io { path, source },
+        other => ReconstructError::Store(StoreError::Task(other.to_string())),
+    })?;
+    Ok(ReconstructReport {
+        recipe_key,
+        output: output.to_owned(),
+        file_size: recipe.file_size,
+        file_sha256: actual,
+        chunks: recipe.chunks.len() as u64,
+    })
+}
+
+/// Decodes one chunk object and checks it against its recipe entry.
+fn decode_and_check(
+    index: usize,
+    chunk: &chunk_model::RecipeChunk,
+    object: &[u8],
+) -> Result<Vec<u8>, ReconstructError> {
+    let decoded = gpu_compress::decompress(chunk.codec, object).map_err(|source| {
+        ReconstructError::ChunkDecode {
+            index,
+            key: chunk.key.clone(),
+            source,
+        }
+    })?;
+    let actual = Sha256Digest::of(&decoded);
+    if actual != chunk.sha256 || decoded.len() as u64 != chunk.size {
+        return Err(ReconstructError::ChunkMismatch {
+            index,
+            key: chunk.key.clone(),
+            offset: chunk.offset,
+            expected_size: chunk.size,
+            actual_size: decoded.len() as u64,
+            expected: chunk.sha256,
+            actual,
+        });
+    }
+    Ok(decoded)
+}

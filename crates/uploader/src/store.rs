@@ -1,0 +1,294 @@
+//! The object store interface and what it stores.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chunk_model::{Codec, Sha256Digest};
+
+use crate::StoreError;
+
+/// What every stored object says about the original bytes it encodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// How the object's bytes are encoded.
+    pub codec: Codec,
+    /// Length of the original (decoded) bytes.
+    pub original_size: u64,
+    /// SHA-256 of the original bytes.
+    pub original_sha256: Sha256Digest,
+}
+
+impl ObjectMeta {
+    /// Metadata of bytes stored as they are (`store` codec), such as a recipe.
+    pub fn plain(bytes: &[u8]) -> Self {
+        Self {
+            codec: Codec::Store,
+            original_size: bytes.len() as u64,
+            original_sha256: Sha256Digest::of(bytes),
+        }
+    }
+}
+
+/// Names under which [`ObjectMeta`] is kept: custom metadata on GCS, sidecar fields in a
+/// local directory.
+pub mod meta_keys {
+    /// The codec's wire name.
+    pub const CODEC: &str = "panini-codec";
+    /// Decimal length of the original bytes.
+    pub const ORIGINAL_SIZE: &str = "panini-original-size";
+    /// Hex SHA-256 of the original bytes.
+    pub const ORIGINAL_SHA256: &str = "panini-original-sha256";
+}
+
+impl ObjectMeta {
+    /// The metadata as string pairs, keyed by [`meta_keys`].
+    pub fn to_pairs(&self) -> [(&'static str, String); 3] {
+        [
+            (meta_keys::CODEC, self.codec.to_string()),
+            (meta_keys::ORIGINAL_SIZE, self.original_size.to_string()),
+            (meta_keys::ORIGINAL_SHA256, self.original_sha256.to_hex()),
+        ]
+    }
+
+    /// Reads the metadata back from string pairs. `None` when the object carries none of
+    /// the keys (it was not stored by Panini); an error names a key that is present but
+    /// malformed or missing beside the others.
+    pub fn from_lookup<'a>(
+        key: &str,
+        lookup: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<Option<Self>, StoreError> {
+        let (codec, size, sha) = (
+            lookup(meta_keys::CODEC),
+            lookup(meta_keys::ORIGINAL_SIZE),
+            lookup(meta_keys::ORIGINAL_SHA256),
+        );
+        if codec.is_none() && size.is_none() && sha.is_none() {
+            return Ok(None);
+        }
+        let invalid = |field: &'static str, reason: String| StoreError::InvalidMetadata {
+            key: key.to_owned(),
+            field,
+            reason,
+        };
+        let missing = |field: &'static str| invalid(field, "missing".into());
+        Ok(Some(Self {
+            codec: codec
+                .ok_or_else(|| missing(meta_keys::CODEC))?
+                .parse()
+                .map_err(|e: chunk_model::recipe::ParseCodecError| {
+                    invalid(meta_keys::CODEC, e.to_string())
+                })?,
+            original_size: size
+                .ok_or_else(|| missing(meta_keys::ORIGINAL_SIZE))?
+                .parse()
+                .map_err(|e: std::num::ParseIntError| {
+                    invalid(meta_keys::ORIGINAL_SIZE, e.to_string())
+                })?,
+            original_sha256: sha
+                .ok_or_else(|| missing(meta_keys::ORIGINAL_SHA256))?
+                .parse()
+                .map_err(|e: chunk_model::digest::ParseDigestError| {
+                    invalid(meta_keys::ORIGINAL_SHA256, e.to_string())
+                })?,
+        }))
+    }
+}
+
+/// What a create-only put did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The object was stored by this call.
+    Created,
+    /// An object with the same content was already there (deduplicated); nothing was
+    /// written.
+    AlreadyExists,
+}
+
+/// What the store knows about one object, without its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The key, relative to the store's root or prefix.
+    pub key: String,
+    /// Length of the stored (encoded) bytes.
+    pub size: u64,
+    /// CRC32C (Castagnoli) of the stored bytes, when the store recorded one.
+    pub crc32c: Option<u32>,
+    /// Panini's metadata, when the object carries it.
+    pub meta: Option<ObjectMeta>,
+    /// When the object was stored, when the store says.
+    pub updated: Option<SystemTime>,
+}
+
+/// An object's bytes, verified against the store's size and CRC32C.
+#[derive(Debug, Clone)]
+pub struct Object {
+    /// What the store says about it.
+    pub info: ObjectInfo,
+    /// The stored bytes.
+    pub bytes: Bytes,
+}
+
+/// A flat namespace of immutable objects: the operations Panini's pipeline needs from a
+/// bucket or a directory.
+///
+/// Keys are `/`-separated relative paths (`chunks/<sha256>.zstd`). Objects are never
+/// overwritten: a put to a key that exists stores nothing, so a content-addressed key is
+/// written once however many files and reruns contain it, and a reader never sees an
+/// object change or appear half-written.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + fmt::Debug {
+    /// The store's URL (`file:///…`, `gs://bucket/prefix`), for messages.
+    fn url(&self) -> String;
+
+    /// Stores `bytes` under `key` unless an object is already there. When one is, it is
+    /// kept, and the call checks that it holds the same content (the same bytes, or the
+    /// same original bytes under the same codec); otherwise it fails with
+    /// [`StoreError::Conflict`].
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        meta: &ObjectMeta,
+    ) -> Result<PutOutcome, StoreError>;
+
+    /// Reads an object whole, verifying its size and CRC32C.
+    async fn get(&self, key: &str) -> Result<Object, StoreError>;
+
+    /// What the store knows about `key`, or `None` when there is no such object.
+    async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
+
+    /// Every object whose key starts with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+}
+
+#[async_trait]
+impl<S: ObjectStore + ?Sized> ObjectStore for Arc<S> {
+    fn url(&self) -> String {
+        (**self).url()
+    }
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        meta: &ObjectMeta,
+    ) -> Result<PutOutcome, StoreError> {
+        (**self).put(key, bytes, meta).await
+    }
+    async fn get(&self, key: &str) -> Result<Object, StoreError> {
+        (**self).get(key).await
+    }
+    async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        (**self).stat(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        (**self).list(prefix).await
+    }
+}
+
+/// Checks that `key` is a clean relative path: no empty, `.` or `..` components, no
+/// leading `/`, no backslash or NUL, no component starting with `.` (the local store
+/// keeps its temporary files and metadata under such names).
+pub fn validate_key(key: &str) -> Result<(), StoreError> {
+    let reason = if key.is_empty() {
+        Some("empty")
+    } else if key.contains(['\\', '\0']) {
+        Some("contains a backslash or NUL")
+    } else if key.split('/').any(|part| part.is_empty()) {
+        Some("has an empty path component (leading, trailing or double '/')")
+    } else if key.split('/').any(|part| part.starts_with('.')) {
+        Some("has a path component starting with '.'")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(StoreError::InvalidKey {
+            key: key.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Decides whether an existing object holds the content a put wanted to store: the
+/// same bytes, or (for an encoder that is not deterministic across machines) the same
+/// original bytes in the same codec.
+pub(crate) fn check_existing(
+    store: &str,
+    key: &str,
+    existing: &ObjectInfo,
+    size: u64,
+    crc32c: u32,
+    meta: &ObjectMeta,
+) -> Result<PutOutcome, StoreError> {
+    if existing.size == size && existing.crc32c == Some(crc32c) {
+        return Ok(PutOutcome::AlreadyExists);
+    }
+    match &existing.meta {
+        Some(theirs) if theirs == meta => Ok(PutOutcome::AlreadyExists),
+        Some(theirs) => Err(StoreError::Conflict {
+            store: store.to_owned(),
+            key: key.to_owned(),
+            reason: format!(
+                "stored original {} ({} bytes, {}), new original {} ({} bytes, {})",
+                theirs.original_sha256,
+                theirs.original_size,
+                theirs.codec,
+                meta.original_sha256,
+                meta.original_size,
+                meta.codec
+            ),
+        }),
+        None => Err(StoreError::Conflict {
+            store: store.to_owned(),
+            key: key.to_owned(),
+            reason: format!(
+                "the stored object has no Panini metadata and differs ({} bytes, new {size})",
+                existing.size
+            ),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_must_be_clean_relative_paths() {
+        for good in ["a", "chunks/abc.zstd", "recipes/movie.mp4/x.json"] {
+            validate_key(good).unwrap();
+        }
+        for bad in [
+            "", "/a", "a/", "a//b", "../a", "a/./b", ".meta/x", "a\\b", "a\0b",
+        ] {
+            assert!(validate_key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn metadata_round_trips_and_names_bad_fields() {
+        let meta = ObjectMeta::plain(b"hello");
+        let pairs = meta.to_pairs();
+        let lookup = |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+        assert_eq!(ObjectMeta::from_lookup("k", lookup).unwrap(), Some(meta));
+        assert_eq!(ObjectMeta::from_lookup("k", |_| None).unwrap(), None);
+        let error = ObjectMeta::from_lookup("k", |name| match name {
+            meta_keys::CODEC => Some("brotli"),
+            _ => Some("1"),
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::InvalidMetadata {
+                    field: meta_keys::CODEC,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    }
+}
