@@ -108,7 +108,9 @@ where
     }
     for key in before.keys() {
         if !after.contains_key(key) {
-            raw.remove(key);
+            // `shift_remove`: plain `remove` swaps the last key into the hole and so
+            // reorders the document.
+            raw.shift_remove(key);
         }
     }
     write_atomic(path, &raw)?;

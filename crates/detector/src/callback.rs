@@ -1,0 +1,378 @@
+//! Applying a worker's `chunk_compressed` event to the chunk's `metadata.json`.
+//!
+//! A worker reports back through GitHub's `repository_dispatch`; the workflow hands the
+//! event file to [`apply_callback`]. The event comes from outside the repository, so it
+//! is checked before anything is written: `chunk_path` must resolve (symbolic links
+//! included) to a directory inside the base, the status change must be legal, and only
+//! the changed keys are written back, atomically. Replaying an event is harmless: the
+//! same `completed` event a second time changes nothing and succeeds.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Component, Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use chunk_model::layout::METADATA_FILE;
+use chunk_model::{ChunkMetadata, ModelError, Sha256Digest, Status, Timestamp, TransitionError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::split_base;
+
+/// The key under which a worker's free-form `stats` are kept in `metadata.json`.
+pub const STATS_FIELD: &str = "compression_stats";
+
+/// The `client_payload` of a `chunk_compressed` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallbackPayload {
+    /// The chunk directory relative to the repository root, as the detector wrote it
+    /// (`pending_compression/<name>/chunk_NNNN`).
+    pub chunk_path: String,
+    /// `completed` or `failed`.
+    pub status: Status,
+    /// The object key of the compressed chunk (required when `completed`).
+    #[serde(default)]
+    pub upload_path: Option<String>,
+    /// SHA-256 of the stored object (required when `completed`).
+    #[serde(default)]
+    pub upload_hash: Option<Sha256Digest>,
+    /// Free-form statistics from the worker, kept as `compression_stats`.
+    #[serde(default)]
+    pub stats: Option<Value>,
+    /// The worker that did the work.
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    /// Why the work failed (when `failed`).
+    #[serde(default, alias = "last_error")]
+    pub error: Option<String>,
+}
+
+/// The event type a callback must carry when it comes as a full event file.
+pub const EVENT_TYPE: &str = "chunk_compressed";
+
+impl CallbackPayload {
+    /// Reads a payload from `path`: either the payload object itself or a whole GitHub
+    /// `repository_dispatch` event (`$GITHUB_EVENT_PATH`) with it under `client_payload`.
+    pub fn read(path: &Path) -> Result<Self, CallbackError> {
+        let bytes = fs::read(path).map_err(|source| CallbackError::ReadPayload {
+            path: path.to_owned(),
+            source,
+        })?;
+        let value: Value =
+            serde_json::from_slice(&bytes).map_err(|source| CallbackError::InvalidPayload {
+                path: path.to_owned(),
+                source,
+            })?;
+        Self::from_value(path, value)
+    }
+
+    /// Interprets a parsed payload or event; `source` names it in errors.
+    pub fn from_value(source: &Path, mut value: Value) -> Result<Self, CallbackError> {
+        if let Some(event) = value.as_object_mut()
+            && let Some(payload) = event.remove("client_payload")
+        {
+            // In an event file `action` is the dispatch's event_type.
+            if let Some(action) = event.get("action").and_then(Value::as_str)
+                && action != EVENT_TYPE
+            {
+                return Err(CallbackError::WrongEventType {
+                    path: source.to_owned(),
+                    action: action.to_owned(),
+                });
+            }
+            value = payload;
+        }
+        serde_json::from_value(value).map_err(|e| CallbackError::InvalidPayload {
+            path: source.to_owned(),
+            source: e,
+        })
+    }
+}
+
+/// What applying a callback did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallbackOutcome {
+    /// The metadata file concerned (resolved, inside the base).
+    pub metadata_path: PathBuf,
+    /// The change.
+    pub change: Change,
+}
+
+/// The change a callback made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// The status moved and the fields were written.
+    Applied {
+        /// Status before.
+        from: Status,
+        /// Status after.
+        to: Status,
+    },
+    /// The chunk already had this outcome; nothing was written.
+    AlreadyApplied {
+        /// The chunk's (unchanged) status.
+        status: Status,
+    },
+}
+
+/// Why a callback was refused. Nothing was written in any of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    /// The payload file cannot be read.
+    #[error("cannot read callback payload {path}: {source}")]
+    ReadPayload {
+        /// The payload file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The payload is not JSON or lacks a field; serde's message names it.
+    #[error("invalid callback payload in {path}: {source}")]
+    InvalidPayload {
+        /// The payload file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The event file is for another event type.
+    #[error("{path}: event type {action:?} is not {EVENT_TYPE:?}")]
+    WrongEventType {
+        /// The event file.
+        path: PathBuf,
+        /// The event's `action`.
+        action: String,
+    },
+    /// The payload's status is neither `completed` nor `failed`.
+    #[error("callback status {0} is not accepted (expected completed or failed)")]
+    UnsupportedStatus(Status),
+    /// A field the status requires is absent.
+    #[error("callback for {chunk_path} is {status} but has no {field}")]
+    MissingField {
+        /// The chunk.
+        chunk_path: String,
+        /// The payload's status.
+        status: Status,
+        /// The missing field.
+        field: &'static str,
+    },
+    /// `chunk_path` does not lie inside the base directory.
+    #[error("chunk_path {chunk_path:?} is outside {base}: {reason}")]
+    OutsideBase {
+        /// The path as given.
+        chunk_path: String,
+        /// The base directory.
+        base: PathBuf,
+        /// How it escapes.
+        reason: String,
+    },
+    /// `chunk_path` names no chunk directory.
+    #[error("chunk_path {chunk_path:?}: no chunk directory at {path}")]
+    ChunkNotFound {
+        /// The path as given.
+        chunk_path: String,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// A file system operation on the base or chunk failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state machine forbids the change.
+    #[error("{path}: {source}")]
+    Transition {
+        /// The metadata file.
+        path: PathBuf,
+        /// The illegal transition.
+        #[source]
+        source: TransitionError,
+    },
+    /// The chunk is already completed with a different upload.
+    #[error(
+        "{path}: already completed with upload {existing_path:?} ({existing_hash}); \
+         the callback says {incoming_path:?} ({incoming_hash})"
+    )]
+    Conflict {
+        /// The metadata file.
+        path: PathBuf,
+        /// What the metadata records.
+        existing_path: Option<String>,
+        /// What the metadata records.
+        existing_hash: String,
+        /// What the callback says.
+        incoming_path: Option<String>,
+        /// What the callback says.
+        incoming_hash: String,
+    },
+    /// Reading or writing the metadata failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// Applies `payload` to its chunk under `base` at time `now`.
+///
+/// `completed` sets `status`, `compressed_at`, `upload_path`, `upload_hash`,
+/// `worker_id` and `compression_stats`, and clears `lease_expires_at`; `failed` sets
+/// `status`, `last_error`, `worker_id` and `compression_stats`, and clears the lease.
+/// `attempts` is the dispatcher's to count and is left alone. Every other key, known or
+/// not, is left exactly as it was.
+pub fn apply_callback(
+    base: &Path,
+    payload: &CallbackPayload,
+    now: DateTime<Utc>,
+) -> Result<CallbackOutcome, CallbackError> {
+    if !matches!(payload.status, Status::Completed | Status::Failed) {
+        return Err(CallbackError::UnsupportedStatus(payload.status));
+    }
+    if payload.status == Status::Completed {
+        let missing = if payload.upload_path.is_none() {
+            Some("upload_path")
+        } else if payload.upload_hash.is_none() {
+            Some("upload_hash")
+        } else {
+            None
+        };
+        if let Some(field) = missing {
+            return Err(CallbackError::MissingField {
+                chunk_path: payload.chunk_path.clone(),
+                status: payload.status,
+                field,
+            });
+        }
+    }
+    let metadata_path = resolve_metadata(base, &payload.chunk_path)?;
+    let change = json_update(&metadata_path, payload, now)?;
+    Ok(CallbackOutcome {
+        metadata_path,
+        change,
+    })
+}
+
+fn json_update(
+    path: &Path,
+    payload: &CallbackPayload,
+    now: DateTime<Utc>,
+) -> Result<Change, CallbackError> {
+    chunk_model::json_file::update(path, |meta: &mut ChunkMetadata| {
+        let from = meta.status;
+        if from == payload.status {
+            if from == Status::Completed
+                && (meta.upload_path != payload.upload_path
+                    || meta.upload_hash != payload.upload_hash)
+            {
+                let hash = |h: &Option<Sha256Digest>| {
+                    h.as_ref()
+                        .map_or_else(|| "no hash".to_owned(), |h| h.to_hex())
+                };
+                return Err(CallbackError::Conflict {
+                    path: path.to_owned(),
+                    existing_path: meta.upload_path.clone(),
+                    existing_hash: hash(&meta.upload_hash),
+                    incoming_path: payload.upload_path.clone(),
+                    incoming_hash: hash(&payload.upload_hash),
+                });
+            }
+            return Ok(Change::AlreadyApplied { status: from });
+        }
+        meta.status =
+            from.transition_to(payload.status)
+                .map_err(|source| CallbackError::Transition {
+                    path: path.to_owned(),
+                    source,
+                })?;
+        meta.lease_expires_at = None;
+        if let Some(worker) = &payload.worker_id {
+            meta.worker_id = Some(worker.clone());
+        }
+        if let Some(stats) = &payload.stats {
+            meta.extra.insert(STATS_FIELD.to_owned(), stats.clone());
+        }
+        if payload.status == Status::Completed {
+            meta.compressed_at = Some(Timestamp::from_utc(now));
+            meta.upload_path.clone_from(&payload.upload_path);
+            meta.upload_hash = payload.upload_hash;
+        } else {
+            let worker = payload.worker_id.as_deref().unwrap_or("unknown worker");
+            meta.last_error = Some(
+                payload
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| format!("{worker} reported failure without a reason")),
+            );
+        }
+        Ok(Change::Applied {
+            from,
+            to: meta.status,
+        })
+    })
+}
+
+/// Resolves `chunk_path` (relative to the base's parent, the repository root) to the
+/// chunk's `metadata.json`, refusing anything that is absolute, climbs with `..`, or
+/// resolves through a symbolic link to somewhere outside the base.
+pub fn resolve_metadata(base: &Path, chunk_path: &str) -> Result<PathBuf, CallbackError> {
+    let outside = |reason: String| CallbackError::OutsideBase {
+        chunk_path: chunk_path.to_owned(),
+        base: base.to_owned(),
+        reason,
+    };
+    let relative = Path::new(chunk_path);
+    if chunk_path.is_empty() {
+        return Err(outside("it is empty".into()));
+    }
+    for component in relative.components() {
+        match component {
+            Component::Prefix(_) | Component::RootDir => {
+                return Err(outside("it is an absolute path".into()));
+            }
+            Component::ParentDir => return Err(outside("it contains '..'".into())),
+            Component::CurDir | Component::Normal(_) => {}
+        }
+    }
+    let (root, name) = split_base(base).map_err(|e| outside(e.to_string()))?;
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| CallbackError::Io { path, source }
+    };
+    let base_real = fs::canonicalize(root.join(&name)).map_err(io(base))?;
+    let candidate = root.join(relative);
+    let chunk_real = match fs::canonicalize(&candidate) {
+        Ok(real) => real,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(CallbackError::ChunkNotFound {
+                chunk_path: chunk_path.to_owned(),
+                path: candidate,
+            });
+        }
+        Err(e) => return Err(io(&candidate)(e)),
+    };
+    if chunk_real == base_real || !chunk_real.starts_with(&base_real) {
+        return Err(outside(format!("it resolves to {}", chunk_real.display())));
+    }
+    if !chunk_real.is_dir() {
+        return Err(CallbackError::ChunkNotFound {
+            chunk_path: chunk_path.to_owned(),
+            path: candidate,
+        });
+    }
+    let metadata = chunk_real.join(METADATA_FILE);
+    match fs::symlink_metadata(&metadata) {
+        Ok(m) if m.file_type().is_symlink() => Err(outside(format!(
+            "{} is a symbolic link",
+            metadata.display()
+        ))),
+        Ok(_) => Ok(metadata),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(CallbackError::ChunkNotFound {
+            chunk_path: chunk_path.to_owned(),
+            path: metadata,
+        }),
+        Err(e) => Err(io(&metadata)(e)),
+    }
+}
