@@ -229,14 +229,13 @@ pub fn plan<R: Read + Seek>(
 fn coalesce(regions: Vec<Region>, max: u64) -> Vec<Region> {
     let mut out: Vec<Region> = Vec::with_capacity(regions.len());
     for region in regions {
-        if let Some(last) = out.last_mut() {
-            if last.pattern == region.pattern
-                && last.size + region.size <= max
-                && (last.keyframe || !region.keyframe)
-            {
-                last.size += region.size;
-                continue;
-            }
+        if let Some(last) = out.last_mut()
+            && last.pattern == region.pattern
+            && last.size + region.size <= max
+            && (last.keyframe || !region.keyframe)
+        {
+            last.size += region.size;
+            continue;
         }
         out.push(region);
     }

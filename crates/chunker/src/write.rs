@@ -500,10 +500,10 @@ fn install(
         old = Some(parking);
     }
     if let Err(e) = fs::rename(tmp.path(), final_dir) {
-        if let Some(old) = &old {
-            if let Err(restore) = fs::rename(old, final_dir) {
-                tracing::error!(old = %old.display(), error = %restore, "could not put the previous chunk tree back");
-            }
+        if let Some(old) = &old
+            && let Err(restore) = fs::rename(old, final_dir)
+        {
+            tracing::error!(old = %old.display(), error = %restore, "could not put the previous chunk tree back");
         }
         let collision = matches!(
             e.kind(),
@@ -525,10 +525,10 @@ fn install(
     let _ = tmp.keep();
     sync_dir(output)?;
     let replaced = old.is_some();
-    if let Some(old) = old {
-        if let Err(e) = fs::remove_dir_all(&old) {
-            tracing::warn!(path = %old.display(), error = %e, "could not delete the replaced chunk tree");
-        }
+    if let Some(old) = old
+        && let Err(e) = fs::remove_dir_all(&old)
+    {
+        tracing::warn!(path = %old.display(), error = %e, "could not delete the replaced chunk tree");
     }
     Ok(replaced)
 }

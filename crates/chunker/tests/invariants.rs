@@ -25,8 +25,8 @@ fn generate(kind: u8, seed: u64) -> Vec<u8> {
                 sample_size: 500,
                 keyframe_interval: 7,
                 samples_per_chunk: 3,
-                co64: seed % 2 == 0,
-                moov_first: seed % 3 != 0,
+                co64: seed.is_multiple_of(2),
+                moov_first: !seed.is_multiple_of(3),
                 free_box: true,
                 brand: *b"isom",
                 seed,
@@ -46,7 +46,7 @@ fn generate(kind: u8, seed: u64) -> Vec<u8> {
                 clusters: 4,
                 blocks_per_cluster: 5,
                 block_size: 800,
-                unknown_sizes: seed % 2 == 0,
+                unknown_sizes: seed.is_multiple_of(2),
                 ..WebmSpec::with_approx_size(0, seed)
             })
             .bytes

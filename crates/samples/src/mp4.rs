@@ -111,7 +111,7 @@ pub fn mp4(spec: &Mp4Spec) -> Sample {
     out.bytes.extend_from_slice(b"mdat");
     let mut keyframes = Vec::with_capacity(sync.len());
     for (i, &size) in sizes.iter().enumerate() {
-        if i as u32 % interval == 0 {
+        if (i as u32).is_multiple_of(interval) {
             keyframes.push(out.pos());
         }
         let at = out.bytes.len();

@@ -40,7 +40,7 @@ pub use retry::RetryPolicy;
 pub use store::{Object, ObjectInfo, ObjectMeta, ObjectStore, PutOutcome};
 pub use upload::{
     ChunkEncoder, EncodedChunk, FileSpec, StoreAsIs, UploadError, UploadOptions, UploadProgress,
-    UploadReport, upload_chunk_dir, upload_file,
+    UploadReport, put_recipe, upload_chunk_dir, upload_file,
 };
 
 /// How to open a store from a URL.

@@ -103,6 +103,16 @@ pub enum UploadError {
     /// The store failed (after retries).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A recipe names chunk objects the store does not have.
+    #[error("recipe {name}: chunk object {key} is not in the store ({missing} missing in all)")]
+    MissingChunk {
+        /// The recipe's file name.
+        name: String,
+        /// The first missing key.
+        key: String,
+        /// How many are missing.
+        missing: usize,
+    },
     /// The chunk tree could not be read.
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -253,18 +263,53 @@ where
         file_sha256: file.file_sha256,
         chunks: recipe_chunks,
     };
+    report.recipe = write_recipe(store, &recipe).await?;
+    Ok(report)
+}
+
+/// Stores `recipe` under `recipes/<name>/<file sha256>.json` once it checks out: its
+/// chunks tile the file, and every chunk object it names is in the store (chunks are
+/// stored by whoever compressed them, a worker say; the index comes after the data).
+pub async fn put_recipe(
+    store: &dyn ObjectStore,
+    recipe: &Recipe,
+) -> Result<PutOutcome, UploadError> {
     recipe.validate()?;
-    let mut json = serde_json::to_vec_pretty(&recipe).map_err(|e| StoreError::InvalidMetadata {
-        key: report.recipe_key.clone(),
+    let keys: std::collections::BTreeSet<&str> =
+        recipe.chunks.iter().map(|c| c.key.as_str()).collect();
+    let missing = futures::stream::iter(keys)
+        .map(|key| async move {
+            store
+                .stat(key)
+                .await
+                .map(|info| info.is_none().then_some(key))
+        })
+        .buffer_unordered(16)
+        .try_filter_map(|missing| async move { Ok(missing) })
+        .try_collect::<Vec<_>>()
+        .await?;
+    if let Some(key) = missing.first() {
+        return Err(UploadError::MissingChunk {
+            name: recipe.name.clone(),
+            key: (*key).to_owned(),
+            missing: missing.len(),
+        });
+    }
+    write_recipe(store, recipe).await
+}
+
+/// Writes a recipe whose chunk objects are known to be stored.
+async fn write_recipe(store: &dyn ObjectStore, recipe: &Recipe) -> Result<PutOutcome, UploadError> {
+    recipe.validate()?;
+    let key = object_keys::recipe(&recipe.name, &recipe.file_sha256);
+    let mut json = serde_json::to_vec_pretty(recipe).map_err(|e| StoreError::InvalidMetadata {
+        key: key.clone(),
         field: "recipe",
         reason: e.to_string(),
     })?;
     json.push(b'\n');
     let meta = ObjectMeta::plain(&json);
-    report.recipe = store
-        .put(&report.recipe_key, Bytes::from(json), &meta)
-        .await?;
-    Ok(report)
+    Ok(store.put(&key, Bytes::from(json), &meta).await?)
 }
 
 async fn verify_encoding(chunk: &EncodedChunk) -> Result<(), UploadError> {

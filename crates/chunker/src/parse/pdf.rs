@@ -68,11 +68,11 @@ fn find_any<R: Read + Seek>(
         let mut best: Option<usize> = None;
         for (i, pattern) in patterns.iter().enumerate() {
             let limit = best.map_or(window.len(), |b| (b + pattern.len()).min(window.len()));
-            if let Some(p) = memmem::find(&window[..limit], pattern) {
-                if best.is_none_or(|b| p < b) {
-                    best = Some(p);
-                    which = i;
-                }
+            if let Some(p) = memmem::find(&window[..limit], pattern)
+                && best.is_none_or(|b| p < b)
+            {
+                best = Some(p);
+                which = i;
             }
         }
         best
