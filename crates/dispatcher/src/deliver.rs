@@ -1,0 +1,596 @@
+//! Requests, the worker pool, retries and the run loop.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chunk_model::{ChunkInfo, WebhookRequest};
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use rand::Rng as _;
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use serde::Serialize;
+
+use crate::config::{DispatchConfig, Mode};
+use crate::{DispatchError, metadata, signing};
+
+/// Reads `chunks_to_process.json`: a list of chunks as the detector writes them.
+pub fn read_chunks_file(path: &Path) -> Result<Vec<ChunkInfo>, DispatchError> {
+    chunk_model::json_file::read(path).map_err(|source| DispatchError::ChunksFile {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// One request: its delivery id (the same on every retry), its chunks and its body.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// `webhook-id`.
+    pub id: String,
+    /// The chunks it carries.
+    pub chunks: Vec<ChunkInfo>,
+    /// The JSON body.
+    pub body: Vec<u8>,
+}
+
+impl Delivery {
+    /// The chunk paths it carries.
+    pub fn chunk_paths(&self) -> Vec<String> {
+        self.chunks.iter().map(|c| c.chunk_path.clone()).collect()
+    }
+}
+
+/// A worker took the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Accepted {
+    /// The worker's name.
+    pub worker: String,
+    /// Tries it took.
+    pub tries: u32,
+}
+
+/// The request was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// What the last try got.
+    pub error: String,
+    /// A worker refused it (4xx other than 408/429); retrying the same request is
+    /// pointless. `false`: every try failed for reasons that may pass (busy, down).
+    pub permanent: bool,
+    /// Tries it took.
+    pub tries: u32,
+}
+
+/// What became of one request.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryOutcome {
+    /// `webhook-id`.
+    pub delivery_id: String,
+    /// The chunks it carried.
+    pub chunk_paths: Vec<String>,
+    /// Accepted or not.
+    pub result: Result<Accepted, Failure>,
+    /// Chunks whose `metadata.json` could not be updated, with why.
+    pub metadata_errors: Vec<String>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DispatchReport {
+    /// Chunks in the list.
+    pub total_chunks: usize,
+    /// Chunks a worker accepted.
+    pub accepted_chunks: usize,
+    /// Every request, in completion order.
+    pub outcomes: Vec<DeliveryOutcome>,
+}
+
+impl DispatchReport {
+    /// Whether every chunk was accepted.
+    pub fn all_accepted(&self) -> bool {
+        self.accepted_chunks == self.total_chunks
+    }
+}
+
+#[derive(Debug, Default)]
+struct WorkerState {
+    in_flight: usize,
+    consecutive_failures: u32,
+    unavailable_until: Option<Instant>,
+}
+
+/// The workers' load and health, shared by all requests of a run.
+#[derive(Debug)]
+struct Pool {
+    workers: Mutex<Vec<WorkerState>>,
+}
+
+impl Pool {
+    fn new(n: usize) -> Self {
+        Self {
+            workers: Mutex::new((0..n).map(|_| WorkerState::default()).collect()),
+        }
+    }
+
+    /// The healthy worker with the fewest chunks in flight, preferring not `avoid` (the
+    /// worker that just failed this request) and fewer recent failures. When every
+    /// worker is cooling off, the one that comes back first: the caller has already
+    /// backed off, and waiting out a whole cool-off would stall a lone worker's retries.
+    fn pick(&self, avoid: Option<usize>, now: Instant) -> usize {
+        let workers = self.workers.lock().expect("pool lock");
+        let healthy = workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.unavailable_until.is_none_or(|t| t <= now))
+            .min_by_key(|(i, w)| (Some(*i) == avoid, w.in_flight, w.consecutive_failures, *i));
+        match healthy {
+            Some((i, _)) => i,
+            None => workers
+                .iter()
+                .enumerate()
+                .min_by_key(|(i, w)| (w.unavailable_until, *i))
+                .map_or(0, |(i, _)| i),
+        }
+    }
+
+    fn has_other_healthy(&self, than: usize, now: Instant) -> bool {
+        let workers = self.workers.lock().expect("pool lock");
+        workers
+            .iter()
+            .enumerate()
+            .any(|(i, w)| i != than && w.unavailable_until.is_none_or(|t| t <= now))
+    }
+
+    fn begin(&self, i: usize, chunks: usize) {
+        self.workers.lock().expect("pool lock")[i].in_flight += chunks;
+    }
+
+    fn end(&self, i: usize, chunks: usize, health: Health, config: &DispatchConfig) {
+        let mut workers = self.workers.lock().expect("pool lock");
+        let w = &mut workers[i];
+        w.in_flight -= chunks;
+        let now = Instant::now();
+        match health {
+            Health::Ok => {
+                w.consecutive_failures = 0;
+                w.unavailable_until = None;
+            }
+            Health::Busy(wait) => w.unavailable_until = Some(now + wait),
+            Health::Failing { down } => {
+                w.consecutive_failures += 1;
+                if down || w.consecutive_failures >= config.failure_threshold {
+                    w.unavailable_until = Some(now + config.cool_off);
+                    tracing::warn!(
+                        worker = i,
+                        "cooling off a failing worker for {:?}",
+                        config.cool_off
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// What a try says about the worker.
+enum Health {
+    Ok,
+    /// Alive but asked for a pause (`429`/`503` with `Retry-After`).
+    Busy(Duration),
+    /// Failed; `down` when nothing answered at all.
+    Failing {
+        down: bool,
+    },
+}
+
+/// What one try came to.
+enum Try {
+    Accepted(Vec<String>),
+    /// `down`: nothing listens there (the connection failed).
+    Retry {
+        error: String,
+        retry_after: Option<Duration>,
+        down: bool,
+    },
+    Refused {
+        error: String,
+        too_large: bool,
+    },
+}
+
+/// Sends chunks to workers. Build once per run with [`Dispatcher::new`].
+#[derive(Debug)]
+pub struct Dispatcher {
+    config: DispatchConfig,
+    client: reqwest::Client,
+    pool: Pool,
+}
+
+impl Dispatcher {
+    /// Checks the configuration and builds the HTTP client.
+    pub fn new(config: DispatchConfig) -> Result<Self, DispatchError> {
+        config.check()?;
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(config.concurrency)
+            .user_agent(concat!("panini-dispatcher/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(DispatchError::HttpClient)?;
+        let pool = Pool::new(config.endpoints.len());
+        Ok(Self {
+            config,
+            client,
+            pool,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DispatchConfig {
+        &self.config
+    }
+
+    /// The requests `chunks` become, in order, each with a fresh delivery id.
+    pub fn plan(&self, chunks: Vec<ChunkInfo>) -> Vec<Delivery> {
+        let size = match self.config.mode {
+            Mode::PerChunk => 1,
+            Mode::Batch(n) => n,
+        };
+        let mut deliveries = Vec::with_capacity(chunks.len().div_ceil(size));
+        let mut chunks = chunks.into_iter().peekable();
+        while chunks.peek().is_some() {
+            let group: Vec<ChunkInfo> = chunks.by_ref().take(size).collect();
+            deliveries.push(self.delivery(group));
+        }
+        deliveries
+    }
+
+    fn delivery(&self, chunks: Vec<ChunkInfo>) -> Delivery {
+        let repository = self.config.repository.clone();
+        let workflow = self.config.workflow.clone();
+        let request = if self.config.mode == Mode::PerChunk && chunks.len() == 1 {
+            WebhookRequest::CompressChunk {
+                chunk_info: chunks[0].clone(),
+                repository,
+                workflow,
+            }
+        } else {
+            WebhookRequest::CompressBatch {
+                chunks: chunks.clone(),
+                repository,
+                workflow,
+            }
+        };
+        let body = serde_json::to_vec(&request).expect("wire types always serialize");
+        Delivery {
+            id: signing::new_delivery_id(),
+            chunks,
+            body,
+        }
+    }
+
+    /// The headers of one try of `delivery`: content type, bearer token, and when a
+    /// signing key is set, `webhook-id` / `webhook-timestamp` / `webhook-signature`
+    /// signed at `timestamp` (Unix seconds). Each try is signed afresh, so a long retry
+    /// never arrives with a stale signature.
+    pub fn headers(&self, delivery: &Delivery, timestamp: i64) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            "application/json".parse().expect("valid header"),
+        );
+        if let Some(token) = &self.config.token
+            && let Ok(value) = format!("Bearer {token}").parse()
+        {
+            headers.insert(AUTHORIZATION, value);
+        }
+        let id = delivery.id.parse().expect("delivery ids are ASCII");
+        headers.insert("webhook-id", id);
+        if let Some(key) = &self.config.signing_key {
+            headers.insert("webhook-timestamp", timestamp.into());
+            let signature = signing::sign(key, &delivery.id, timestamp, &delivery.body);
+            headers.insert(
+                "webhook-signature",
+                signature.parse().expect("base64 is ASCII"),
+            );
+        }
+        headers
+    }
+
+    /// Sends every chunk, `concurrency` requests at a time, calling `on_outcome` as each
+    /// request ends, and records the outcomes in the chunk tree when a base is set.
+    /// A batch a worker finds too large (`413`) is split in two and sent again.
+    pub async fn run(
+        &self,
+        chunks: Vec<ChunkInfo>,
+        mut on_outcome: impl FnMut(&DeliveryOutcome),
+    ) -> DispatchReport {
+        let mut report = DispatchReport {
+            total_chunks: chunks.len(),
+            ..DispatchReport::default()
+        };
+        let mut waiting: VecDeque<Delivery> = self.plan(chunks).into();
+        let mut running = FuturesUnordered::new();
+        loop {
+            while running.len() < self.config.concurrency
+                && let Some(delivery) = waiting.pop_front()
+            {
+                running.push(async move {
+                    let result = self.deliver(&delivery).await;
+                    (delivery, result)
+                });
+            }
+            let Some((delivery, result)) = running.next().await else {
+                break;
+            };
+            let result = match result {
+                Err((failure, true)) if delivery.chunks.len() > 1 => {
+                    let mut first = delivery.chunks;
+                    let second = first.split_off(first.len() / 2);
+                    tracing::info!(
+                        "{}: batch too large for the worker ({}); splitting into {} + {}",
+                        delivery.id,
+                        failure.error,
+                        first.len(),
+                        second.len()
+                    );
+                    waiting.push_front(self.delivery(second));
+                    waiting.push_front(self.delivery(first));
+                    continue;
+                }
+                Err((failure, _)) => Err(failure),
+                Ok(accepted) => Ok(accepted),
+            };
+            let metadata_errors = self.record(&delivery, &result).await;
+            if result.is_ok() {
+                report.accepted_chunks += delivery.chunks.len();
+            }
+            let outcome = DeliveryOutcome {
+                delivery_id: delivery.id.clone(),
+                chunk_paths: delivery.chunk_paths(),
+                result,
+                metadata_errors,
+            };
+            on_outcome(&outcome);
+            report.outcomes.push(outcome);
+        }
+        report
+    }
+
+    /// Sends one request until a worker accepts or refuses it, or the tries run out.
+    /// The error's flag says the refusal was `413 Payload Too Large`.
+    async fn deliver(&self, delivery: &Delivery) -> Result<Accepted, (Failure, bool)> {
+        let policy = self.config.retry;
+        let mut avoid = None;
+        let mut last_error = String::new();
+        for tries in 1..=policy.max_tries {
+            let worker = self.pool.pick(avoid, Instant::now());
+            let endpoint = &self.config.endpoints[worker];
+            let n = delivery.chunks.len();
+            self.pool.begin(worker, n);
+            let outcome = self.try_once(&endpoint.url, delivery).await;
+            let (health, retry_after) = match &outcome {
+                Try::Accepted(_) => (Health::Ok, None),
+                Try::Refused { .. } => (Health::Ok, None),
+                Try::Retry {
+                    retry_after: Some(wait),
+                    ..
+                } => (Health::Busy(*wait), Some(*wait)),
+                Try::Retry { down, .. } => (Health::Failing { down: *down }, None),
+            };
+            self.pool.end(worker, n, health, &self.config);
+            match outcome {
+                Try::Accepted(listed) => {
+                    let missing: Vec<&str> = delivery
+                        .chunks
+                        .iter()
+                        .map(|c| c.chunk_path.as_str())
+                        .filter(|p| !listed.iter().any(|l| l == p))
+                        .collect();
+                    if !listed.is_empty() && !missing.is_empty() {
+                        // A worker that answers 202 but leaves chunks out is broken; treat the
+                        // request as refused rather than guess which chunks it holds.
+                        return Err((
+                            Failure {
+                                error: format!(
+                                    "{} answered 202 without accepting {}",
+                                    endpoint.name,
+                                    missing.join(", ")
+                                ),
+                                permanent: true,
+                                tries,
+                            },
+                            false,
+                        ));
+                    }
+                    return Ok(Accepted {
+                        worker: endpoint.name.clone(),
+                        tries,
+                    });
+                }
+                Try::Refused { error, too_large } => {
+                    return Err((
+                        Failure {
+                            error: format!("{}: {error}", endpoint.name),
+                            permanent: true,
+                            tries,
+                        },
+                        too_large,
+                    ));
+                }
+                Try::Retry { error, .. } => {
+                    tracing::debug!(delivery = %delivery.id, worker = %endpoint.name, try_ = tries, "{error}");
+                    last_error = format!("{}: {error}", endpoint.name);
+                    avoid = Some(worker);
+                }
+            }
+            if tries == policy.max_tries {
+                break;
+            }
+            // Another worker can take it now; only a lone (or all-busy) pool waits.
+            if self.pool.has_other_healthy(worker, Instant::now()) {
+                continue;
+            }
+            let exponential = policy.base_delay.saturating_mul(1 << (tries - 1).min(20));
+            let jittered = exponential.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
+            let wait = retry_after
+                .map_or(jittered, |r| r.max(jittered))
+                .min(policy.max_delay);
+            tokio::time::sleep(wait).await;
+        }
+        Err((
+            Failure {
+                error: last_error,
+                permanent: false,
+                tries: policy.max_tries,
+            },
+            false,
+        ))
+    }
+
+    async fn try_once(&self, url: &str, delivery: &Delivery) -> Try {
+        let headers = self.headers(delivery, unix_now());
+        let sent = self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(delivery.body.clone())
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(e) => {
+                let kind = if e.is_timeout() {
+                    "timed out"
+                } else if e.is_connect() {
+                    "cannot connect"
+                } else {
+                    "request failed"
+                };
+                return Try::Retry {
+                    error: format!("{kind}: {}", error_chain(&e)),
+                    retry_after: None,
+                    down: e.is_connect(),
+                };
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let text = match response.text().await {
+            Ok(text) => text,
+            Err(e) if status == StatusCode::ACCEPTED => {
+                return Try::Retry {
+                    error: format!("202 with an unreadable body: {e}"),
+                    retry_after: None,
+                    down: false,
+                };
+            }
+            Err(_) => String::new(),
+        };
+        if status == StatusCode::ACCEPTED {
+            let listed = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("accepted").cloned())
+                .and_then(|a| serde_json::from_value::<Vec<String>>(a).ok())
+                .unwrap_or_default();
+            return Try::Accepted(listed);
+        }
+        let error = format!(
+            "HTTP {status}: {}",
+            text.trim().chars().take(300).collect::<String>()
+        );
+        if status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+        {
+            Try::Retry {
+                error,
+                retry_after,
+                down: false,
+            }
+        } else {
+            Try::Refused {
+                error,
+                too_large: status == StatusCode::PAYLOAD_TOO_LARGE,
+            }
+        }
+    }
+
+    /// Writes the outcome into each chunk's metadata; returns what could not be written.
+    async fn record(&self, delivery: &Delivery, result: &Result<Accepted, Failure>) -> Vec<String> {
+        let Some(base) = self.config.base.clone() else {
+            return Vec::new();
+        };
+        let paths = delivery.chunk_paths();
+        let result = result.clone();
+        let lease = self.config.lease;
+        let max_attempts = self.config.max_attempts;
+        let now = chrono::Utc::now();
+        let written = tokio::task::spawn_blocking(move || {
+            paths
+                .iter()
+                .filter_map(|path| {
+                    let outcome = match &result {
+                        Ok(a) => metadata::record_accepted(&base, path, &a.worker, now, lease),
+                        Err(f) if f.permanent => {
+                            metadata::record_refused(&base, path, &f.error, max_attempts)
+                                .map(|_| ())
+                        }
+                        Err(f) => metadata::record_undelivered(&base, path, &f.error),
+                    };
+                    outcome.err().map(|e| format!("{path}: {e}"))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        written.unwrap_or_else(|e| vec![format!("metadata update task failed: {e}")])
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let secs = (when.timestamp() - chrono::Utc::now().timestamp()).max(0);
+    Some(Duration::from_secs(secs.unsigned_abs()))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

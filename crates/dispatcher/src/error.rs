@@ -1,0 +1,30 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+/// Why a dispatch or sync could not run at all. Problems with single chunks or requests
+/// are reported per chunk instead, and the run goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// A configuration value is unusable.
+    #[error("invalid dispatch configuration: {0}")]
+    InvalidConfig(String),
+    /// The chunk list cannot be read or parsed.
+    #[error("chunk list {path}: {source}")]
+    ChunksFile {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong (serde's message names the entry and field).
+        #[source]
+        source: chunk_model::ModelError,
+    },
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    /// Listing or reading the bucket failed.
+    #[error("bucket: {0}")]
+    Store(#[from] uploader::StoreError),
+    /// Scanning the chunk tree failed.
+    #[error("chunk tree: {0}")]
+    Detect(#[from] detector::DetectError),
+}

@@ -1,0 +1,313 @@
+//! Shared by the worker's and the dispatcher's integration tests: a chunk tree in a
+//! temporary directory, a real worker on a free port of 127.0.0.1, and a store whose
+//! reads can be held back to pin the worker mid-batch.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chunk_model::layout::{DATA_FILE, METADATA_FILE, chunk_dir_name};
+use chunk_model::{ChunkInfo, ChunkMetadata, Priority, Sha256Digest, Timestamp};
+use tempfile::TempDir;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinHandle;
+use uploader::{LocalDir, Object, ObjectInfo, ObjectMeta, ObjectStore, PutOutcome, StoreError};
+use worker::{Summary, Worker, WorkerConfig, WorkerError};
+
+/// Every wait in these tests ends within this.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A repository checkout with `pending_compression/file_<f>/chunk_NNNN/…`.
+pub struct Tree {
+    pub dir: TempDir,
+    /// The repository root (the worker's source root).
+    pub root: PathBuf,
+    /// `<root>/pending_compression`.
+    pub base: PathBuf,
+    /// What the detector would list, with each chunk's bytes.
+    pub chunks: Vec<(ChunkInfo, Vec<u8>)>,
+}
+
+impl Tree {
+    pub fn infos(&self) -> Vec<ChunkInfo> {
+        self.chunks.iter().map(|(c, _)| c.clone()).collect()
+    }
+
+    pub fn metadata(&self, chunk: &ChunkInfo) -> ChunkMetadata {
+        chunk_model::json_file::read(&self.root.join(&chunk.chunk_path).join(METADATA_FILE))
+            .unwrap()
+    }
+}
+
+/// Bytes that compress well in some chunks and not at all in others, so that `auto`
+/// picks different codecs.
+pub fn chunk_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    if seed.is_multiple_of(3) {
+        (0..len).map(|_| next() as u8).collect()
+    } else {
+        let words = [
+            &b"panini "[..],
+            b"chunk ",
+            b"compress ",
+            b"bucket ",
+            b"worker\n",
+        ];
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            out.extend_from_slice(words[(next() % 5) as usize]);
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+/// Writes `files` files of `per_file` chunks of `size` bytes each.
+pub fn make_tree(files: usize, per_file: usize, size: usize) -> Tree {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let base = root.join("pending_compression");
+    let mut chunks = Vec::new();
+    for f in 0..files {
+        let name = format!("file_{f}");
+        for c in 0..per_file {
+            let bytes = chunk_bytes((f * 1000 + c) as u64, size);
+            let chunk_dir = base
+                .join(&name)
+                .join(chunk_dir_name(c as u64, per_file as u64));
+            std::fs::create_dir_all(&chunk_dir).unwrap();
+            std::fs::write(chunk_dir.join(DATA_FILE), &bytes).unwrap();
+            let hash = Sha256Digest::of(&bytes);
+            let meta = ChunkMetadata::new_pending(
+                c as u64,
+                (c * size) as u64,
+                size as u64,
+                hash,
+                "FIXED_SIZE",
+                None,
+                Timestamp::now(),
+            );
+            chunk_model::json_file::write_atomic(&chunk_dir.join(METADATA_FILE), &meta).unwrap();
+            let info = ChunkInfo {
+                chunk_path: format!(
+                    "pending_compression/{name}/{}",
+                    chunk_dir_name(c as u64, per_file as u64)
+                ),
+                chunk_id: c as u64,
+                pattern_type: "FIXED_SIZE".into(),
+                size: size as u64,
+                hash: Some(hash),
+                base_dir: format!("pending_compression/{name}"),
+                is_keyframe: false,
+                priority: Priority::Normal,
+                extra: Default::default(),
+            };
+            chunks.push((info, bytes));
+        }
+    }
+    Tree {
+        dir,
+        root,
+        base,
+        chunks,
+    }
+}
+
+/// A [`LocalDir`] whose `stat` waits for a permit of `gate`: the worker's first store
+/// call for each chunk, so closing the gate holds the work loop at the start of a batch.
+#[derive(Debug)]
+pub struct GatedStore {
+    pub inner: LocalDir,
+    pub gate: Arc<Semaphore>,
+}
+
+impl GatedStore {
+    pub fn new(root: &Path, permits: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner: LocalDir::new(root).unwrap(),
+            gate: Arc::new(Semaphore::new(permits)),
+        })
+    }
+
+    /// Lets everything through from now on.
+    pub fn open(&self) {
+        self.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    }
+}
+
+#[async_trait]
+impl ObjectStore for GatedStore {
+    fn url(&self) -> String {
+        self.inner.url()
+    }
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        meta: &ObjectMeta,
+    ) -> Result<PutOutcome, StoreError> {
+        self.inner.put(key, bytes, meta).await
+    }
+    async fn get(&self, key: &str) -> Result<Object, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        self.gate
+            .acquire()
+            .await
+            .expect("gate never closes")
+            .forget();
+        self.inner.stat(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.inner.list(prefix).await
+    }
+}
+
+/// A worker serving on a free port of 127.0.0.1 in this process.
+pub struct RunningWorker {
+    pub addr: std::net::SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<Summary, WorkerError>>>,
+}
+
+impl RunningWorker {
+    pub async fn start(config: WorkerConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let worker = Worker::new(config).unwrap();
+        let handle = tokio::spawn(worker.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn webhook(&self) -> String {
+        self.url("/webhook")
+    }
+
+    /// Graceful shutdown: returns once everything accepted is finished.
+    pub async fn stop(mut self) -> Summary {
+        let _ = self.shutdown.take().unwrap().send(());
+        let handle = self.handle.take().unwrap();
+        tokio::time::timeout(TIMEOUT, handle)
+            .await
+            .expect("worker stops")
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Kills the worker where it stands, as a crash would.
+    pub async fn kill(mut self) {
+        let handle = self.handle.take().unwrap();
+        handle.abort();
+        let _ = handle.await;
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        let client = reqwest::Client::new();
+        let text = client
+            .get(self.url("/status"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Waits until the worker has reported `n` chunks (completed or failed).
+    pub async fn wait_reported(&self, n: u64) -> serde_json::Value {
+        wait_for(|| async {
+            let s = self.status().await;
+            let done = s["completed"].as_u64().unwrap() + s["failed"].as_u64().unwrap();
+            (done >= n).then_some(s)
+        })
+        .await
+    }
+}
+
+impl Drop for RunningWorker {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.handle {
+            handle.abort();
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test after [`TIMEOUT`].
+pub async fn wait_for<T, F, Fut>(mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("condition reached in time")
+}
+
+/// A worker configuration for `tree` with a local bucket.
+pub fn config(tree: &Tree, store: Arc<dyn ObjectStore>) -> WorkerConfig {
+    let mut config = WorkerConfig::new(&tree.root, store);
+    config.engine = gpu_compress::EngineChoice::Cpu;
+    config.worker_id = "test-worker".into();
+    config
+}
+
+/// Checks that every chunk of `tree` is in the bucket, decodes to its bytes, and has a
+/// completion record naming it by content.
+pub async fn assert_all_stored(tree: &Tree, store: &dyn ObjectStore) {
+    for (info, bytes) in &tree.chunks {
+        let sha = Sha256Digest::of(bytes);
+        let record = store
+            .get(&chunk_model::object_keys::status_record(&sha))
+            .await
+            .unwrap();
+        let record: chunk_model::ChunkCompressed = serde_json::from_slice(&record.bytes).unwrap();
+        assert_eq!(
+            record.status,
+            chunk_model::Status::Completed,
+            "{}",
+            info.chunk_path
+        );
+        assert_eq!(record.original_hash, Some(sha));
+        let key = record.upload_path.unwrap();
+        let object = store.get(&key).await.unwrap();
+        assert_eq!(Some(Sha256Digest::of(&object.bytes)), record.upload_hash);
+        let codec: chunk_model::Codec = key.rsplit_once('.').unwrap().1.parse().unwrap();
+        assert_eq!(key, chunk_model::object_keys::chunk_object(&sha, codec));
+        assert_eq!(
+            &gpu_compress::decompress(codec, &object.bytes).unwrap(),
+            bytes,
+            "{key}"
+        );
+    }
+}
