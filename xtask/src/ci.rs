@@ -65,10 +65,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--", "--check"]),
     )?;
-    step(
-        "generated files",
-        cargo().args(["xtask", "codegen", "--check"]),
-    )?;
+    println!("ci: generated files are fresh");
+    crate::codegen::check()?;
     step(
         "clippy",
         cargo().args([
@@ -81,6 +79,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "warnings",
         ]),
     )?;
+
+    println!("ci: workflow lint");
+    crate::workflow_lint::lint_workflows(&venv.join("bin"))?;
 
     let emulator = FakeGcs::start(&fake_gcs_binary(&venv)?)?;
     let mut test = cargo();

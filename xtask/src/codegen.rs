@@ -14,8 +14,19 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let stale = update_schemas(args.check)?;
-    if args.check && !stale.is_empty() {
+    if args.check {
+        return check();
+    }
+    for path in update_schemas(false)? {
+        println!("updated {}", path.display());
+    }
+    Ok(())
+}
+
+/// Fails when a generated file differs from what the code generates now.
+pub fn check() -> anyhow::Result<()> {
+    let stale = update_schemas(true)?;
+    if !stale.is_empty() {
         bail!(
             "stale generated files: {}; run `cargo xtask codegen`",
             stale
@@ -24,9 +35,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-    }
-    for path in &stale {
-        println!("updated {}", path.display());
     }
     Ok(())
 }

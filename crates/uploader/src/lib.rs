@@ -33,8 +33,8 @@ pub use gcs::{Gcs, GcsConfig};
 pub use limits::{Limited, Limits};
 pub use local::LocalDir;
 pub use reconstruct::{
-    ReconstructError, ReconstructOptions, ReconstructProgress, ReconstructReport, Which,
-    reconstruct,
+    ReconstructError, ReconstructOptions, ReconstructProgress, ReconstructReport, VerifyReport,
+    Which, reconstruct, verify,
 };
 pub use retry::RetryPolicy;
 pub use store::{Object, ObjectInfo, ObjectMeta, ObjectStore, PutOutcome};

@@ -258,6 +258,111 @@ pub async fn reconstruct(
         1 << 20,
         tokio::fs::File::from_std(temp.as_file().try_clone().map_err(io(temp.path()))?),
     );
+    let actual = rebuild_into(store, &recipe, &mut writer, options, progress)
+        .await
+        .map_err(|e| e.at_path(temp.path()))?;
+    writer.flush().await.map_err(io(temp.path()))?;
+    let file = writer.into_inner();
+    file.sync_all().await.map_err(io(temp.path()))?;
+    drop(file);
+    if actual != recipe.file_sha256 {
+        return Err(ReconstructError::FileHash {
+            name: name.to_owned(),
+            expected: recipe.file_sha256,
+            actual,
+        });
+    }
+    temp.persist(output).map_err(|e| ReconstructError::Io {
+        path: output.to_owned(),
+        source: e.error,
+    })?;
+    chunk_model::json_file::sync_dir(dir).map_err(|e| match e {
+        chunk_model::ModelError::Io { path, source } => ReconstructError::Io { path, source },
+        other => ReconstructError::Store(StoreError::Task(other.to_string())),
+    })?;
+    Ok(ReconstructReport {
+        recipe_key,
+        output: output.to_owned(),
+        file_size: recipe.file_size,
+        file_sha256: actual,
+        chunks: recipe.chunks.len() as u64,
+    })
+}
+
+/// What a verification checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// The recipe used.
+    pub recipe_key: String,
+    /// Size of the file.
+    pub file_size: u64,
+    /// Its SHA-256, as rebuilt and as the recipe says.
+    pub file_sha256: Sha256Digest,
+    /// Number of chunks.
+    pub chunks: u64,
+}
+
+/// Rebuilds a file in memory, chunk by chunk, and checks every chunk and the whole
+/// file exactly as [`reconstruct`] does, without writing anything.
+pub async fn verify(
+    store: &dyn ObjectStore,
+    name: &str,
+    which: Which,
+    options: &ReconstructOptions,
+    progress: &(dyn Fn(ReconstructProgress) + Sync),
+) -> Result<VerifyReport, ReconstructError> {
+    let (recipe_key, recipe) = find_recipe(store, name, which).await?;
+    let actual = rebuild_into(store, &recipe, &mut tokio::io::sink(), options, progress)
+        .await
+        .map_err(|e| e.at_path(Path::new("(verification)")))?;
+    if actual != recipe.file_sha256 {
+        return Err(ReconstructError::FileHash {
+            name: name.to_owned(),
+            expected: recipe.file_sha256,
+            actual,
+        });
+    }
+    Ok(VerifyReport {
+        recipe_key,
+        file_size: recipe.file_size,
+        file_sha256: actual,
+        chunks: recipe.chunks.len() as u64,
+    })
+}
+
+/// Why [`rebuild_into`] stopped: a chunk that did not check out, or the writer.
+enum RebuildError {
+    Chunk(ReconstructError),
+    Write(std::io::Error),
+}
+
+impl RebuildError {
+    fn at_path(self, path: &Path) -> ReconstructError {
+        match self {
+            RebuildError::Chunk(e) => e,
+            RebuildError::Write(source) => ReconstructError::Io {
+                path: path.to_owned(),
+                source,
+            },
+        }
+    }
+}
+
+impl From<ReconstructError> for RebuildError {
+    fn from(e: ReconstructError) -> Self {
+        RebuildError::Chunk(e)
+    }
+}
+
+/// Fetches (concurrently, in recipe order), decodes and checks every chunk of `recipe`,
+/// writes the bytes to `writer` and returns the SHA-256 of everything written.
+async fn rebuild_into<W: tokio::io::AsyncWrite + Unpin>(
+    store: &dyn ObjectStore,
+    recipe: &chunk_model::Recipe,
+    writer: &mut W,
+    options: &ReconstructOptions,
+    progress: &(dyn Fn(ReconstructProgress) + Sync),
+) -> Result<Sha256Digest, RebuildError> {
     let mut hasher = Sha256Digest::hasher();
     let mut done = ReconstructProgress {
         chunks_done: 0,
@@ -285,39 +390,15 @@ pub async fn reconstruct(
         .buffered(options.max_in_flight.max(1));
     while let Some(decoded) = chunks.try_next().await? {
         sha2::Digest::update(&mut hasher, &decoded);
-        writer.write_all(&decoded).await.map_err(io(temp.path()))?;
+        writer
+            .write_all(&decoded)
+            .await
+            .map_err(RebuildError::Write)?;
         done.chunks_done += 1;
         done.bytes_done += decoded.len() as u64;
         progress(done);
     }
-    drop(chunks);
-    writer.flush().await.map_err(io(temp.path()))?;
-    let file = writer.into_inner();
-    file.sync_all().await.map_err(io(temp.path()))?;
-    drop(file);
-    let actual = Sha256Digest::from_hasher(hasher);
-    if actual != recipe.file_sha256 {
-        return Err(ReconstructError::FileHash {
-            name: name.to_owned(),
-            expected: recipe.file_sha256,
-            actual,
-        });
-    }
-    temp.persist(output).map_err(|e| ReconstructError::Io {
-        path: output.to_owned(),
-        source: e.error,
-    })?;
-    chunk_model::json_file::sync_dir(dir).map_err(|e| match e {
-        chunk_model::ModelError::Io { path, source } => ReconstructError::Io { path, source },
-        other => ReconstructError::Store(StoreError::Task(other.to_string())),
-    })?;
-    Ok(ReconstructReport {
-        recipe_key,
-        output: output.to_owned(),
-        file_size: recipe.file_size,
-        file_sha256: actual,
-        chunks: recipe.chunks.len() as u64,
-    })
+    Ok(Sha256Digest::from_hasher(hasher))
 }
 
 /// Decodes one chunk object and checks it against its recipe entry.

@@ -1,0 +1,230 @@
+//! `cargo xtask bench dispatch`: chunks per second accepted by a local worker in batch
+//! and per-chunk mode (metadata updates included, as a real run does them), and the
+//! worker's compression throughput working off a full queue. Results go to
+//! `target/bench/dispatch.json`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chunk_model::layout::{DATA_FILE, METADATA_FILE, chunk_dir_name};
+use chunk_model::{ChunkInfo, ChunkMetadata, Priority, Sha256Digest, Timestamp};
+use dispatcher::{DispatchConfig, Dispatcher, Endpoint, Mode};
+use rand::{Rng as _, SeedableRng as _};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Chunks to dispatch.
+    #[arg(long, default_value_t = 10_000)]
+    chunks: usize,
+    /// Bytes per chunk.
+    #[arg(long, default_value_t = 16 * 1024)]
+    chunk_size: usize,
+    /// Chunks per request in batch mode.
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "target/bench/dispatch.json")]
+    output: PathBuf,
+}
+
+/// A chunk tree of `n` chunks in 100-chunk files: half text-like, half random.
+fn make_tree(root: &Path, n: usize, size: usize) -> anyhow::Result<Vec<ChunkInfo>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let words: [&[u8]; 5] = [b"panini ", b"chunk ", b"dispatch ", b"worker ", b"bucket\n"];
+    let per_file = 100;
+    let mut infos = Vec::with_capacity(n);
+    for i in 0..n {
+        let (file, c) = (i / per_file, (i % per_file) as u64);
+        let mut bytes = Vec::with_capacity(size);
+        if i % 2 == 0 {
+            while bytes.len() < size {
+                bytes.extend_from_slice(words[rng.gen_range(0..words.len())]);
+            }
+            bytes.truncate(size);
+        } else {
+            bytes.resize(size, 0);
+            rng.fill(bytes.as_mut_slice());
+        }
+        let name = format!("file_{file:04}");
+        let dir_name = chunk_dir_name(c, per_file as u64);
+        let dir = root.join("pending_compression").join(&name).join(&dir_name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(DATA_FILE), &bytes)?;
+        let hash = Sha256Digest::of(&bytes);
+        let meta = ChunkMetadata::new_pending(
+            c,
+            c * size as u64,
+            size as u64,
+            hash,
+            "FIXED_SIZE",
+            None,
+            Timestamp::now(),
+        );
+        chunk_model::json_file::write_atomic(&dir.join(METADATA_FILE), &meta)?;
+        infos.push(ChunkInfo {
+            chunk_path: format!("pending_compression/{name}/{dir_name}"),
+            chunk_id: c,
+            pattern_type: "FIXED_SIZE".into(),
+            size: size as u64,
+            hash: Some(hash),
+            base_dir: format!("pending_compression/{name}"),
+            is_keyframe: false,
+            priority: Priority::Normal,
+            extra: Default::default(),
+        });
+    }
+    Ok(infos)
+}
+
+struct Phase {
+    accepted: usize,
+    dispatch_secs: f64,
+    drained_secs: f64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// Starts a worker over `root` with a fresh bucket, dispatches `chunks`, and waits until
+/// the worker has reported them all.
+async fn phase(
+    root: &Path,
+    chunks: Vec<ChunkInfo>,
+    mode: Mode,
+    record: bool,
+) -> anyhow::Result<Phase> {
+    let bucket = tempfile::tempdir()?;
+    let store: Arc<dyn uploader::ObjectStore> = Arc::new(uploader::LocalDir::new(bucket.path())?);
+    let mut config = worker::WorkerConfig::new(root, store);
+    // The queue holds the whole run: acceptance is measured, not back-pressure.
+    config.max_queue = chunks.len().max(1);
+    config.engine = gpu_compress::EngineChoice::Auto;
+    let server = worker::Worker::new(config)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/webhook", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+
+    let mut dconfig = DispatchConfig::new(vec![Endpoint::from_url(&url)]);
+    dconfig.mode = mode;
+    dconfig.base = record.then(|| root.join("pending_compression"));
+    dconfig.concurrency = 8;
+    let dispatcher = Dispatcher::new(dconfig)?;
+    let start = Instant::now();
+    let report = dispatcher.run(chunks, |_| {}).await;
+    let dispatch_secs = start.elapsed().as_secs_f64();
+
+    let client = reqwest::Client::new();
+    let status_url = url.replace("/webhook", "/status");
+    let metrics_url = url.replace("/webhook", "/metrics");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&client.get(&status_url).send().await?.text().await?)?;
+        let done =
+            status["completed"].as_u64().unwrap_or(0) + status["failed"].as_u64().unwrap_or(0);
+        if done >= report.accepted_chunks as u64 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "worker did not finish within 10 minutes: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let drained_secs = start.elapsed().as_secs_f64();
+    let metrics = client.get(&metrics_url).send().await?.text().await?;
+    let metric = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
+    };
+    let (bytes_in, bytes_out) = (
+        metric("panini_worker_bytes_in_total"),
+        metric("panini_worker_bytes_out_total"),
+    );
+    let _ = stop.send(());
+    task.await.context("worker task")??;
+    Ok(Phase {
+        accepted: report.accepted_chunks,
+        dispatch_secs,
+        drained_secs,
+        bytes_in,
+        bytes_out,
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let batch_dir = tempfile::tempdir()?;
+        let per_chunk_dir = tempfile::tempdir()?;
+        let batch_chunks = make_tree(batch_dir.path(), args.chunks, args.chunk_size)?;
+        let per_chunk_chunks = make_tree(per_chunk_dir.path(), args.chunks, args.chunk_size)?;
+        let n = args.chunks as f64;
+
+        let bare = phase(batch_dir.path(), batch_chunks.clone(), Mode::Batch(args.batch_size), false).await?;
+        let batch = phase(batch_dir.path(), batch_chunks, Mode::Batch(args.batch_size), true).await?;
+        let per_chunk = phase(per_chunk_dir.path(), per_chunk_chunks, Mode::PerChunk, true).await?;
+
+        let mb = |b: u64, s: f64| b as f64 / 1e6 / s;
+        let result = serde_json::json!({
+            "chunks": args.chunks,
+            "chunk_size": args.chunk_size,
+            "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+            "batch": {
+                "batch_size": args.batch_size,
+                "accepted": batch.accepted,
+                "seconds": batch.dispatch_secs,
+                "chunks_per_second": n / batch.dispatch_secs,
+            },
+            "batch_without_metadata_updates": {
+                "accepted": bare.accepted,
+                "seconds": bare.dispatch_secs,
+                "chunks_per_second": n / bare.dispatch_secs,
+            },
+            "per_chunk": {
+                "accepted": per_chunk.accepted,
+                "seconds": per_chunk.dispatch_secs,
+                "chunks_per_second": n / per_chunk.dispatch_secs,
+            },
+            "worker_full_queue": {
+                "seconds_to_drain": batch.drained_secs,
+                "chunks_per_second": n / batch.drained_secs,
+                "input_mb_per_second": mb(batch.bytes_in, batch.drained_secs),
+                "bytes_in": batch.bytes_in,
+                "bytes_out": batch.bytes_out,
+            },
+            "batch_vs_per_chunk_speedup": per_chunk.dispatch_secs / batch.dispatch_secs,
+        });
+        println!(
+            "batch without metadata updates: {:.0} chunks/s accepted",
+            n / bare.dispatch_secs
+        );
+        println!(
+            "batch ({}/request): {:.0} chunks/s accepted; per-chunk: {:.0} chunks/s ({:.1}x); worker drained {} chunks in {:.2} s = {:.0} chunks/s, {:.1} MB/s in",
+            args.batch_size,
+            n / batch.dispatch_secs,
+            n / per_chunk.dispatch_secs,
+            per_chunk.dispatch_secs / batch.dispatch_secs,
+            args.chunks,
+            batch.drained_secs,
+            n / batch.drained_secs,
+            mb(batch.bytes_in, batch.drained_secs),
+        );
+        if let Some(dir) = args.output.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&args.output, serde_json::to_string_pretty(&result)? + "\n")?;
+        println!("wrote {}", args.output.display());
+        anyhow::ensure!(
+            batch.accepted == args.chunks && per_chunk.accepted == args.chunks,
+            "not every chunk was accepted"
+        );
+        Ok(())
+    })
+}

@@ -1,0 +1,717 @@
+//! `cargo xtask pipeline`: the whole product on one machine, the first thing a new user
+//! runs.
+//!
+//! chunk → detect → dispatch (real HTTP to in-process workers on 127.0.0.1) → compress
+//! and upload (in the workers) → sync → recipes → reconstruct every file from the bucket
+//! alone → verify SHA-256. The stages are the library crates the GitHub Actions setup
+//! uses; only the transport between them is local.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use chunk_model::{
+    ChunkMetadata, Codec, Layout, Manifest, Recipe, RecipeChunk, Status, Strategy, json_file,
+    layout,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use uploader::{ObjectStore, ReconstructOptions, StoreConfig, Which};
+
+/// Options of `cargo xtask pipeline`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Files to run through the pipeline; without any, a generated sample set (a PNG, an
+    /// MP4 with keyframes, a text log and random bytes).
+    files: Vec<PathBuf>,
+    /// Where chunk objects and recipes go: gs://bucket[/prefix], file:///path or a
+    /// directory. Default: a directory under the work directory, kept between runs.
+    #[arg(long)]
+    bucket: Option<String>,
+    /// Cloud Storage endpoint override (an emulator); STORAGE_EMULATOR_HOST works too.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// In-process workers, each on its own loopback port.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Where LZ4 runs: auto, cpu or opencl.
+    #[arg(long, default_value = "auto")]
+    engine: gpu_compress::EngineChoice,
+    /// How files are cut.
+    #[arg(long, default_value = "semantic")]
+    strategy: Strategy,
+    /// Largest chunk in bytes.
+    #[arg(long, default_value_t = chunker::DEFAULT_MAX_CHUNK_SIZE)]
+    chunk_size: u64,
+    /// Size of the generated sample set, in MiB.
+    #[arg(long, default_value_t = 50)]
+    sample_mib: u64,
+    /// The work directory (chunk tree, rebuilt files, default bucket).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Give up waiting for the workers after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_s: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One stage's line of the summary table.
+#[derive(Debug, Serialize)]
+struct StageRow {
+    stage: &'static str,
+    seconds: f64,
+    bytes: u64,
+    mb_per_s: f64,
+    note: String,
+}
+
+/// One file's outcome.
+#[derive(Debug, Serialize)]
+struct FileRow {
+    name: String,
+    source: PathBuf,
+    format: String,
+    chunks: u64,
+    bytes: u64,
+    stored_bytes: u64,
+    verified: bool,
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    bucket: String,
+    engine: String,
+    device: Option<String>,
+    files: Vec<FileRow>,
+    stages: Vec<StageRow>,
+    bytes_in: u64,
+    bytes_stored_now: u64,
+    chunks_stored_now: u64,
+    chunks_already_stored: u64,
+    ratio: f64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    if args.workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let work = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| crate::codegen::project_root().join("target/pipeline"));
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let work = work
+        .canonicalize()
+        .with_context(|| format!("resolving {}", work.display()))?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(run_async(args, work))
+}
+
+async fn run_async(args: Args, work: PathBuf) -> anyhow::Result<()> {
+    let mut stages = Vec::new();
+    let base = work.join(layout::DEFAULT_ROOT);
+    let bucket = args
+        .bucket
+        .clone()
+        .unwrap_or_else(|| work.join("bucket").display().to_string());
+    let store_config = StoreConfig {
+        gcs: uploader::GcsConfig {
+            endpoint: args.endpoint.clone(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let store = uploader::open(&bucket, &store_config)
+        .await
+        .with_context(|| format!("opening the bucket {bucket}"))?;
+
+    // Inputs.
+    let files = if args.files.is_empty() {
+        let dir = work.join("samples");
+        let started = Instant::now();
+        let files = samples::sample_set(&dir, args.sample_mib << 20)
+            .with_context(|| format!("generating samples in {}", dir.display()))?;
+        let bytes = total_size(&files)?;
+        stages.push(stage(
+            "samples",
+            started,
+            bytes,
+            format!("{} files generated", files.len()),
+        ));
+        files
+    } else {
+        args.files.clone()
+    };
+
+    // Chunk. A fresh tree each run: the bucket, not the tree, is what persists.
+    let started = Instant::now();
+    if base.exists() {
+        std::fs::remove_dir_all(&base).with_context(|| format!("clearing {}", base.display()))?;
+    }
+    let chunked = chunk_all(&files, &base, &args)?;
+    let bytes_in: u64 = chunked.iter().map(|r| r.file_size).sum();
+    let chunk_count: u64 = chunked.iter().map(|r| r.total_chunks).sum();
+    stages.push(stage(
+        "chunk",
+        started,
+        bytes_in,
+        format!("{chunk_count} chunks, {}", args.strategy),
+    ));
+
+    // Workers: real HTTP servers on loopback with a generated token.
+    let token = crate::dispatch::new_token()?;
+    let mut workers = Vec::new();
+    for index in 0..args.workers {
+        workers
+            .push(InProcessWorker::start(index, &work, store.clone(), &token, args.engine).await?);
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("building the HTTP client")?;
+    let engine_status = workers[0].status(&http).await?;
+
+    // Detect → dispatch → wait → sync, until nothing is left to dispatch. A chunk a
+    // worker lost comes back when its lease runs out; one that keeps failing ends
+    // `failed` after the detector's maximum attempts.
+    let lease = Duration::from_secs(args.timeout_s.clamp(5, 120));
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
+    let mut detect_time = Duration::ZERO;
+    let mut dispatch_time = Duration::ZERO;
+    let mut compress_time = Duration::ZERO;
+    let mut sync_time = Duration::ZERO;
+    let mut dispatched = 0usize;
+    let bar = stage_bar("compress", chunk_count);
+    loop {
+        let started = Instant::now();
+        let detect_config = detector::DetectConfig {
+            lease,
+            ..detector::DetectConfig::new(&base)
+        };
+        let report = detector::scan(&detect_config, chrono::Utc::now())
+            .with_context(|| format!("scanning {}", base.display()))?;
+        for invalid in &report.invalid {
+            eprintln!("pipeline: {}: {}", invalid.path, invalid.reason);
+        }
+        detect_time += started.elapsed();
+        let chunks: Vec<_> = report.selected.into_iter().map(|c| c.info).collect();
+        if chunks.is_empty() {
+            if open_chunks(&base)?.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            // Queued chunks whose lease has not run out yet: wait for them.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+
+        // Workers start compressing as soon as they accept, so compress+upload is timed
+        // from the start of the dispatch to the last report.
+        let round_started = Instant::now();
+        let started = Instant::now();
+        let mut config =
+            dispatcher::DispatchConfig::new(workers.iter().map(|w| w.endpoint()).collect());
+        config.token = Some(token.clone());
+        config.base = Some(base.clone());
+        config.lease = lease;
+        let outcome = dispatcher::Dispatcher::new(config)
+            .context("configuring the dispatcher")?
+            .run(chunks, |_| {})
+            .await;
+        dispatched += outcome.accepted_chunks;
+        dispatch_time += started.elapsed();
+
+        // Wait until the workers have reported every chunk they accepted.
+        loop {
+            let mut done = 0;
+            let mut accepted = 0;
+            for worker in &workers {
+                let status = worker.status(&http).await?;
+                done += status.completed + status.failed;
+                accepted += status.accepted;
+            }
+            bar.set_position(done.min(chunk_count));
+            if done >= accepted || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        compress_time += round_started.elapsed();
+
+        let started = Instant::now();
+        dispatcher::sync::sync(&base, store.as_ref(), chrono::Utc::now())
+            .await
+            .context("syncing completion records")?;
+        sync_time += started.elapsed();
+        if Instant::now() > deadline {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    let metrics = WorkerTotals::collect(&workers, &http).await?;
+    for worker in workers {
+        worker.stop().await?;
+    }
+    stages.push(stage_for("detect", detect_time, 0, String::new()));
+    stages.push(stage_for(
+        "dispatch",
+        dispatch_time,
+        0,
+        format!("{dispatched} chunks over HTTP to {} workers", args.workers),
+    ));
+    stages.push(stage_for(
+        "compress+upload",
+        compress_time,
+        metrics.bytes_in,
+        format!(
+            "{} stored, {} already stored, {} failed",
+            metrics.completed - metrics.deduplicated,
+            metrics.deduplicated,
+            metrics.failed
+        ),
+    ));
+    stages.push(stage_for("sync", sync_time, 0, String::new()));
+
+    // Recipes, then rebuild every file from the bucket alone.
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    let mut recipes = Vec::new();
+    for report in &chunked {
+        let mut row = FileRow {
+            name: report.name.clone(),
+            source: report.source.clone(),
+            format: report.format.name().to_owned(),
+            chunks: report.total_chunks,
+            bytes: report.file_size,
+            stored_bytes: 0,
+            verified: false,
+            error: None,
+        };
+        match recipe_for(&base, &report.name) {
+            Ok(recipe) => match uploader::put_recipe(store.as_ref(), &recipe).await {
+                Ok(_) => recipes.push((rows.len(), recipe)),
+                Err(e) => row.error = Some(e.to_string()),
+            },
+            Err(e) => row.error = Some(format!("{e:#}")),
+        }
+        rows.push(row);
+    }
+    stages.push(stage(
+        "recipes",
+        started,
+        0,
+        format!("{} written", recipes.len()),
+    ));
+
+    let started = Instant::now();
+    let rebuilt_dir = work.join("rebuilt");
+    std::fs::create_dir_all(&rebuilt_dir)?;
+    let mut rebuilt_bytes = 0;
+    for (index, recipe) in &recipes {
+        let row = &mut rows[*index];
+        let output = rebuilt_dir.join(&recipe.name);
+        let result = uploader::reconstruct(
+            store.as_ref(),
+            &recipe.name,
+            Which::File(recipe.file_sha256),
+            &output,
+            &ReconstructOptions::default(),
+            &|_| {},
+        )
+        .await;
+        match result {
+            Ok(_) => match verify_against_source(&output, &row.source) {
+                Ok(()) => {
+                    row.verified = true;
+                    rebuilt_bytes += recipe.file_size;
+                }
+                Err(e) => row.error = Some(format!("{e:#}")),
+            },
+            Err(e) => row.error = Some(e.to_string()),
+        }
+        row.stored_bytes = stored_size(store.as_ref(), recipe).await?;
+        let _ = std::fs::remove_file(&output);
+    }
+    stages.push(stage(
+        "reconstruct+verify",
+        started,
+        rebuilt_bytes,
+        "SHA-256 of every chunk and file".into(),
+    ));
+
+    let stored: u64 = rows.iter().map(|r| r.stored_bytes).sum();
+    let summary = Summary {
+        bucket,
+        engine: engine_status.engine,
+        device: engine_status.device,
+        stages,
+        bytes_in,
+        bytes_stored_now: metrics.bytes_out,
+        chunks_stored_now: metrics.completed - metrics.deduplicated,
+        chunks_already_stored: metrics.deduplicated,
+        ratio: if stored == 0 {
+            0.0
+        } else {
+            bytes_in as f64 / stored as f64
+        },
+        files: rows,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    let failed: Vec<_> = summary.files.iter().filter(|f| !f.verified).collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} files not rebuilt bit for bit: {}",
+            failed.len(),
+            summary.files.len(),
+            failed
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn chunk_all(
+    files: &[PathBuf],
+    base: &Path,
+    args: &Args,
+) -> anyhow::Result<Vec<chunker::ChunkReport>> {
+    let total = total_size(files)?;
+    let bar = stage_bar("chunk", total);
+    let mut reports = Vec::new();
+    let mut done_before = 0;
+    for file in files {
+        let mut options = chunker::ChunkOptions::new(base);
+        options.config = chunker::ChunkerConfig {
+            strategy: args.strategy,
+            max_chunk_size: args.chunk_size,
+        };
+        options.force = true;
+        let progress_bar = bar.clone();
+        let offset = done_before;
+        options.progress = Some(Arc::new(move |p: chunker::Progress| {
+            progress_bar.set_position(offset + p.bytes_done);
+        }));
+        let report = chunker::chunk_file(file, &options)
+            .with_context(|| format!("chunking {}", file.display()))?;
+        done_before += report.file_size;
+        reports.push(report);
+    }
+    bar.finish_and_clear();
+    Ok(reports)
+}
+
+/// Chunk directories whose status is neither `completed` nor `failed`.
+fn open_chunks(base: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let config = detector::DetectConfig {
+        force: true,
+        max_attempts: 0,
+        ..detector::DetectConfig::new(base)
+    };
+    let report = detector::scan(&config, chrono::Utc::now())?;
+    Ok(report
+        .selected
+        .into_iter()
+        .filter(|c| !matches!(c.status, Status::Completed | Status::Failed))
+        .map(|c| PathBuf::from(c.info.chunk_path))
+        .collect())
+}
+
+/// The recipe of one chunked file, from its manifest and its chunks' upload paths.
+fn recipe_for(base: &Path, name: &str) -> anyhow::Result<Recipe> {
+    let layout = Layout::new(base);
+    let manifest: Manifest = json_file::read(&layout.manifest_path(name)?)?;
+    let file_sha256 = manifest
+        .file_hash
+        .with_context(|| format!("{name}: manifest has no file_hash"))?;
+    let mut chunks = Vec::with_capacity(manifest.chunks.len());
+    for entry in &manifest.chunks {
+        let path = layout
+            .chunk_dir(name, entry.chunk_id, manifest.total_chunks)?
+            .join(layout::METADATA_FILE);
+        let meta: ChunkMetadata = json_file::read(&path)?;
+        if meta.status != Status::Completed {
+            bail!(
+                "{}: chunk {} is {}{}",
+                name,
+                entry.chunk_id,
+                meta.status,
+                meta.last_error
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
+        }
+        let key = meta
+            .upload_path
+            .with_context(|| format!("{}: completed without upload_path", path.display()))?;
+        let codec = key
+            .rsplit_once('.')
+            .and_then(|(_, ext)| ext.parse::<Codec>().ok())
+            .with_context(|| format!("{}: upload_path {key:?} names no codec", path.display()))?;
+        chunks.push(RecipeChunk {
+            offset: entry.offset,
+            size: entry.size,
+            sha256: entry.hash,
+            key,
+            codec,
+        });
+    }
+    Ok(Recipe {
+        version: Recipe::VERSION,
+        name: name.to_owned(),
+        file_size: manifest.file_size.unwrap_or_default(),
+        file_sha256,
+        chunks,
+    })
+}
+
+/// The rebuilt file must be the source file, byte for byte.
+fn verify_against_source(rebuilt: &Path, source: &Path) -> anyhow::Result<()> {
+    let hash = |path: &Path| -> anyhow::Result<chunk_model::Sha256Digest> {
+        use std::io::Read;
+        let mut file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut hasher = chunk_model::Sha256Digest::hasher();
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let n = file
+                .read(&mut buffer)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            sha2::Digest::update(&mut hasher, &buffer[..n]);
+        }
+        Ok(chunk_model::Sha256Digest::from_hasher(hasher))
+    };
+    let (rebuilt_hash, source_hash) = (hash(rebuilt)?, hash(source)?);
+    if rebuilt_hash != source_hash {
+        bail!(
+            "{} rebuilt with SHA-256 {rebuilt_hash}, source {} has {source_hash}",
+            rebuilt.display(),
+            source.display()
+        );
+    }
+    Ok(())
+}
+
+/// Bytes the file's distinct chunk objects take in the store.
+async fn stored_size(store: &dyn ObjectStore, recipe: &Recipe) -> anyhow::Result<u64> {
+    let keys: std::collections::BTreeSet<&str> =
+        recipe.chunks.iter().map(|c| c.key.as_str()).collect();
+    let mut total = 0;
+    for key in keys {
+        if let Some(info) = store.stat(key).await? {
+            total += info.size;
+        }
+    }
+    Ok(total)
+}
+
+/// A worker served from this process on a free loopback port.
+struct InProcessWorker {
+    port: u16,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<worker::Summary, worker::WorkerError>>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct WorkerStatus {
+    engine: String,
+    device: Option<String>,
+    accepted: u64,
+    completed: u64,
+    failed: u64,
+    deduplicated: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl InProcessWorker {
+    async fn start(
+        index: usize,
+        source_root: &Path,
+        store: Arc<dyn ObjectStore>,
+        token: &str,
+        engine: gpu_compress::EngineChoice,
+    ) -> anyhow::Result<Self> {
+        let mut config = worker::WorkerConfig::new(source_root, store);
+        config.token = Some(token.to_owned());
+        config.engine = engine;
+        config.worker_id = format!("pipeline-worker-{index}");
+        let worker = worker::Worker::new(config).context("starting a worker")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding a loopback port for a worker")?;
+        let port = listener.local_addr()?.port();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(worker.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self { port, stop, task })
+    }
+
+    fn endpoint(&self) -> dispatcher::Endpoint {
+        dispatcher::Endpoint {
+            name: format!("worker-{}", self.port),
+            url: format!("http://127.0.0.1:{}/webhook", self.port),
+        }
+    }
+
+    async fn status(&self, http: &reqwest::Client) -> anyhow::Result<WorkerStatus> {
+        let url = format!("http://127.0.0.1:{}/status", self.port);
+        let response = http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let body = response
+            .bytes()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        serde_json::from_slice(&body).with_context(|| format!("GET {url}: unexpected body"))
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.context("worker task panicked")??;
+        Ok(())
+    }
+}
+
+/// What all workers did.
+#[derive(Debug, Default)]
+struct WorkerTotals {
+    completed: u64,
+    deduplicated: u64,
+    failed: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl WorkerTotals {
+    async fn collect(workers: &[InProcessWorker], http: &reqwest::Client) -> anyhow::Result<Self> {
+        let mut totals = Self::default();
+        for worker in workers {
+            let status = worker.status(http).await?;
+            totals.completed += status.completed;
+            totals.deduplicated += status.deduplicated;
+            totals.failed += status.failed;
+            totals.bytes_in += status.bytes_in;
+            totals.bytes_out += status.bytes_out;
+        }
+        Ok(totals)
+    }
+}
+
+fn total_size(files: &[PathBuf]) -> anyhow::Result<u64> {
+    files.iter().try_fold(0, |sum, file| {
+        let meta = std::fs::metadata(file).with_context(|| format!("{}", file.display()))?;
+        Ok(sum + meta.len())
+    })
+}
+
+fn stage_bar(name: &str, total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} {elapsed}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(name.to_owned());
+    bar
+}
+
+fn stage(name: &'static str, started: Instant, bytes: u64, note: String) -> StageRow {
+    stage_for(name, started.elapsed(), bytes, note)
+}
+
+fn stage_for(name: &'static str, elapsed: Duration, bytes: u64, note: String) -> StageRow {
+    let seconds = elapsed.as_secs_f64();
+    StageRow {
+        stage: name,
+        seconds,
+        bytes,
+        mb_per_s: if seconds > 0.0 && bytes > 0 {
+            bytes as f64 / 1e6 / seconds
+        } else {
+            0.0
+        },
+        note,
+    }
+}
+
+fn print_summary(summary: &Summary) {
+    println!(
+        "bucket: {}\nengine: {}{}",
+        summary.bucket,
+        summary.engine,
+        summary
+            .device
+            .as_deref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default()
+    );
+    println!(
+        "\n{:<22} {:>8} {:>12} {:>10}  note",
+        "stage", "seconds", "bytes", "MB/s"
+    );
+    for s in &summary.stages {
+        let rate = if s.mb_per_s > 0.0 {
+            format!("{:.1}", s.mb_per_s)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<22} {:>8.2} {:>12} {:>10}  {}",
+            s.stage, s.seconds, s.bytes, rate, s.note
+        );
+    }
+    println!(
+        "\n{:<12} {:<8} {:>7} {:>12} {:>12} {:>7}  result",
+        "file", "format", "chunks", "bytes", "stored", "ratio"
+    );
+    for f in &summary.files {
+        let ratio = if f.stored_bytes > 0 {
+            format!("{:.2}", f.bytes as f64 / f.stored_bytes as f64)
+        } else {
+            "-".into()
+        };
+        let result = match (&f.error, f.verified) {
+            (_, true) => "rebuilt, SHA-256 ok".to_owned(),
+            (Some(e), false) => format!("FAILED: {e}"),
+            (None, false) => "FAILED".to_owned(),
+        };
+        println!(
+            "{:<12} {:<8} {:>7} {:>12} {:>12} {:>7}  {}",
+            f.name, f.format, f.chunks, f.bytes, f.stored_bytes, ratio, result
+        );
+    }
+    println!(
+        "\n{} bytes in, {} chunks stored now ({} bytes), {} chunks already in the bucket, ratio {:.2}",
+        summary.bytes_in,
+        summary.chunks_stored_now,
+        summary.bytes_stored_now,
+        summary.chunks_already_stored,
+        summary.ratio
+    );
+    if summary.chunks_stored_now == 0 && summary.chunks_already_stored > 0 {
+        println!("nothing uploaded: every chunk was already in the bucket");
+    }
+}

@@ -1,0 +1,94 @@
+//! `cargo xtask worker`: runs the compression worker service until SIGTERM/Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    listen: SocketAddr,
+    /// The repository checkout the chunk paths are relative to.
+    #[arg(long, default_value = ".")]
+    source_root: PathBuf,
+    /// Where compressed chunks go: gs://bucket[/prefix], file:///path or a directory.
+    #[arg(long, env = "GOOGLE_ONE_BUCKET")]
+    bucket: String,
+    /// Bearer token requests must carry.
+    #[arg(long, env = "COLAB_AUTH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Where LZ4 runs: auto, cpu or opencl.
+    #[arg(long, default_value = "auto")]
+    engine: gpu_compress::EngineChoice,
+    /// Accepted chunks waiting at most; beyond, requests get 503.
+    #[arg(long, default_value_t = worker::DEFAULT_MAX_QUEUE)]
+    max_queue: usize,
+    /// Most chunks per compression batch.
+    #[arg(long, default_value_t = worker::DEFAULT_MAX_BATCH)]
+    max_batch: usize,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = worker::DEFAULT_BODY_LIMIT)]
+    body_limit: usize,
+    /// Send chunk_compressed repository_dispatch events to OWNER/REPO (token: GITHUB_PAT).
+    #[arg(long, value_name = "OWNER/REPO")]
+    github_repo: Option<String>,
+    /// GitHub API base URL.
+    #[arg(long, env = "GITHUB_API_URL", default_value = worker::DEFAULT_GITHUB_API)]
+    github_api: String,
+    /// This worker's name in reports (default: panini-worker@$HOSTNAME).
+    #[arg(long)]
+    worker_id: Option<String>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let store = uploader::open(&args.bucket, &uploader::StoreConfig::default())
+            .await
+            .with_context(|| format!("opening the bucket {}", args.bucket))?;
+        let mut config = worker::WorkerConfig::new(&args.source_root, store);
+        config.token = args.token.filter(|t| !t.is_empty());
+        config.signing_key = crate::dispatch::signing_key_from_env()?;
+        config.engine = args.engine;
+        config.max_queue = args.max_queue;
+        config.max_batch = args.max_batch;
+        config.body_limit = args.body_limit;
+        if let Some(id) = args.worker_id {
+            config.worker_id = id;
+        }
+        if let Some(slug) = &args.github_repo {
+            let token = std::env::var("GITHUB_PAT").context("--github-repo needs GITHUB_PAT (a token with repo scope)")?;
+            config.github = Some(
+                worker::GithubConfig::from_slug(slug, token, &args.github_api)
+                    .with_context(|| format!("--github-repo {slug:?} is not OWNER/REPO"))?,
+            );
+        }
+        if config.token.is_none() && config.signing_key.is_none() {
+            tracing::warn!("no COLAB_AUTH_TOKEN or PANINI_WEBHOOK_SECRET: anyone who can reach {} can post work", args.listen);
+        }
+        let worker = worker::Worker::new(config).context("starting the worker")?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        tracing::info!("listening on http://{}/webhook", listener.local_addr()?);
+        let summary = worker.serve(listener, worker::shutdown_signal()).await?;
+        tracing::info!(
+            accepted = summary.accepted,
+            completed = summary.completed,
+            failed = summary.failed,
+            "stopped"
+        );
+        if summary.accepted != summary.completed + summary.failed {
+            bail!("stopped with {} chunks unreported", summary.accepted - summary.completed - summary.failed);
+        }
+        Ok(())
+    })
+}
