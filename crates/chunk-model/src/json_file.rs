@@ -6,15 +6,18 @@
 //!
 //! [`update`] writes back only what the caller changed: it compares the typed document
 //! before and after the change and patches just those keys into the original JSON, so
-//! fields it does not know, explicit nulls and key order all survive.
+//! fields it does not know, explicit nulls and key order all survive. [`update_many`]
+//! does the same for a batch of files with one flush to disk for the whole batch.
 
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::Path;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tempfile::TempPath;
 
 use crate::ModelError;
 
@@ -34,21 +37,23 @@ pub fn parse<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, ModelE
 
 /// Writes `value` to `path` atomically, pretty-printed with a final newline.
 pub fn write_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), ModelError> {
+    write_bytes_atomic(path, &to_pretty_bytes(path, value)?)
+}
+
+/// `value` pretty-printed with a final newline, as every document of the tree is written.
+fn to_pretty_bytes<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<Vec<u8>, ModelError> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| ModelError::Json {
         path: path.to_owned(),
         source,
     })?;
     bytes.push(b'\n');
-    write_bytes_atomic(path, &bytes)
+    Ok(bytes)
 }
 
 /// Writes `bytes` to `path` atomically: temporary file in the same directory, fsync,
 /// rename, fsync of the directory.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
+    let dir = parent_dir(path);
     let mut temp = tempfile::Builder::new()
         .prefix(".panini-tmp-")
         .tempfile_in(dir)
@@ -61,15 +66,23 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     sync_dir(dir)
 }
 
+/// The directory `path` is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
 /// Makes a rename in `dir` durable. Directories cannot be opened for syncing on every
 /// platform; there the rename is as durable as the platform makes it.
 pub fn sync_dir(dir: &Path) -> Result<(), ModelError> {
+    sync_dir_io(dir).map_err(|e| ModelError::io(dir, e))
+}
+
+fn sync_dir_io(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
-    {
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| ModelError::io(dir, e))?;
-    }
+    fs::File::open(dir)?.sync_all()?;
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
@@ -85,7 +98,257 @@ where
     E: From<ModelError>,
 {
     let bytes = fs::read(path).map_err(|e| ModelError::io(path, e))?;
-    let mut raw: serde_json::Map<String, Value> = match parse(path, &bytes)? {
+    let (result, patched) = apply(path, &bytes, change)?;
+    if let Some(patched) = patched {
+        write_bytes_atomic(path, &patched)?;
+    }
+    Ok(result)
+}
+
+/// [`update`] for many files at once, as crash-safe as one [`update`] per file but with
+/// one flush to disk for the whole batch instead of two per file.
+///
+/// `change` is called once per path, in order, with the path and its document. Each
+/// changed document goes to a temporary file beside its target; then all temporary
+/// files are made durable together, renamed over their targets, and the renames made
+/// durable together. On Linux "together" is one `syncfs` per filesystem (a filesystem
+/// holding a single file of the batch gets the per-file flushes of [`update`], which
+/// are cheaper than flushing the whole filesystem); elsewhere each file is flushed as
+/// it is written and each directory once.
+///
+/// Returns one result per path, in order: what `change` returned, or why that file was
+/// not updated (unreadable, malformed, `change` failed, or writing it failed). A failure
+/// touches only its own file, except a failed flush, which fails every file it covered.
+/// A file whose change fails or changes nothing is not rewritten. A path given twice
+/// is changed twice, the second change seeing the first. No temporary file is left
+/// behind, whatever fails.
+pub fn update_many<T, R, E, P>(
+    paths: &[P],
+    mut change: impl FnMut(&Path, &mut T) -> Result<R, E>,
+) -> Vec<Result<R, E>>
+where
+    T: Serialize + DeserializeOwned,
+    E: From<ModelError>,
+    P: AsRef<Path>,
+{
+    // Every change, in memory first: the documents to write and which results each
+    // write answers for.
+    let mut results: Vec<Result<R, E>> = Vec::with_capacity(paths.len());
+    let mut docs: Vec<Doc<'_>> = Vec::new();
+    let mut by_path: HashMap<&Path, usize> = HashMap::new();
+    for (index, path) in paths.iter().enumerate() {
+        let path = path.as_ref();
+        let doc = match by_path.get(path) {
+            Some(&doc) => doc,
+            None => match fs::read(path) {
+                Ok(bytes) => {
+                    docs.push(Doc {
+                        path,
+                        bytes,
+                        results: Vec::new(),
+                    });
+                    by_path.insert(path, docs.len() - 1);
+                    docs.len() - 1
+                }
+                Err(e) => {
+                    results.push(Err(ModelError::io(path, e).into()));
+                    continue;
+                }
+            },
+        };
+        match apply(path, &docs[doc].bytes, |typed| change(path, typed)) {
+            Ok((result, patched)) => {
+                if let Some(patched) = patched {
+                    docs[doc].bytes = patched;
+                    docs[doc].results.push(index);
+                }
+                results.push(Ok(result));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+
+    let mut fail = |doc: &Doc<'_>, error: &io::Error| {
+        for &index in &doc.results {
+            results[index] = Err(ModelError::io(doc.path, copy_error(error)).into());
+        }
+    };
+
+    // Temporary files, grouped by filesystem, not yet durable.
+    let mut staged: Vec<Staged> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for (doc, d) in docs.iter().enumerate() {
+        if d.results.is_empty() {
+            continue;
+        }
+        let (file, temp, device) = match write_temp(d.path, &d.bytes) {
+            Ok(written) => written,
+            Err(e) => {
+                fail(d, &e);
+                continue;
+            }
+        };
+        let group = match groups.iter().position(|g| g.device == device) {
+            Some(group) => group,
+            None => {
+                groups.push(Group {
+                    device,
+                    fd: file,
+                    files: 0,
+                    ok: true,
+                });
+                groups.len() - 1
+            }
+        };
+        groups[group].files += 1;
+        staged.push(Staged { doc, temp, group });
+    }
+
+    for (index, group) in groups.iter_mut().enumerate() {
+        if let Err(e) = flush_files(group) {
+            group.ok = false;
+            for s in staged.iter().filter(|s| s.group == index) {
+                fail(&docs[s.doc], &e);
+            }
+        }
+    }
+
+    // Renames; a temporary file not renamed is deleted as its `TempPath` drops.
+    let mut renamed: Vec<(usize, usize)> = Vec::new();
+    for s in staged {
+        if !groups[s.group].ok {
+            continue;
+        }
+        let doc = &docs[s.doc];
+        match s.temp.persist(doc.path) {
+            Ok(()) => renamed.push((s.doc, s.group)),
+            Err(e) => fail(doc, &e.error),
+        }
+    }
+
+    for (index, group) in groups.iter().enumerate() {
+        let members = || renamed.iter().filter(move |(_, g)| *g == index);
+        let dirs: BTreeSet<&Path> = members()
+            .map(|&(doc, _)| parent_dir(docs[doc].path))
+            .collect();
+        if dirs.is_empty() {
+            continue;
+        }
+        if let Err(e) = flush_renames(group, &dirs) {
+            for &(doc, _) in members() {
+                fail(&docs[doc], &e);
+            }
+        }
+    }
+    results
+}
+
+/// One document of an [`update_many`] batch.
+struct Doc<'a> {
+    path: &'a Path,
+    /// As read, then as each change left it.
+    bytes: Vec<u8>,
+    /// The results that stand or fall with writing it: those whose change changed it.
+    results: Vec<usize>,
+}
+
+/// A document's temporary file, written and closed.
+struct Staged {
+    doc: usize,
+    temp: TempPath,
+    group: usize,
+}
+
+/// The temporary files of a batch on one filesystem, flushed together.
+struct Group {
+    device: u64,
+    /// The first temporary file written there: what `syncfs` needs, and the file
+    /// itself when it is the only one.
+    fd: fs::File,
+    files: usize,
+    /// The files are durable; `false` once flushing failed.
+    ok: bool,
+}
+
+/// Writes `bytes` to a new temporary file beside `target`, without flushing it.
+/// Returns the open file, its path and its filesystem.
+fn write_temp(target: &Path, bytes: &[u8]) -> io::Result<(fs::File, TempPath, u64)> {
+    let mut temp = tempfile::Builder::new()
+        .prefix(".panini-tmp-")
+        .tempfile_in(parent_dir(target))?;
+    temp.write_all(bytes)?;
+    // Without a batch-wide flush, each file is flushed here, before it is closed.
+    #[cfg(not(target_os = "linux"))]
+    temp.as_file().sync_all()?;
+    let (file, path) = temp.into_parts();
+    let device = device_of(&file)?;
+    Ok((file, path, device))
+}
+
+#[cfg(unix)]
+fn device_of(file: &fs::File) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    Ok(file.metadata()?.dev())
+}
+
+#[cfg(not(unix))]
+fn device_of(_: &fs::File) -> io::Result<u64> {
+    Ok(0)
+}
+
+/// Makes a group's temporary files durable.
+fn flush_files(group: &Group) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        if group.files == 1 {
+            group.fd.sync_all()
+        } else {
+            Ok(rustix::fs::syncfs(&group.fd)?)
+        }
+    }
+    // Each file was flushed as it was written.
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = group;
+        Ok(())
+    }
+}
+
+/// Makes the renames of a group into `dirs` durable.
+fn flush_renames(group: &Group, dirs: &BTreeSet<&Path>) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    if group.files > 1 {
+        return Ok(rustix::fs::syncfs(&group.fd)?);
+    }
+    let _ = group;
+    for dir in dirs {
+        sync_dir_io(dir)?;
+    }
+    Ok(())
+}
+
+/// An I/O error again, for each of the files one failure covers.
+fn copy_error(error: &io::Error) -> io::Error {
+    match error.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(error.kind(), error.to_string()),
+    }
+}
+
+/// Applies `change` to the document `bytes` read from `path`. Returns what `change`
+/// returned and, when it changed anything, the new document: the original JSON with
+/// just the changed keys patched in, so fields `T` does not know, explicit nulls and
+/// key order all survive.
+fn apply<T, R, E>(
+    path: &Path,
+    bytes: &[u8],
+    change: impl FnOnce(&mut T) -> Result<R, E>,
+) -> Result<(R, Option<Vec<u8>>), E>
+where
+    T: Serialize + DeserializeOwned,
+    E: From<ModelError>,
+{
+    let mut raw: serde_json::Map<String, Value> = match parse(path, bytes)? {
         Value::Object(map) => map,
         _ => {
             return Err(ModelError::NotAnObject {
@@ -94,12 +357,12 @@ where
             .into());
         }
     };
-    let mut typed: T = parse(path, &bytes)?;
+    let mut typed: T = parse(path, bytes)?;
     let before = to_object(path, &typed)?;
     let result = change(&mut typed)?;
     let after = to_object(path, &typed)?;
     if before == after {
-        return Ok(result);
+        return Ok((result, None));
     }
     for (key, value) in &after {
         if before.get(key) != Some(value) {
@@ -113,8 +376,7 @@ where
             raw.shift_remove(key);
         }
     }
-    write_atomic(path, &raw)?;
-    Ok(result)
+    Ok((result, Some(to_pretty_bytes(path, &raw)?)))
 }
 
 fn to_object<T: Serialize>(

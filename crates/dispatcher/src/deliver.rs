@@ -532,19 +532,21 @@ impl Dispatcher {
         let max_attempts = self.config.max_attempts;
         let now = chrono::Utc::now();
         let written = tokio::task::spawn_blocking(move || {
+            // One batch for the whole delivery: one flush to disk, not two per chunk.
+            let results = match &result {
+                Ok(a) => metadata::record_accepted(&base, &paths, &a.worker, now, lease),
+                Err(f) if f.permanent => {
+                    metadata::record_refused(&base, &paths, &f.error, max_attempts)
+                        .into_iter()
+                        .map(|r| r.map(|_failed| ()))
+                        .collect()
+                }
+                Err(f) => metadata::record_undelivered(&base, &paths, &f.error),
+            };
             paths
                 .iter()
-                .filter_map(|path| {
-                    let outcome = match &result {
-                        Ok(a) => metadata::record_accepted(&base, path, &a.worker, now, lease),
-                        Err(f) if f.permanent => {
-                            metadata::record_refused(&base, path, &f.error, max_attempts)
-                                .map(|_| ())
-                        }
-                        Err(f) => metadata::record_undelivered(&base, path, &f.error),
-                    };
-                    outcome.err().map(|e| format!("{path}: {e}"))
-                })
+                .zip(results)
+                .filter_map(|(path, r)| r.err().map(|e| format!("{path}: {e}")))
                 .collect::<Vec<_>>()
         })
         .await;

@@ -1,7 +1,7 @@
-//! Recording dispatch outcomes in `metadata.json`, atomically and touching only the
-//! keys that change (`chunk_model::json_file::update`).
+//! Recording dispatch outcomes in `metadata.json`, atomically, touching only the keys
+//! that change, one batch per delivery (`chunk_model::json_file::update_many`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -52,34 +52,47 @@ pub fn walk_to(meta: &mut ChunkMetadata, to: Status) -> Result<(), TransitionErr
     Ok(())
 }
 
-fn update(
+/// Applies `change` to the metadata of every chunk in `chunk_paths` as one batch
+/// (`json_file::update_many`: one flush to disk for the whole delivery, not two per
+/// chunk). Returns one result per chunk, in order.
+fn update_all<R>(
     base: &Path,
-    chunk_path: &str,
-    change: impl FnOnce(&mut ChunkMetadata) -> Result<(), TransitionError>,
-) -> Result<(), MetadataError> {
-    let path = detector::resolve_metadata(base, chunk_path)?;
-    chunk_model::json_file::update(&path, |meta: &mut ChunkMetadata| {
-        change(meta).map_err(|source| MetadataError::Transition {
-            path: path.display().to_string(),
-            source,
+    chunk_paths: &[String],
+    mut change: impl FnMut(&mut ChunkMetadata) -> Result<R, TransitionError>,
+) -> Vec<Result<R, MetadataError>> {
+    let resolved: Vec<Result<PathBuf, MetadataError>> = chunk_paths
+        .iter()
+        .map(|chunk_path| Ok(detector::resolve_metadata(base, chunk_path)?))
+        .collect();
+    let paths: Vec<&PathBuf> = resolved.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let mut written =
+        chunk_model::json_file::update_many(&paths, |path, meta: &mut ChunkMetadata| {
+            change(meta).map_err(|source| MetadataError::Transition {
+                path: path.display().to_string(),
+                source,
+            })
         })
-    })
+        .into_iter();
+    resolved
+        .into_iter()
+        .map(|r| r.and_then(|_| written.next().expect("one result per resolved path")))
+        .collect()
 }
 
-/// A worker accepted the chunk at `now`: `queued`, `dispatched_at`, `worker_id`,
-/// `attempts + 1`, and a lease until `now + lease`.
+/// Workers accepted the chunks at `now`: `queued`, `dispatched_at`, `worker_id`,
+/// `attempts + 1`, and a lease until `now + lease`. One result per chunk.
 pub fn record_accepted(
     base: &Path,
-    chunk_path: &str,
+    chunk_paths: &[String],
     worker: &str,
     now: DateTime<Utc>,
     lease: Duration,
-) -> Result<(), MetadataError> {
+) -> Vec<Result<(), MetadataError>> {
     let expires = TimeDelta::from_std(lease)
         .ok()
         .and_then(|lease| now.checked_add_signed(lease))
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
-    update(base, chunk_path, |meta| {
+    update_all(base, chunk_paths, |meta| {
         walk_to(meta, Status::Queued)?;
         meta.dispatched_at = Some(Timestamp::from_utc(now));
         meta.worker_id = Some(worker.to_owned());
@@ -89,32 +102,34 @@ pub fn record_accepted(
     })
 }
 
-/// A worker refused the chunk for good: `last_error`, `attempts + 1`, and `failed` once
-/// `max_attempts` is reached. Returns whether the chunk is now `failed`.
+/// A worker refused the chunks for good: `last_error`, `attempts + 1`, and `failed` once
+/// `max_attempts` is reached. One result per chunk: whether it is now `failed`.
 pub fn record_refused(
     base: &Path,
-    chunk_path: &str,
+    chunk_paths: &[String],
     error: &str,
     max_attempts: u32,
-) -> Result<bool, MetadataError> {
-    let mut failed = false;
-    update(base, chunk_path, |meta| {
+) -> Vec<Result<bool, MetadataError>> {
+    update_all(base, chunk_paths, |meta| {
         meta.attempts = meta.attempts.saturating_add(1);
         meta.last_error = Some(error.to_owned());
         if meta.attempts >= max_attempts && meta.status != Status::Completed {
             walk_to(meta, Status::Failed)?;
             meta.lease_expires_at = None;
-            failed = true;
+            return Ok(true);
         }
-        Ok(())
-    })?;
-    Ok(failed)
+        Ok(false)
+    })
 }
 
 /// The request could not be delivered (every worker busy or down): `last_error` only.
-/// An outage is not the chunk's fault, so it costs no attempt.
-pub fn record_undelivered(base: &Path, chunk_path: &str, error: &str) -> Result<(), MetadataError> {
-    update(base, chunk_path, |meta| {
+/// An outage is not the chunks' fault, so it costs no attempt. One result per chunk.
+pub fn record_undelivered(
+    base: &Path,
+    chunk_paths: &[String],
+    error: &str,
+) -> Vec<Result<(), MetadataError>> {
+    update_all(base, chunk_paths, |meta| {
         meta.last_error = Some(error.to_owned());
         Ok(())
     })
@@ -136,6 +151,91 @@ mod tests {
         );
         m.status = status;
         m
+    }
+
+    /// A chunk tree of `n` pending chunks under `root/pending_compression/img`; returns
+    /// the base and the chunk paths.
+    fn tree(root: &Path, n: u64) -> (PathBuf, Vec<String>) {
+        let base = root.join("pending_compression");
+        let paths = (0..n)
+            .map(|i| {
+                let chunk_path = format!("pending_compression/img/chunk_{i:03}");
+                let dir = root.join(&chunk_path);
+                std::fs::create_dir_all(&dir).unwrap();
+                let mut m = meta(Status::Pending);
+                m.chunk_id = i;
+                chunk_model::json_file::write_atomic(&dir.join("metadata.json"), &m).unwrap();
+                chunk_path
+            })
+            .collect();
+        (base, paths)
+    }
+
+    fn read(base: &Path, chunk_path: &str) -> ChunkMetadata {
+        chunk_model::json_file::read(&detector::resolve_metadata(base, chunk_path).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_delivery_is_recorded_chunk_by_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, mut paths) = tree(dir.path(), 4);
+        // 1: malformed; 2: completed meanwhile; 4: outside the base.
+        let malformed = detector::resolve_metadata(&base, &paths[1]).unwrap();
+        std::fs::write(&malformed, "{").unwrap();
+        let completed = detector::resolve_metadata(&base, &paths[2]).unwrap();
+        let mut m = meta(Status::Completed);
+        m.chunk_id = 2;
+        chunk_model::json_file::write_atomic(&completed, &m).unwrap();
+        paths.push("../elsewhere".to_owned());
+
+        let now = Utc::now();
+        let results = record_accepted(&base, &paths, "w1", now, Duration::from_secs(60));
+
+        assert_eq!(results.len(), 5);
+        assert!(results[0].is_ok() && results[3].is_ok(), "{results:?}");
+        assert!(
+            matches!(
+                &results[1],
+                Err(MetadataError::Model(ModelError::Json { .. }))
+            ),
+            "{:?}",
+            results[1]
+        );
+        assert!(
+            matches!(&results[2], Err(MetadataError::Transition { path, .. }) if path.contains("chunk_002")),
+            "{:?}",
+            results[2]
+        );
+        assert!(
+            matches!(&results[4], Err(MetadataError::Resolve(_))),
+            "{:?}",
+            results[4]
+        );
+        for i in [0, 3] {
+            let m = read(&base, &paths[i]);
+            assert_eq!(m.status, Status::Queued);
+            assert_eq!(m.attempts, 1);
+            assert_eq!(m.worker_id.as_deref(), Some("w1"));
+            assert_eq!(m.dispatched_at, Some(Timestamp::from_utc(now)));
+        }
+        assert_eq!(std::fs::read_to_string(&malformed).unwrap(), "{");
+        assert_eq!(read(&base, &paths[2]).status, Status::Completed);
+
+        let refused = record_refused(&base, &paths[..1], "HTTP 401", 2);
+        assert!(
+            refused[0].as_ref().unwrap(),
+            "second attempt of two fails it"
+        );
+        let m = read(&base, &paths[0]);
+        assert_eq!((m.status, m.attempts), (Status::Failed, 2));
+        assert_eq!(m.last_error.as_deref(), Some("HTTP 401"));
+
+        let undelivered = record_undelivered(&base, &paths[3..4], "all busy");
+        assert!(undelivered[0].is_ok());
+        let m = read(&base, &paths[3]);
+        assert_eq!((m.status, m.attempts), (Status::Queued, 1));
+        assert_eq!(m.last_error.as_deref(), Some("all busy"));
     }
 
     #[test]
