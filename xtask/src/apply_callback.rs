@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use chunk_model::Timestamp;
-use detector::{CallbackPayload, Change, DEFAULT_BASE, apply_callback};
+use detector::{Change, DEFAULT_BASE, apply_callback};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,7 +18,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let payload = CallbackPayload::read(&args.payload)?;
+    let payload = detector::read_payload(&args.payload)?;
     let outcome =
         apply_callback(&args.base, &payload, Timestamp::now().utc()).with_context(|| {
             format!(

@@ -127,7 +127,7 @@ pub struct ChunkCompressed {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
     /// Why it failed (failed only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, alias = "last_error", skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Compression statistics (codec, engine, sizes, time), free-form.
     #[serde(default)]

@@ -13,8 +13,10 @@ use std::path::{Component, Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use chunk_model::layout::METADATA_FILE;
-use chunk_model::{ChunkMetadata, ModelError, Sha256Digest, Status, Timestamp, TransitionError};
-use serde::{Deserialize, Serialize};
+use chunk_model::{
+    ChunkCompressed, ChunkMetadata, ModelError, Sha256Digest, Status, Timestamp, TransitionError,
+};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::split_base;
@@ -22,71 +24,48 @@ use crate::config::split_base;
 /// The key under which a worker's free-form `stats` are kept in `metadata.json`.
 pub const STATS_FIELD: &str = "compression_stats";
 
-/// The `client_payload` of a `chunk_compressed` event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CallbackPayload {
-    /// The chunk directory relative to the repository root, as the detector wrote it
-    /// (`pending_compression/<name>/chunk_NNNN`).
-    pub chunk_path: String,
-    /// `completed` or `failed`.
-    pub status: Status,
-    /// The object key of the compressed chunk (required when `completed`).
-    #[serde(default)]
-    pub upload_path: Option<String>,
-    /// SHA-256 of the stored object (required when `completed`).
-    #[serde(default)]
-    pub upload_hash: Option<Sha256Digest>,
-    /// Free-form statistics from the worker, kept as `compression_stats`.
-    #[serde(default)]
-    pub stats: Option<Value>,
-    /// The worker that did the work.
-    #[serde(default)]
-    pub worker_id: Option<String>,
-    /// Why the work failed (when `failed`).
-    #[serde(default, alias = "last_error")]
-    pub error: Option<String>,
-}
-
 /// The event type a callback must carry when it comes as a full event file.
 pub const EVENT_TYPE: &str = "chunk_compressed";
 
-impl CallbackPayload {
-    /// Reads a payload from `path`: either the payload object itself or a whole GitHub
-    /// `repository_dispatch` event (`$GITHUB_EVENT_PATH`) with it under `client_payload`.
-    pub fn read(path: &Path) -> Result<Self, CallbackError> {
-        let bytes = fs::read(path).map_err(|source| CallbackError::ReadPayload {
+/// Reads a `chunk_compressed` payload from `path`: either the payload object itself or
+/// a whole GitHub `repository_dispatch` event (`$GITHUB_EVENT_PATH`) with it under
+/// `client_payload`.
+pub fn read_payload(path: &Path) -> Result<ChunkCompressed, CallbackError> {
+    let bytes = fs::read(path).map_err(|source| CallbackError::ReadPayload {
+        path: path.to_owned(),
+        source,
+    })?;
+    let value: Value =
+        serde_json::from_slice(&bytes).map_err(|source| CallbackError::InvalidPayload {
             path: path.to_owned(),
             source,
         })?;
-        let value: Value =
-            serde_json::from_slice(&bytes).map_err(|source| CallbackError::InvalidPayload {
-                path: path.to_owned(),
-                source,
-            })?;
-        Self::from_value(path, value)
-    }
+    payload_from_value(path, value)
+}
 
-    /// Interprets a parsed payload or event; `source` names it in errors.
-    pub fn from_value(source: &Path, mut value: Value) -> Result<Self, CallbackError> {
-        if let Some(event) = value.as_object_mut()
-            && let Some(payload) = event.remove("client_payload")
+/// Interprets a parsed payload or event; `source` names it in errors.
+pub fn payload_from_value(
+    source: &Path,
+    mut value: Value,
+) -> Result<ChunkCompressed, CallbackError> {
+    if let Some(event) = value.as_object_mut()
+        && let Some(payload) = event.remove("client_payload")
+    {
+        // In an event file `action` is the dispatch's event_type.
+        if let Some(action) = event.get("action").and_then(Value::as_str)
+            && action != EVENT_TYPE
         {
-            // In an event file `action` is the dispatch's event_type.
-            if let Some(action) = event.get("action").and_then(Value::as_str)
-                && action != EVENT_TYPE
-            {
-                return Err(CallbackError::WrongEventType {
-                    path: source.to_owned(),
-                    action: action.to_owned(),
-                });
-            }
-            value = payload;
+            return Err(CallbackError::WrongEventType {
+                path: source.to_owned(),
+                action: action.to_owned(),
+            });
         }
-        serde_json::from_value(value).map_err(|e| CallbackError::InvalidPayload {
-            path: source.to_owned(),
-            source: e,
-        })
+        value = payload;
     }
+    serde_json::from_value(value).map_err(|e| CallbackError::InvalidPayload {
+        path: source.to_owned(),
+        source: e,
+    })
 }
 
 /// What applying a callback did.
@@ -225,7 +204,7 @@ pub enum CallbackError {
 /// not, is left exactly as it was.
 pub fn apply_callback(
     base: &Path,
-    payload: &CallbackPayload,
+    payload: &ChunkCompressed,
     now: DateTime<Utc>,
 ) -> Result<CallbackOutcome, CallbackError> {
     if !matches!(payload.status, Status::Completed | Status::Failed) {
@@ -257,7 +236,7 @@ pub fn apply_callback(
 
 fn json_update(
     path: &Path,
-    payload: &CallbackPayload,
+    payload: &ChunkCompressed,
     now: DateTime<Utc>,
 ) -> Result<Change, CallbackError> {
     chunk_model::json_file::update(path, |meta: &mut ChunkMetadata| {
@@ -291,8 +270,9 @@ fn json_update(
         if let Some(worker) = &payload.worker_id {
             meta.worker_id = Some(worker.clone());
         }
-        if let Some(stats) = &payload.stats {
-            meta.extra.insert(STATS_FIELD.to_owned(), stats.clone());
+        if !payload.stats.is_null() {
+            meta.extra
+                .insert(STATS_FIELD.to_owned(), payload.stats.clone());
         }
         if payload.status == Status::Completed {
             meta.compressed_at = Some(Timestamp::from_utc(now));

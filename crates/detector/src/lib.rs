@@ -31,7 +31,8 @@ mod scan;
 mod select;
 
 pub use callback::{
-    CallbackError, CallbackOutcome, CallbackPayload, Change, apply_callback, resolve_metadata,
+    CallbackError, CallbackOutcome, Change, apply_callback, payload_from_value, read_payload,
+    resolve_metadata,
 };
 pub use config::{
     DEFAULT_BASE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_OUTPUT, DetectConfig,

@@ -7,12 +7,12 @@ use std::path::Path;
 
 use chunk_model::Status;
 use common::{Tree, now, python_metadata, with};
-use detector::{CallbackError, CallbackPayload, Change, DetectConfig, apply_callback, scan};
+use detector::{CallbackError, Change, DetectConfig, apply_callback, scan};
 use serde_json::{Value, json};
 
 const HASH: &str = "aa00000000000000000000000000000000000000000000000000000000000001";
 
-fn payload(chunk_path: &str) -> CallbackPayload {
+fn payload(chunk_path: &str) -> chunk_model::ChunkCompressed {
     serde_json::from_value(json!({
         "chunk_path": chunk_path,
         "status": "completed",
@@ -150,7 +150,7 @@ fn failed_event_records_the_error() {
         json!({"status": "processing", "attempts": 1, "lease_expires_at": "2026-01-01T13:00:00Z"}),
     );
     let path = t.chunk("f", 0, &meta).join("metadata.json");
-    let event: CallbackPayload = serde_json::from_value(json!({
+    let event: chunk_model::ChunkCompressed = serde_json::from_value(json!({
         "chunk_path": "pending_compression/f/chunk_0000",
         "status": "failed",
         "error": "OpenCL device lost",
@@ -350,11 +350,11 @@ fn payload_is_read_alone_or_from_a_github_event_file() {
         .to_string(),
     )
     .unwrap();
-    let a = CallbackPayload::read(&bare).unwrap();
-    let b = CallbackPayload::read(&event).unwrap();
+    let a = detector::read_payload(&bare).unwrap();
+    let b = detector::read_payload(&event).unwrap();
     assert_eq!(a, b);
     assert_eq!(a.upload_path.as_deref(), Some("k"));
-    assert_eq!(a.stats, None);
+    assert_eq!(a.stats, Value::Null);
 
     queued_chunk(&t);
     apply_callback(&t.base, &b, now()).unwrap();
@@ -365,15 +365,15 @@ fn payload_is_read_alone_or_from_a_github_event_file() {
         json!({"action": "something_else", "client_payload": inner}).to_string(),
     )
     .unwrap();
-    let err = CallbackPayload::read(&wrong).unwrap_err();
+    let err = detector::read_payload(&wrong).unwrap_err();
     assert!(matches!(err, CallbackError::WrongEventType { .. }), "{err}");
 
     let broken = dir.path().join("broken.json");
     fs::write(&broken, r#"{"client_payload": {"status": "completed"}}"#).unwrap();
-    let err = CallbackPayload::read(&broken).unwrap_err();
+    let err = detector::read_payload(&broken).unwrap_err();
     assert!(err.to_string().contains("chunk_path"), "{err}");
     assert!(err.to_string().contains("broken.json"), "{err}");
 
-    let err = CallbackPayload::read(&dir.path().join("absent.json")).unwrap_err();
+    let err = detector::read_payload(&dir.path().join("absent.json")).unwrap_err();
     assert!(matches!(err, CallbackError::ReadPayload { .. }), "{err}");
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{now, python_metadata, with};
-use detector::{CallbackPayload, apply_callback};
+use detector::apply_callback;
 use serde_json::{Value, json};
 
 fn script() -> PathBuf {
@@ -123,7 +123,7 @@ fn remote() -> Remote {
     }
 }
 
-fn completed(chunk: &str) -> CallbackPayload {
+fn completed(chunk: &str) -> chunk_model::ChunkCompressed {
     serde_json::from_value(json!({
         "chunk_path": format!("pending_compression/movie/{chunk}"),
         "status": "completed",
@@ -237,7 +237,7 @@ fn reapply_helper() {
     ) else {
         return;
     };
-    let payload = CallbackPayload::read(Path::new(&payload)).unwrap();
+    let payload = detector::read_payload(Path::new(&payload)).unwrap();
     apply_callback(Path::new(&base), &payload, now()).unwrap();
 }
 

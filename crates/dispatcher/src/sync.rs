@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use chunk_model::{ChunkCompressed, ChunkMetadata, Sha256Digest, Status, object_keys};
-use detector::{CallbackPayload, DetectConfig};
+use detector::DetectConfig;
 use futures::StreamExt as _;
 use serde::Serialize;
 use uploader::ObjectStore;
@@ -135,14 +135,12 @@ fn complete(
         Ok::<_, MetadataError>(())
     })
     .map_err(|e| e.to_string())?;
-    let payload = CallbackPayload {
+    // The record may come from an identical chunk of another file: apply its upload to
+    // this chunk.
+    let payload = ChunkCompressed {
         chunk_path: chunk_path.to_owned(),
-        status: Status::Completed,
-        upload_path: record.upload_path.clone(),
-        upload_hash: record.upload_hash,
-        stats: Some(record.stats.clone()),
-        worker_id: record.worker_id.clone(),
         error: None,
+        ..record.clone()
     };
     detector::apply_callback(base, &payload, now).map_err(|e| e.to_string())?;
     Ok(())
