@@ -252,6 +252,21 @@ async fn run_async(args: Args, work: PathBuf) -> anyhow::Result<()> {
         dispatcher::sync::sync(&base, store.as_ref(), chrono::Utc::now())
             .await
             .context("syncing completion records")?;
+        // Failures reach the repository by callback in Actions; here the workers are
+        // asked. Applying them now (instead of waiting for the lease) lets the detector
+        // retry at once and give up after its maximum attempts.
+        for worker in &mut workers {
+            for failure in worker.new_failures(&http).await? {
+                eprintln!(
+                    "pipeline: {} failed: {}",
+                    failure.chunk_path,
+                    failure.error.as_deref().unwrap_or("no reason given")
+                );
+                if let Err(e) = detector::apply_callback(&base, &failure, chrono::Utc::now()) {
+                    eprintln!("pipeline: recording that failure: {e}");
+                }
+            }
+        }
         sync_time += started.elapsed();
         if Instant::now() > deadline {
             break;
@@ -527,6 +542,8 @@ async fn stored_size(store: &dyn ObjectStore, recipe: &Recipe) -> anyhow::Result
 /// A worker served from this process on a free loopback port.
 struct InProcessWorker {
     port: u16,
+    /// Failures already taken from `GET /failures`.
+    failures_seen: u64,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<worker::Summary, worker::WorkerError>>,
 }
@@ -564,7 +581,12 @@ impl InProcessWorker {
         let task = tokio::spawn(worker.serve(listener, async move {
             let _ = stopped.await;
         }));
-        Ok(Self { port, stop, task })
+        Ok(Self {
+            port,
+            failures_seen: 0,
+            stop,
+            task,
+        })
     }
 
     fn endpoint(&self) -> dispatcher::Endpoint {
@@ -586,6 +608,35 @@ impl InProcessWorker {
             .await
             .with_context(|| format!("GET {url}"))?;
         serde_json::from_slice(&body).with_context(|| format!("GET {url}: unexpected body"))
+    }
+
+    /// The failures reported since the last call.
+    async fn new_failures(
+        &mut self,
+        http: &reqwest::Client,
+    ) -> anyhow::Result<Vec<chunk_model::ChunkCompressed>> {
+        #[derive(serde::Deserialize)]
+        struct Failures {
+            total: u64,
+            failures: Vec<chunk_model::ChunkCompressed>,
+        }
+        let url = format!("http://127.0.0.1:{}/failures", self.port);
+        let response = http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let body = response
+            .bytes()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let Failures {
+            total,
+            failures: mut recent,
+        } = serde_json::from_slice(&body).with_context(|| format!("GET {url}: unexpected body"))?;
+        let new = usize::try_from(total - self.failures_seen)?.min(recent.len());
+        self.failures_seen = total;
+        Ok(recent.split_off(recent.len() - new))
     }
 
     async fn stop(self) -> anyhow::Result<()> {

@@ -32,6 +32,7 @@ pub(crate) fn router(app: App) -> Router {
     Router::new()
         .route("/webhook", post(webhook))
         .route("/status", get(status))
+        .route("/failures", get(failures))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(app)
@@ -285,6 +286,17 @@ async fn status(State(app): State<App>) -> Response {
             "bytes_out": m.bytes_out(),
         }),
     )
+}
+
+/// `{"total": N, "failures": [...]}`: how many chunks failed since the start, and the
+/// latest of them (at most [`crate::RECENT_FAILURES`], oldest first), each as the
+/// `chunk_compressed` payload a callback would carry.
+async fn failures(State(app): State<App>) -> Response {
+    let body = {
+        let failures = app.shared.recent_failures.lock().expect("failures lock");
+        json!({"total": failures.total, "failures": failures.latest})
+    };
+    json_response(StatusCode::OK, &body)
 }
 
 async fn healthz(State(app): State<App>) -> Response {

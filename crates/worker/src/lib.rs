@@ -43,6 +43,9 @@ use uploader::ObjectStore;
 pub use github::{DEFAULT_GITHUB_API, GithubConfig};
 pub use metrics::Metrics;
 
+/// How many failures `GET /failures` remembers.
+pub const RECENT_FAILURES: usize = 1024;
+
 /// Default bound of the queue of accepted, not yet started chunks.
 pub const DEFAULT_MAX_QUEUE: usize = 1024;
 /// Default largest request body (a batch of a few thousand chunk descriptions).
@@ -159,6 +162,14 @@ pub struct Summary {
     pub failed: u64,
 }
 
+/// The latest failures and how many there were in all, so a reader polling
+/// `GET /failures` can tell which ones it has not seen.
+#[derive(Debug, Default)]
+pub(crate) struct RecentFailures {
+    pub(crate) total: u64,
+    pub(crate) latest: std::collections::VecDeque<chunk_model::ChunkCompressed>,
+}
+
 /// State shared by the HTTP handlers and the work loop.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -168,6 +179,9 @@ pub(crate) struct Shared {
     pub(crate) compressor: Arc<Compressor>,
     pub(crate) metrics: Metrics,
     pub(crate) draining: AtomicBool,
+    /// The latest failures, newest last, for `GET /failures`: a caller without a GitHub
+    /// callback (the local pipeline) learns which chunks failed and why.
+    pub(crate) recent_failures: std::sync::Mutex<RecentFailures>,
     pub(crate) http: reqwest::Client,
 }
 
@@ -211,6 +225,7 @@ impl Worker {
                 compressor: Arc::new(compressor),
                 metrics: Metrics::default(),
                 draining: AtomicBool::new(false),
+                recent_failures: std::sync::Mutex::default(),
                 http,
             }),
         })

@@ -374,6 +374,14 @@ async fn report(
             }
         }
     };
+    if payload.status == Status::Failed {
+        let mut failures = shared.recent_failures.lock().expect("failures lock");
+        if failures.latest.len() == crate::RECENT_FAILURES {
+            failures.latest.pop_front();
+        }
+        failures.latest.push_back(payload.clone());
+        failures.total += 1;
+    }
     if let Some(github) = &shared.config.github
         && let Err(e) = github::send(&shared.http, github, &payload).await
     {

@@ -497,4 +497,24 @@ async fn corrupt_chunk_fails_with_the_reason_and_its_neighbours_complete() {
     );
     let records = store.list("status/").await.unwrap();
     assert_eq!(records.len(), 2, "failures leave no completion record");
+
+    // GET /failures names the chunk and the reason, as a callback would.
+    let failures: serde_json::Value = reqwest::Client::new()
+        .get(worker.url("/failures"))
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(failures["total"], 1, "{failures}");
+    let failure: chunk_model::ChunkCompressed =
+        serde_json::from_value(failures["failures"][0].clone()).unwrap();
+    assert_eq!(failure.chunk_path, infos[1].chunk_path);
+    assert_eq!(failure.status, chunk_model::Status::Failed);
+    assert!(
+        failure.error.as_deref().unwrap().contains("SHA-256"),
+        "{failure:?}"
+    );
 }

@@ -1,0 +1,112 @@
+//! The command line end to end, as a user runs it: the real `xtask` binary on generated
+//! files, in a temporary work directory.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn xtask(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .current_dir(cwd)
+        // Run this build as it is: no re-execution through cargo with other features.
+        .env("PANINI_XTASK_OPENCL", "0")
+        .env("RUST_BACKTRACE", "0")
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("xtask runs")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn pipeline_rebuilds_every_file_and_a_second_run_uploads_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().to_str().unwrap();
+    let args = [
+        "pipeline",
+        "--work-dir",
+        dir,
+        "--sample-mib",
+        "6",
+        "--chunk-size",
+        "262144",
+        "--json",
+    ];
+
+    let first = xtask(&args, work.path());
+    assert!(first.status.success(), "{}", text(&first));
+    let summary: serde_json::Value = serde_json::from_slice(&first.stdout).expect("JSON summary");
+    let files = summary["files"].as_array().unwrap();
+    assert_eq!(files.len(), 4, "{summary:#}");
+    assert!(files.iter().all(|f| f["verified"] == true), "{summary:#}");
+    assert!(
+        summary["chunks_stored_now"].as_u64().unwrap() > 0,
+        "{summary:#}"
+    );
+
+    let second = xtask(&args, work.path());
+    assert!(second.status.success(), "{}", text(&second));
+    let again: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(again["chunks_stored_now"], 0, "{again:#}");
+    assert_eq!(again["bytes_stored_now"], 0, "{again:#}");
+    assert!(
+        again["chunks_already_stored"].as_u64().unwrap() > 0,
+        "{again:#}"
+    );
+
+    // The bucket alone rebuilds every file.
+    let bucket = work.path().join("bucket");
+    let verify = xtask(
+        &["verify", "--bucket", bucket.to_str().unwrap()],
+        work.path(),
+    );
+    assert!(verify.status.success(), "{}", text(&verify));
+    assert_eq!(
+        String::from_utf8_lossy(&verify.stdout)
+            .matches(": ok,")
+            .count(),
+        4,
+        "{}",
+        text(&verify)
+    );
+}
+
+#[test]
+fn chunk_reports_bad_inputs_by_path_and_still_chunks_the_good_ones() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("notes.txt"), "hello panini\n".repeat(1000)).unwrap();
+    std::fs::write(work.path().join("empty.bin"), b"").unwrap();
+    std::fs::create_dir(work.path().join("adir")).unwrap();
+
+    let output = xtask(
+        &["chunk", "notes.txt", "empty.bin", "adir", "missing.bin"],
+        work.path(),
+    );
+    assert!(!output.status.success(), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for bad in ["empty.bin", "adir", "missing.bin"] {
+        assert!(
+            stderr.contains(bad),
+            "error for {bad} missing:\n{}",
+            text(&output)
+        );
+    }
+    assert!(
+        work.path()
+            .join("pending_compression/notes/manifest.json")
+            .is_file()
+    );
+
+    // The same name again is a collision unless --force.
+    let again = xtask(&["chunk", "notes.txt"], work.path());
+    assert!(!again.status.success(), "{}", text(&again));
+    let forced = xtask(&["chunk", "notes.txt", "--force"], work.path());
+    assert!(forced.status.success(), "{}", text(&forced));
+}
