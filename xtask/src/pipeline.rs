@@ -597,7 +597,16 @@ impl InProcessWorker {
     }
 
     async fn status(&self, http: &reqwest::Client) -> anyhow::Result<WorkerStatus> {
-        let url = format!("http://127.0.0.1:{}/status", self.port);
+        self.get_json(http, "/status").await
+    }
+
+    /// `GET path` on this worker, as JSON.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+    ) -> anyhow::Result<T> {
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
         let response = http
             .get(&url)
             .send()
@@ -620,20 +629,10 @@ impl InProcessWorker {
             total: u64,
             failures: Vec<chunk_model::ChunkCompressed>,
         }
-        let url = format!("http://127.0.0.1:{}/failures", self.port);
-        let response = http
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        let body = response
-            .bytes()
-            .await
-            .with_context(|| format!("GET {url}"))?;
         let Failures {
             total,
             failures: mut recent,
-        } = serde_json::from_slice(&body).with_context(|| format!("GET {url}: unexpected body"))?;
+        } = self.get_json(http, "/failures").await?;
         let new = usize::try_from(total - self.failures_seen)?.min(recent.len());
         self.failures_seen = total;
         Ok(recent.split_off(recent.len() - new))
