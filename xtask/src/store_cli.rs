@@ -202,19 +202,6 @@ async fn recipe_names(store: &dyn uploader::ObjectStore) -> anyhow::Result<Vec<S
     Ok(names)
 }
 
-/// Encodes chunks with the `gpu-compress` compressor the command line chose.
-struct Encoder(gpu_compress::Compressor);
-
-impl uploader::ChunkEncoder for Encoder {
-    fn encode(
-        &self,
-        raw: &[u8],
-    ) -> Result<(chunk_model::Codec, Vec<u8>), Box<dyn std::error::Error + Send + Sync>> {
-        let compressed = self.0.compress(raw)?;
-        Ok((compressed.codec, compressed.bytes))
-    }
-}
-
 pub fn upload(args: UploadArgs) -> anyhow::Result<()> {
     let compressor = gpu_compress::Compressor::new(gpu_compress::CompressorConfig {
         codec: args.codec,
@@ -235,7 +222,7 @@ pub fn upload(args: UploadArgs) -> anyhow::Result<()> {
             &store,
             &layout,
             &args.name,
-            &Encoder(compressor),
+            &compressor,
             &UploadOptions {
                 max_in_flight: args.store.concurrency,
                 ..UploadOptions::default()

@@ -349,6 +349,18 @@ pub trait ChunkEncoder: Send + Sync {
     ) -> Result<(Codec, Vec<u8>), Box<dyn std::error::Error + Send + Sync>>;
 }
 
+/// A `gpu-compress` compressor encodes with the codec choice and engine it was built
+/// with (`auto` picks per chunk).
+impl ChunkEncoder for gpu_compress::Compressor {
+    fn encode(
+        &self,
+        raw: &[u8],
+    ) -> Result<(Codec, Vec<u8>), Box<dyn std::error::Error + Send + Sync>> {
+        let compressed = self.compress(raw)?;
+        Ok((compressed.codec, compressed.bytes))
+    }
+}
+
 /// Stores chunks as they are (`store` codec).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StoreAsIs;

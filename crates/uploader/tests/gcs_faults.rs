@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chunk_model::{Layout, Recipe, Sha256Digest};
-use support::chunk_tree::{self, Zstd};
+use support::chunk_tree;
 use support::fault_proxy::{Fault, FaultProxy};
 use support::{BUCKET, Emulator};
 use uploader::{ObjectStore, ReconstructOptions, StoreConfig, UploadOptions, Which};
@@ -63,7 +63,7 @@ async fn uploads_and_reconstruction_survive_errors_and_dropped_connections() {
             &through_proxy,
             &Layout::new(&tree),
             "clip",
-            &Zstd::new(),
+            &chunk_tree::zstd(),
             &UploadOptions::default(),
             &|_| {},
         ),

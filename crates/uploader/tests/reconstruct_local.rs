@@ -7,7 +7,7 @@ mod support;
 use std::path::Path;
 
 use chunk_model::{Layout, Recipe, Sha256Digest, object_keys};
-use support::chunk_tree::{self, Zstd};
+use support::chunk_tree;
 use uploader::{
     LocalDir, ObjectStore, PutOutcome, ReconstructError, ReconstructOptions, StoreAsIs, StoreError,
     UploadError, UploadOptions, Which, reconstruct, upload_chunk_dir,
@@ -60,7 +60,7 @@ async fn a_file_round_trips_bit_for_bit_and_identical_chunks_are_stored_once() {
     data.extend_from_slice(&support::pseudo_random(300_001, 2));
     chunk_tree::write(&tree, "movie", &data, 64 * 1024, true);
 
-    let report = upload(&store, &tree, "movie", &Zstd::new()).await;
+    let report = upload(&store, &tree, "movie", &chunk_tree::zstd()).await;
     assert_eq!(report.recipe, PutOutcome::Created);
     assert_eq!(
         (report.chunks_created, report.chunks_existing),
@@ -84,7 +84,7 @@ async fn a_file_round_trips_bit_for_bit_and_identical_chunks_are_stored_once() {
     );
 
     // A rerun stores nothing new.
-    let again = upload(&store, &tree, "movie", &Zstd::new()).await;
+    let again = upload(&store, &tree, "movie", &chunk_tree::zstd()).await;
     assert_eq!(
         (again.chunks_created, again.chunks_existing, again.recipe),
         (0, 7, PutOutcome::AlreadyExists)
@@ -189,7 +189,7 @@ async fn stored_file(data: &[u8]) -> (LocalDir, tempfile::TempDir, Recipe) {
         data.len().div_ceil(3),
         true,
     );
-    let report = upload(&store, &work.path().join("tree"), "f", &Zstd::new()).await;
+    let report = upload(&store, &work.path().join("tree"), "f", &chunk_tree::zstd()).await;
     let recipe =
         serde_json::from_slice(&store.get(&report.recipe_key).await.unwrap().bytes).unwrap();
     std::fs::create_dir_all(work.path().join("out")).unwrap();

@@ -50,31 +50,14 @@ pub fn write(
     manifest
 }
 
-/// Encodes with the CPU zstd engine of `gpu-compress`, as a worker without a GPU would.
-#[derive(Debug)]
-pub struct Zstd(pub gpu_compress::Compressor);
-
-impl Zstd {
-    pub fn new() -> Self {
-        use gpu_compress::{CodecChoice, Compressor, CompressorConfig, EngineChoice};
-        Self(
-            Compressor::new(CompressorConfig {
-                codec: CodecChoice::Fixed(chunk_model::Codec::Zstd),
-                level: Some(3),
-                engine: EngineChoice::Cpu,
-                verify: false,
-            })
-            .unwrap(),
-        )
-    }
-}
-
-impl uploader::ChunkEncoder for Zstd {
-    fn encode(
-        &self,
-        raw: &[u8],
-    ) -> Result<(chunk_model::Codec, Vec<u8>), Box<dyn std::error::Error + Send + Sync>> {
-        let compressed = self.0.compress(raw)?;
-        Ok((compressed.codec, compressed.bytes))
-    }
+/// A CPU zstd-3 compressor, to store chunks with.
+pub fn zstd() -> gpu_compress::Compressor {
+    use gpu_compress::{CodecChoice, Compressor, CompressorConfig, EngineChoice};
+    Compressor::new(CompressorConfig {
+        codec: CodecChoice::Fixed(chunk_model::Codec::Zstd),
+        level: Some(3),
+        engine: EngineChoice::Cpu,
+        verify: false,
+    })
+    .unwrap()
 }
