@@ -22,6 +22,7 @@ pub mod recipe;
 pub mod schema;
 pub mod status;
 pub mod timestamp;
+pub mod webhook_signature;
 pub mod wire;
 
 pub use digest::Sha256Digest;

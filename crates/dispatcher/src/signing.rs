@@ -1,30 +1,12 @@
 //! Standard Webhooks signatures (<https://www.standardwebhooks.com/>): the worker checks
 //! them in `worker::auth`; the specification's test vector pins both sides.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
-/// The HMAC key of a signing secret: the base64 after `whsec_` for secrets in the
-/// Standard Webhooks form, else the secret's own bytes.
-pub fn signing_key(secret: &str) -> Result<Vec<u8>, base64::DecodeError> {
-    match secret.strip_prefix("whsec_") {
-        Some(encoded) => STANDARD.decode(encoded),
-        None => Ok(secret.as_bytes().to_vec()),
-    }
-}
+pub use chunk_model::webhook_signature::signing_key;
 
 /// The `webhook-signature` header value of one attempt: `v1,<base64 of HMAC-SHA256 over
 /// "{id}.{timestamp}.{body}">`.
 pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+    chunk_model::webhook_signature::header_value(key, id, timestamp, body)
 }
 
 /// A fresh delivery id: `msg_` and 128 random bits in hex. It stays the same for every

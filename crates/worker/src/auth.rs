@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 /// How far a `webhook-timestamp` may be from the worker's clock, either way.
@@ -21,14 +19,7 @@ pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
 /// Header carrying `v1,<base64 HMAC-SHA256>` signatures, space separated.
 pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
 
-/// The HMAC key of a signing secret: the base64 after `whsec_` for secrets in the
-/// Standard Webhooks form, else the secret's own bytes.
-pub fn signing_key(secret: &str) -> Result<Vec<u8>, base64::DecodeError> {
-    match secret.strip_prefix("whsec_") {
-        Some(encoded) => STANDARD.decode(encoded),
-        None => Ok(secret.as_bytes().to_vec()),
-    }
-}
+pub use chunk_model::webhook_signature::{signature, signing_key};
 
 /// Whether the `Authorization` header is `Bearer <expected>`. The comparison takes the
 /// same time wherever the tokens differ, so it does not leak the token byte by byte.
@@ -61,18 +52,6 @@ pub enum SignatureError {
     /// No `v1` signature in the header matches the body.
     #[error("no webhook-signature matches the request")]
     Mismatch,
-}
-
-/// The `v1` signature of one delivery attempt: base64 of HMAC-SHA256 over
-/// `"{id}.{timestamp}.{body}"`.
-pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.finalize().into_bytes().into()
 }
 
 /// Checks the Standard Webhooks headers of a request against `body` at Unix time `now`,
