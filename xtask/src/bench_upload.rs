@@ -17,7 +17,7 @@ use futures::StreamExt as _;
 use serde_json::json;
 use uploader::{GcsConfig, Limits, ObjectMeta, RetryPolicy, StoreConfig};
 
-use crate::ci::{FakeGcs, TEST_BUCKET, fake_gcs_binary};
+use crate::ci::TEST_BUCKET;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -44,10 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .parent()
         .expect("xtask sits in the workspace")
         .to_owned();
-    let binary = match std::env::var_os("PANINI_FAKE_GCS_BIN") {
-        Some(path) => PathBuf::from(path),
-        None => fake_gcs_binary(&root.join(".venv"))?,
-    };
+    let binary = gcs_emulator::find_binary(&root)?;
     which_rclone()?;
     let work = tempfile::tempdir().context("creating a work directory")?;
     let objects = write_objects(
@@ -68,7 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut panini_s = Vec::new();
     let mut rclone_s = Vec::new();
     for run in 1..=args.runs {
-        let emulator = FakeGcs::start(&binary)?;
+        let emulator = gcs_emulator::Emulator::start(&binary, &[TEST_BUCKET])?;
         let seconds = upload_with_panini(&emulator.endpoint(), &objects, args.transfers)?;
         println!(
             "run {run}: panini {seconds:.2} s ({:.0} MiB/s)",

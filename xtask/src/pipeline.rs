@@ -22,9 +22,14 @@ use uploader::{ObjectStore, ReconstructOptions, StoreConfig, Which};
 /// Options of `cargo xtask pipeline`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Files to run through the pipeline; without any, a generated sample set (a PNG, an
-    /// MP4 with keyframes, a text log and random bytes).
+    /// Files to run through the pipeline; without any (and without --base), a generated
+    /// sample set (a PNG, an MP4 with keyframes, a text log and random bytes).
     files: Vec<PathBuf>,
+    /// Run on an existing chunk tree (`pending_compression/`, e.g. from `cargo xtask
+    /// chunk`) instead of chunking files: chunks already completed are left as they are,
+    /// and each file is checked against the SHA-256 in its manifest.
+    #[arg(long, conflicts_with = "files")]
+    base: Option<PathBuf>,
     /// Where chunk objects and recipes go: gs://bucket[/prefix], file:///path or a
     /// directory. Default: a directory under the work directory, kept between runs.
     #[arg(long)]
@@ -35,6 +40,16 @@ pub struct Args {
     /// In-process workers, each on its own loopback port.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Use the worker service at this webhook URL (repeatable) instead of in-process
+    /// workers. It must serve the same repository root and bucket.
+    #[arg(long = "worker", value_name = "URL")]
+    worker_urls: Vec<String>,
+    /// Bearer token for --worker services (in-process workers get a generated one).
+    #[arg(long, env = "COLAB_AUTH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// How long a dispatched chunk may stay unreported before it is dispatched again.
+    #[arg(long, default_value_t = 120)]
+    lease_s: u64,
     /// Where LZ4 runs: auto, cpu or opencl.
     #[arg(long, default_value = "auto")]
     engine: gpu_compress::EngineChoice,
@@ -72,7 +87,8 @@ struct StageRow {
 #[derive(Debug, Serialize)]
 struct FileRow {
     name: String,
-    source: PathBuf,
+    /// The original file, when this run chunked it.
+    source: Option<PathBuf>,
     format: String,
     chunks: u64,
     bytes: u64,
@@ -120,7 +136,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 async fn run_async(args: Args, work: PathBuf) -> anyhow::Result<()> {
     let mut stages = Vec::new();
-    let base = work.join(layout::DEFAULT_ROOT);
     let bucket = args
         .bucket
         .clone()
@@ -136,56 +151,93 @@ async fn run_async(args: Args, work: PathBuf) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the bucket {bucket}"))?;
 
-    // Inputs.
-    let files = if args.files.is_empty() {
-        let dir = work.join("samples");
-        let started = Instant::now();
-        let files = samples::sample_set(&dir, args.sample_mib << 20)
-            .with_context(|| format!("generating samples in {}", dir.display()))?;
-        let bytes = total_size(&files)?;
-        stages.push(stage(
-            "samples",
-            started,
-            bytes,
-            format!("{} files generated", files.len()),
-        ));
-        files
-    } else {
-        args.files.clone()
+    // Inputs: an existing chunk tree, or files chunked now into a fresh tree (the
+    // bucket, not the tree, is what persists between runs).
+    let (base, inputs) = match &args.base {
+        Some(base) => {
+            let base = base
+                .canonicalize()
+                .with_context(|| format!("resolving --base {}", base.display()))?;
+            let inputs = existing_files(&base)?;
+            (base, inputs)
+        }
+        None => {
+            let files = if args.files.is_empty() {
+                let dir = work.join("samples");
+                let started = Instant::now();
+                let files = samples::sample_set(&dir, args.sample_mib << 20)
+                    .with_context(|| format!("generating samples in {}", dir.display()))?;
+                let bytes = total_size(&files)?;
+                stages.push(stage(
+                    "samples",
+                    started,
+                    bytes,
+                    format!("{} files generated", files.len()),
+                ));
+                files
+            } else {
+                args.files.clone()
+            };
+            let base = work.join(layout::DEFAULT_ROOT);
+            let started = Instant::now();
+            if base.exists() {
+                std::fs::remove_dir_all(&base)
+                    .with_context(|| format!("clearing {}", base.display()))?;
+            }
+            let inputs = chunk_all(&files, &base, &args)?;
+            let bytes: u64 = inputs.iter().map(|f| f.bytes).sum();
+            let chunks: u64 = inputs.iter().map(|f| f.chunks).sum();
+            stages.push(stage(
+                "chunk",
+                started,
+                bytes,
+                format!("{chunks} chunks, {}", args.strategy),
+            ));
+            (base, inputs)
+        }
     };
+    let repo_root = base
+        .parent()
+        .with_context(|| format!("{} has no parent directory", base.display()))?
+        .to_owned();
+    let bytes_in: u64 = inputs.iter().map(|f| f.bytes).sum();
+    let chunk_count: u64 = inputs.iter().map(|f| f.chunks).sum();
 
-    // Chunk. A fresh tree each run: the bucket, not the tree, is what persists.
-    let started = Instant::now();
-    if base.exists() {
-        std::fs::remove_dir_all(&base).with_context(|| format!("clearing {}", base.display()))?;
-    }
-    let chunked = chunk_all(&files, &base, &args)?;
-    let bytes_in: u64 = chunked.iter().map(|r| r.file_size).sum();
-    let chunk_count: u64 = chunked.iter().map(|r| r.total_chunks).sum();
-    stages.push(stage(
-        "chunk",
-        started,
-        bytes_in,
-        format!("{chunk_count} chunks, {}", args.strategy),
-    ));
-
-    // Workers: real HTTP servers on loopback with a generated token.
-    let token = crate::dispatch::new_token()?;
-    let mut workers = Vec::new();
-    for index in 0..args.workers {
-        workers
-            .push(InProcessWorker::start(index, &work, store.clone(), &token, args.engine).await?);
-    }
+    // Workers: real HTTP servers, in this process on loopback or given by URL.
+    let (mut workers, token) = if args.worker_urls.is_empty() {
+        let token = crate::dispatch::new_token()?;
+        let mut workers = Vec::new();
+        for index in 0..args.workers {
+            workers.push(
+                WorkerClient::start_in_process(
+                    index,
+                    &repo_root,
+                    store.clone(),
+                    &token,
+                    args.engine,
+                )
+                .await?,
+            );
+        }
+        (workers, Some(token))
+    } else {
+        let workers = args
+            .worker_urls
+            .iter()
+            .map(|url| WorkerClient::remote(url))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        (workers, args.token.clone().filter(|t| !t.is_empty()))
+    };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .context("building the HTTP client")?;
-    let engine_status = workers[0].status(&http).await?;
+    let engine_status = first_status(&workers, &http).await?;
 
     // Detect → dispatch → wait → sync, until nothing is left to dispatch. A chunk a
-    // worker lost comes back when its lease runs out; one that keeps failing ends
-    // `failed` after the detector's maximum attempts.
-    let lease = Duration::from_secs(args.timeout_s.clamp(5, 120));
+    // worker lost (it died, or its report never came) comes back when its lease runs out;
+    // one that keeps failing ends `failed` after the detector's maximum attempts.
+    let lease = Duration::from_secs(args.lease_s.clamp(1, args.timeout_s.max(1)));
     let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
     let mut detect_time = Duration::ZERO;
     let mut dispatch_time = Duration::ZERO;
@@ -220,8 +272,8 @@ async fn run_async(args: Args, work: PathBuf) -> anyhow::Result<()> {
         let round_started = Instant::now();
         let started = Instant::now();
         let mut config =
-            dispatcher::DispatchConfig::new(workers.iter().map(|w| w.endpoint()).collect());
-        config.token = Some(token.clone());
+            dispatcher::DispatchConfig::new(workers.iter().map(WorkerClient::endpoint).collect());
+        config.token = token.clone();
         config.base = Some(base.clone());
         config.lease = lease;
         let outcome = dispatcher::Dispatcher::new(config)
@@ -231,14 +283,17 @@ async fn run_async(args: Args, work: PathBuf) -> anyhow::Result<()> {
         dispatched += outcome.accepted_chunks;
         dispatch_time += started.elapsed();
 
-        // Wait until the workers have reported every chunk they accepted.
+        // Wait until every worker that answers has reported every chunk it accepted. A
+        // worker that stops answering has nothing more to report: what it held comes
+        // back through its lease.
         loop {
             let mut done = 0;
             let mut accepted = 0;
             for worker in &workers {
-                let status = worker.status(&http).await?;
-                done += status.completed + status.failed;
-                accepted += status.accepted;
+                if let Ok(status) = worker.status(&http).await {
+                    done += status.completed + status.failed;
+                    accepted += status.accepted;
+                }
             }
             bar.set_position(done.min(chunk_count));
             if done >= accepted || Instant::now() > deadline {
@@ -256,7 +311,14 @@ async fn run_async(args: Args, work: PathBuf) -> anyhow::Result<()> {
         // asked. Applying them now (instead of waiting for the lease) lets the detector
         // retry at once and give up after its maximum attempts.
         for worker in &mut workers {
-            for failure in worker.new_failures(&http).await? {
+            let failures = match worker.new_failures(&http).await {
+                Ok(failures) => failures,
+                Err(e) => {
+                    eprintln!("pipeline: {}: {e:#}", worker.name());
+                    continue;
+                }
+            };
+            for failure in failures {
                 eprintln!(
                     "pipeline: {} failed: {}",
                     failure.chunk_path,
@@ -273,7 +335,7 @@ async fn run_async(args: Args, work: PathBuf) -> anyhow::Result<()> {
         }
     }
     bar.finish_and_clear();
-    let metrics = WorkerTotals::collect(&workers, &http).await?;
+    let metrics = WorkerTotals::collect(&workers, &http).await;
     for worker in workers {
         worker.stop().await?;
     }
@@ -282,7 +344,10 @@ async fn run_async(args: Args, work: PathBuf) -> anyhow::Result<()> {
         "dispatch",
         dispatch_time,
         0,
-        format!("{dispatched} chunks over HTTP to {} workers", args.workers),
+        format!(
+            "{dispatched} chunks over HTTP to {} workers",
+            metrics.workers
+        ),
     ));
     stages.push(stage_for(
         "compress+upload",
@@ -301,23 +366,25 @@ async fn run_async(args: Args, work: PathBuf) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut rows = Vec::new();
     let mut recipes = Vec::new();
-    for report in &chunked {
+    for input in inputs {
         let mut row = FileRow {
-            name: report.name.clone(),
-            source: report.source.clone(),
-            format: report.format.name().to_owned(),
-            chunks: report.total_chunks,
-            bytes: report.file_size,
+            name: input.name,
+            source: input.source,
+            format: input.format,
+            chunks: input.chunks,
+            bytes: input.bytes,
             stored_bytes: 0,
             verified: false,
-            error: None,
+            error: input.error,
         };
-        match recipe_for(&base, &report.name) {
-            Ok(recipe) => match uploader::put_recipe(store.as_ref(), &recipe).await {
-                Ok(_) => recipes.push((rows.len(), recipe)),
-                Err(e) => row.error = Some(e.to_string()),
-            },
-            Err(e) => row.error = Some(format!("{e:#}")),
+        if row.error.is_none() {
+            match recipe_for(&base, &row.name) {
+                Ok(recipe) => match uploader::put_recipe(store.as_ref(), &recipe).await {
+                    Ok(_) => recipes.push((rows.len(), recipe)),
+                    Err(e) => row.error = Some(e.to_string()),
+                },
+                Err(e) => row.error = Some(format!("{e:#}")),
+            }
         }
         rows.push(row);
     }
@@ -335,6 +402,8 @@ async fn run_async(args: Args, work: PathBuf) -> anyhow::Result<()> {
     for (index, recipe) in &recipes {
         let row = &mut rows[*index];
         let output = rebuilt_dir.join(&recipe.name);
+        // Reconstruction checks every chunk's and the whole file's SHA-256 against the
+        // recipe; a file chunked in this run is also compared with its source.
         let result = uploader::reconstruct(
             store.as_ref(),
             &recipe.name,
@@ -345,7 +414,11 @@ async fn run_async(args: Args, work: PathBuf) -> anyhow::Result<()> {
         )
         .await;
         match result {
-            Ok(_) => match verify_against_source(&output, &row.source) {
+            Ok(_) => match row
+                .source
+                .as_deref()
+                .map_or(Ok(()), |source| verify_against_source(&output, source))
+            {
                 Ok(()) => {
                     row.verified = true;
                     rebuilt_bytes += recipe.file_size;
@@ -402,11 +475,75 @@ async fn run_async(args: Args, work: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn chunk_all(
-    files: &[PathBuf],
-    base: &Path,
-    args: &Args,
-) -> anyhow::Result<Vec<chunker::ChunkReport>> {
+/// One file the run rebuilds: chunked now, or found in an existing tree.
+#[derive(Debug)]
+struct InputFile {
+    name: String,
+    /// The original file, when this run chunked it.
+    source: Option<PathBuf>,
+    format: String,
+    chunks: u64,
+    bytes: u64,
+    /// Why the file cannot be rebuilt (an unreadable manifest), found before any work.
+    error: Option<String>,
+}
+
+/// The files of an existing chunk tree: every directory under `base` with a manifest.
+/// A manifest that cannot be read is reported on its file's row; the others go on.
+fn existing_files(base: &Path) -> anyhow::Result<Vec<InputFile>> {
+    let layout = Layout::new(base);
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(base).with_context(|| format!("listing {}", base.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", base.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Hidden directories are the chunker's half-written trees.
+        if !name.starts_with('.') && entry.path().join(layout::MANIFEST_FILE).is_file() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    if names.is_empty() {
+        bail!(
+            "{}: no chunked files (no */{} under it)",
+            base.display(),
+            layout::MANIFEST_FILE
+        );
+    }
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            let manifest = layout
+                .manifest_path(&name)
+                .map_err(anyhow::Error::from)
+                .and_then(|path| Ok(json_file::read::<Manifest>(&path)?));
+            match manifest {
+                Ok(manifest) => InputFile {
+                    format: manifest
+                        .format
+                        .or(manifest.grammar_id)
+                        .unwrap_or_else(|| "unknown".into()),
+                    chunks: manifest.total_chunks,
+                    bytes: manifest
+                        .file_size
+                        .unwrap_or_else(|| manifest.chunks.iter().map(|c| c.size).sum()),
+                    name,
+                    source: None,
+                    error: None,
+                },
+                Err(e) => InputFile {
+                    name,
+                    source: None,
+                    format: "unknown".into(),
+                    chunks: 0,
+                    bytes: 0,
+                    error: Some(format!("{e:#}")),
+                },
+            }
+        })
+        .collect())
+}
+
+fn chunk_all(files: &[PathBuf], base: &Path, args: &Args) -> anyhow::Result<Vec<InputFile>> {
     let total = total_size(files)?;
     let bar = stage_bar("chunk", total);
     let mut reports = Vec::new();
@@ -426,7 +563,14 @@ fn chunk_all(
         let report = chunker::chunk_file(file, &options)
             .with_context(|| format!("chunking {}", file.display()))?;
         done_before += report.file_size;
-        reports.push(report);
+        reports.push(InputFile {
+            name: report.name,
+            source: Some(report.source),
+            format: report.format.name().to_owned(),
+            chunks: report.total_chunks,
+            bytes: report.file_size,
+            error: None,
+        });
     }
     bar.finish_and_clear();
     Ok(reports)
@@ -539,11 +683,18 @@ async fn stored_size(store: &dyn ObjectStore, recipe: &Recipe) -> anyhow::Result
     Ok(total)
 }
 
-/// A worker served from this process on a free loopback port.
-struct InProcessWorker {
-    port: u16,
+/// A worker service the pipeline dispatches to and asks for progress over HTTP: one
+/// served from this process on a free loopback port, or one running elsewhere.
+struct WorkerClient {
+    /// `http://host:port`, without the `/webhook` path.
+    base_url: String,
     /// Failures already taken from `GET /failures`.
     failures_seen: u64,
+    /// Set for a worker this process serves.
+    in_process: Option<InProcessServer>,
+}
+
+struct InProcessServer {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<worker::Summary, worker::WorkerError>>,
 }
@@ -560,8 +711,8 @@ struct WorkerStatus {
     bytes_out: u64,
 }
 
-impl InProcessWorker {
-    async fn start(
+impl WorkerClient {
+    async fn start_in_process(
         index: usize,
         source_root: &Path,
         store: Arc<dyn ObjectStore>,
@@ -582,17 +733,35 @@ impl InProcessWorker {
             let _ = stopped.await;
         }));
         Ok(Self {
-            port,
+            base_url: format!("http://127.0.0.1:{port}"),
             failures_seen: 0,
-            stop,
-            task,
+            in_process: Some(InProcessServer { stop, task }),
         })
+    }
+
+    /// A worker service at `webhook_url` (`http://host:port/webhook`).
+    fn remote(webhook_url: &str) -> anyhow::Result<Self> {
+        let base_url = webhook_url
+            .strip_suffix("/webhook")
+            .filter(|base| base.starts_with("http://") || base.starts_with("https://"))
+            .with_context(|| {
+                format!("--worker {webhook_url}: expected http(s)://HOST:PORT/webhook")
+            })?;
+        Ok(Self {
+            base_url: base_url.to_owned(),
+            failures_seen: 0,
+            in_process: None,
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.base_url
     }
 
     fn endpoint(&self) -> dispatcher::Endpoint {
         dispatcher::Endpoint {
-            name: format!("worker-{}", self.port),
-            url: format!("http://127.0.0.1:{}/webhook", self.port),
+            name: self.base_url.clone(),
+            url: format!("{}/webhook", self.base_url),
         }
     }
 
@@ -606,7 +775,7 @@ impl InProcessWorker {
         http: &reqwest::Client,
         path: &str,
     ) -> anyhow::Result<T> {
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let url = format!("{}{path}", self.base_url);
         let response = http
             .get(&url)
             .send()
@@ -633,21 +802,48 @@ impl InProcessWorker {
             total,
             failures: mut recent,
         } = self.get_json(http, "/failures").await?;
-        let new = usize::try_from(total - self.failures_seen)?.min(recent.len());
+        // A restarted worker counts from zero again: everything it lists is new.
+        let new = if total >= self.failures_seen {
+            total - self.failures_seen
+        } else {
+            total
+        };
         self.failures_seen = total;
+        let new = usize::try_from(new)?.min(recent.len());
         Ok(recent.split_off(recent.len() - new))
     }
 
+    /// Stops a worker this process serves (finishing what it holds); leaves others be.
     async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        self.task.await.context("worker task panicked")??;
+        if let Some(server) = self.in_process {
+            let _ = server.stop.send(());
+            server.task.await.context("worker task panicked")??;
+        }
         Ok(())
     }
 }
 
-/// What all workers did.
+/// The first worker that answers: its engine and device head the summary.
+async fn first_status(
+    workers: &[WorkerClient],
+    http: &reqwest::Client,
+) -> anyhow::Result<WorkerStatus> {
+    let mut last_error = None;
+    for worker in workers {
+        match worker.status(http).await {
+            Ok(status) => return Ok(status),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error
+        .unwrap_or_else(|| anyhow::anyhow!("no workers"))
+        .context("no worker answers GET /status"))
+}
+
+/// What the workers that answer did. A restarted worker's counters start again at zero.
 #[derive(Debug, Default)]
 struct WorkerTotals {
+    workers: usize,
     completed: u64,
     deduplicated: u64,
     failed: u64,
@@ -656,17 +852,20 @@ struct WorkerTotals {
 }
 
 impl WorkerTotals {
-    async fn collect(workers: &[InProcessWorker], http: &reqwest::Client) -> anyhow::Result<Self> {
+    async fn collect(workers: &[WorkerClient], http: &reqwest::Client) -> Self {
         let mut totals = Self::default();
         for worker in workers {
-            let status = worker.status(http).await?;
+            let Ok(status) = worker.status(http).await else {
+                continue;
+            };
+            totals.workers += 1;
             totals.completed += status.completed;
             totals.deduplicated += status.deduplicated;
             totals.failed += status.failed;
             totals.bytes_in += status.bytes_in;
             totals.bytes_out += status.bytes_out;
         }
-        Ok(totals)
+        totals
     }
 }
 

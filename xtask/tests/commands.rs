@@ -1,28 +1,18 @@
 //! The command line end to end, as a user runs it: the real `xtask` binary on generated
 //! files, in a temporary work directory.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::time::Duration;
+
+use support::Output;
+
+/// Generous: a loaded 2-core machine runs these in seconds.
+const LIMIT: Duration = Duration::from_secs(300);
 
 fn xtask(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .current_dir(cwd)
-        // Run this build as it is: no re-execution through cargo with other features.
-        .env("PANINI_XTASK_OPENCL", "0")
-        .env("RUST_BACKTRACE", "0")
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("xtask runs")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    support::xtask(args, cwd, LIMIT)
 }
 
 #[test]
@@ -41,7 +31,7 @@ fn pipeline_rebuilds_every_file_and_a_second_run_uploads_nothing() {
     ];
 
     let first = xtask(&args, work.path());
-    assert!(first.status.success(), "{}", text(&first));
+    assert!(first.status.success(), "{}", first.text());
     let summary: serde_json::Value = serde_json::from_slice(&first.stdout).expect("JSON summary");
     let files = summary["files"].as_array().unwrap();
     assert_eq!(files.len(), 4, "{summary:#}");
@@ -52,7 +42,7 @@ fn pipeline_rebuilds_every_file_and_a_second_run_uploads_nothing() {
     );
 
     let second = xtask(&args, work.path());
-    assert!(second.status.success(), "{}", text(&second));
+    assert!(second.status.success(), "{}", second.text());
     let again: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
     assert_eq!(again["chunks_stored_now"], 0, "{again:#}");
     assert_eq!(again["bytes_stored_now"], 0, "{again:#}");
@@ -67,14 +57,14 @@ fn pipeline_rebuilds_every_file_and_a_second_run_uploads_nothing() {
         &["verify", "--bucket", bucket.to_str().unwrap()],
         work.path(),
     );
-    assert!(verify.status.success(), "{}", text(&verify));
+    assert!(verify.status.success(), "{}", verify.text());
     assert_eq!(
         String::from_utf8_lossy(&verify.stdout)
             .matches(": ok,")
             .count(),
         4,
         "{}",
-        text(&verify)
+        verify.text()
     );
 }
 
@@ -89,13 +79,13 @@ fn chunk_reports_bad_inputs_by_path_and_still_chunks_the_good_ones() {
         &["chunk", "notes.txt", "empty.bin", "adir", "missing.bin"],
         work.path(),
     );
-    assert!(!output.status.success(), "{}", text(&output));
+    assert!(!output.status.success(), "{}", output.text());
     let stderr = String::from_utf8_lossy(&output.stderr);
     for bad in ["empty.bin", "adir", "missing.bin"] {
         assert!(
             stderr.contains(bad),
             "error for {bad} missing:\n{}",
-            text(&output)
+            output.text()
         );
     }
     assert!(
@@ -106,7 +96,7 @@ fn chunk_reports_bad_inputs_by_path_and_still_chunks_the_good_ones() {
 
     // The same name again is a collision unless --force.
     let again = xtask(&["chunk", "notes.txt"], work.path());
-    assert!(!again.status.success(), "{}", text(&again));
+    assert!(!again.status.success(), "{}", again.text());
     let forced = xtask(&["chunk", "notes.txt", "--force"], work.path());
-    assert!(forced.status.success(), "{}", text(&forced));
+    assert!(forced.status.success(), "{}", forced.text());
 }

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chunk_model::{Layout, Recipe, Sha256Digest};
+use gcs_emulator::fault_proxy::{Fault, FaultProxy};
+use support::BUCKET;
 use support::chunk_tree;
-use support::fault_proxy::{Fault, FaultProxy};
-use support::{BUCKET, Emulator};
 use uploader::{ObjectStore, ReconstructOptions, StoreConfig, UploadOptions, Which};
 
 /// Re-arms the proxy a few times while `work` runs, so faults keep coming mid-run.
@@ -32,14 +32,18 @@ async fn with_faults<T>(proxy: &Arc<FaultProxy>, work: impl std::future::Future<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_and_reconstruction_survive_errors_and_dropped_connections() {
-    let emulator = Emulator::start();
+    let emulator = support::start_emulator();
     let schedule = vec![
         Fault::Status503,
         Fault::CutRequest,
         Fault::Status429,
         Fault::CutResponse,
     ];
-    let proxy = Arc::new(FaultProxy::start(emulator.addr(), schedule, 8).await);
+    let proxy = Arc::new(
+        FaultProxy::start(emulator.addr(), schedule, 8)
+            .await
+            .unwrap(),
+    );
     let config = StoreConfig {
         gcs: support::config_for(&proxy.endpoint()),
         ..Default::default()
@@ -82,7 +86,7 @@ async fn uploads_and_reconstruction_survive_errors_and_dropped_connections() {
     let direct = uploader::open(
         &format!("gs://{BUCKET}"),
         &StoreConfig {
-            gcs: emulator.config(),
+            gcs: support::config_for(&emulator.endpoint()),
             ..Default::default()
         },
     )

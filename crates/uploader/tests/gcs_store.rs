@@ -8,17 +8,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chunk_model::{Codec, Sha256Digest};
-use support::fault_proxy::{Fault, FaultProxy};
+use gcs_emulator::fault_proxy::{Fault, FaultProxy};
 use support::{BUCKET, Emulator};
 use uploader::{Gcs, ObjectMeta, ObjectStore, PutOutcome, RetryPolicy, StoreError};
 
 async fn store(emulator: &Emulator, url: &str) -> Gcs {
-    Gcs::from_url(url, &emulator.config()).await.unwrap()
+    Gcs::from_url(url, &support::config_for(&emulator.endpoint()))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn put_get_stat_list_with_create_only_semantics() {
-    let emulator = Emulator::start();
+    let emulator = support::start_emulator();
     let gcs = store(&emulator, &format!("gs://{BUCKET}")).await;
     let original = support::pseudo_random(300_000, 11);
     let bytes = Bytes::from(original.clone());
@@ -90,7 +92,7 @@ async fn put_get_stat_list_with_create_only_semantics() {
 
 #[tokio::test]
 async fn a_prefix_store_keeps_its_keys_inside_the_prefix() {
-    let emulator = Emulator::start();
+    let emulator = support::start_emulator();
     let root = store(&emulator, &format!("gs://{BUCKET}")).await;
     let inner = store(&emulator, &format!("gs://{BUCKET}/team/a/")).await;
     let bytes = Bytes::from_static(b"inside");
@@ -117,14 +119,14 @@ async fn a_prefix_store_keeps_its_keys_inside_the_prefix() {
     assert_eq!(root_keys, ["team/a/chunks/x.store"]);
     assert_eq!(root.stat("chunks/x.store").await.unwrap(), None);
     assert!(matches!(
-        Gcs::from_url("gs:///x", &emulator.config()).await,
+        Gcs::from_url("gs:///x", &support::config_for(&emulator.endpoint())).await,
         Err(StoreError::InvalidUrl { .. })
     ));
 }
 
 #[tokio::test]
 async fn objects_over_the_library_default_resumable_threshold_round_trip() {
-    let emulator = Emulator::start();
+    let emulator = support::start_emulator();
     let gcs = store(&emulator, &format!("gs://{BUCKET}")).await;
     // 20 MiB: above the library's default 16 MiB resumable threshold; the store raises
     // it so that this is still one create-only multipart request.
@@ -148,7 +150,7 @@ async fn objects_over_the_library_default_resumable_threshold_round_trip() {
 
 #[tokio::test]
 async fn damaged_downloads_fail_the_crc32c_check_and_are_fetched_again() {
-    let emulator = Emulator::start();
+    let emulator = support::start_emulator();
     let direct = store(&emulator, &format!("gs://{BUCKET}")).await;
     let bytes = Bytes::from(support::pseudo_random(64 * 1024, 13));
     direct
@@ -157,7 +159,9 @@ async fn damaged_downloads_fail_the_crc32c_check_and_are_fetched_again() {
         .unwrap();
 
     // Two damaged answers, then clean ones: the read is retried and ends bit-perfect.
-    let proxy = FaultProxy::start(emulator.addr(), vec![Fault::CorruptDownload], 2).await;
+    let proxy = FaultProxy::start(emulator.addr(), vec![Fault::CorruptDownload], 2)
+        .await
+        .unwrap();
     let through = Gcs::from_url(
         &format!("gs://{BUCKET}"),
         &support::config_for(&proxy.endpoint()),
@@ -172,7 +176,9 @@ async fn damaged_downloads_fail_the_crc32c_check_and_are_fetched_again() {
     );
 
     // Damaged every time: the read fails, and says why.
-    let proxy = FaultProxy::start(emulator.addr(), vec![Fault::CorruptDownload], 1_000).await;
+    let proxy = FaultProxy::start(emulator.addr(), vec![Fault::CorruptDownload], 1_000)
+        .await
+        .unwrap();
     let mut config = support::config_for(&proxy.endpoint());
     config.retry = RetryPolicy {
         initial_backoff: Duration::from_millis(5),

@@ -56,12 +56,17 @@ pub struct FaultProxy {
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl FaultProxy {
-    /// Starts a proxy to `upstream` that injects `budget` faults, cycling through
-    /// `schedule`.
-    pub async fn start(upstream: SocketAddr, schedule: Vec<Fault>, budget: u64) -> Self {
-        assert!(!schedule.is_empty());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+    /// Starts a proxy on a free 127.0.0.1 port to `upstream` that injects `budget`
+    /// faults, cycling through `schedule` (an empty schedule injects nothing). Must be
+    /// called inside a tokio runtime, which then runs it.
+    pub async fn start(
+        upstream: SocketAddr,
+        schedule: Vec<Fault>,
+        budget: u64,
+    ) -> std::io::Result<Self> {
+        let budget = if schedule.is_empty() { 0 } else { budget };
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         let state = Arc::new(State {
             upstream,
             schedule,
@@ -80,7 +85,7 @@ impl FaultProxy {
                 });
             }
         });
-        Self { addr, state, task }
+        Ok(Self { addr, state, task })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -96,7 +101,7 @@ impl FaultProxy {
 
     /// The faults injected so far.
     pub fn injected(&self) -> Vec<Fault> {
-        self.state.injected.lock().unwrap().clone()
+        lock(&self.state.injected).clone()
     }
 }
 
@@ -110,6 +115,9 @@ impl Drop for FaultProxy {
 
 impl State {
     fn take_fault(&self) -> Option<Fault> {
+        if self.schedule.is_empty() {
+            return None;
+        }
         self.budget
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
             .ok()?;
@@ -123,8 +131,15 @@ impl State {
     }
 
     fn record(&self, fault: Fault) {
-        self.injected.lock().unwrap().push(fault);
+        lock(&self.injected).push(fault);
     }
+}
+
+/// The list of injected faults stays usable after a panicking handler.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Reads up to the end of the HTTP head (`\r\n\r\n`); returns everything read, and where

@@ -1,0 +1,188 @@
+//! Running the real `xtask` binary from tests: with a wall-clock limit, its output kept,
+//! and children that are killed when a test fails.
+// Each test file uses a different part of this module.
+#![allow(dead_code)]
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The bucket the emulator of these tests starts with.
+pub const BUCKET: &str = "panini-test";
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    /// Everything, for an assertion message.
+    pub fn text(&self) -> String {
+        format!(
+            "status {}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            String::from_utf8_lossy(&self.stdout),
+            String::from_utf8_lossy(&self.stderr)
+        )
+    }
+
+    /// stdout as the JSON document `--json` prints.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.text()))
+    }
+}
+
+/// `xtask ARGS` in `cwd`, as this build is (no re-execution through cargo with other
+/// features), quiet logs.
+pub fn command(args: &[&str], cwd: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    command
+        .args(args)
+        .current_dir(cwd)
+        .env("PANINI_XTASK_OPENCL", "0")
+        .env("RUST_BACKTRACE", "0")
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs `xtask ARGS` to the end, killing it after `limit`.
+pub fn xtask(args: &[&str], cwd: &Path, limit: Duration) -> Output {
+    Running::spawn(command(args, cwd)).wait(limit)
+}
+
+/// A child process, killed when dropped (a failing test leaks nothing).
+#[derive(Debug)]
+pub struct Running {
+    child: Option<Child>,
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl Running {
+    /// Starts `command` with its output captured.
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("xtask starts");
+        // Drained on threads so a chatty child never blocks on a full pipe.
+        let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                bytes
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().unwrap()));
+        let stderr = drain(Box::new(child.stderr.take().unwrap()));
+        Self {
+            child: Some(child),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    /// `true` while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().ok().flatten().is_none())
+    }
+
+    /// Waits for the end, killing the process after `limit`.
+    pub fn wait(mut self, limit: Duration) -> Output {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let status = child.wait().unwrap();
+                let output = self.collect(status);
+                panic!("killed after {limit:?}:\n{}", output.text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        self.collect(status)
+    }
+
+    /// SIGKILL: the process gets no chance to finish anything.
+    pub fn kill(mut self) -> Output {
+        let mut child = self.child.take().unwrap();
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        self.collect(status)
+    }
+
+    fn collect(&mut self, status: ExitStatus) -> Output {
+        Output {
+            status,
+            stdout: self.stdout.take().unwrap().join().unwrap_or_default(),
+            stderr: self.stderr.take().unwrap().join().unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on `addr` over HTTP/1.0 with short timeouts: the body when it answers 200.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.to_owned())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
+}
+
+/// Polls `condition` every 50 ms until it holds; panics with `what` after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A fake-gcs-server for this test, with [`BUCKET`].
+pub fn start_emulator() -> gcs_emulator::Emulator {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let binary = gcs_emulator::find_binary(&root).unwrap_or_else(|e| panic!("{e}"));
+    gcs_emulator::Emulator::start(&binary, &[BUCKET]).unwrap_or_else(|e| panic!("{e}"))
+}
