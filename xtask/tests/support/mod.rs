@@ -116,6 +116,16 @@ impl Running {
         self.collect(status)
     }
 
+    /// SIGTERM, as systemd or Kubernetes stop a service; the process may finish its work.
+    pub fn terminate(&self) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+    }
+
     /// SIGKILL: the process gets no chance to finish anything.
     pub fn kill(mut self) -> Output {
         let mut child = self.child.take().unwrap();

@@ -1,0 +1,100 @@
+//! The commands GitHub Actions runs, against a worker service process: chunk → detect →
+//! dispatch → the worker is stopped with SIGTERM → it finishes what it accepted and exits
+//! 0 → sync marks every chunk completed from the bucket's records.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::{Running, wait_until, xtask};
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+#[test]
+fn sigterm_lets_the_worker_finish_what_it_accepted_and_sync_completes_every_chunk() {
+    let repo = tempfile::tempdir().unwrap();
+    let root = repo.path();
+    let files = samples::sample_set(&root.join("inputs"), 24 << 20).unwrap();
+    let log = files
+        .iter()
+        .find(|f| f.extension().is_some_and(|e| e == "log"))
+        .expect("the sample set has a log");
+    let chunked = xtask(
+        &["chunk", log.to_str().unwrap(), "--chunk-size", "65536"],
+        root,
+        LIMIT,
+    );
+    assert!(chunked.status.success(), "{}", chunked.text());
+
+    let token = "token-for-the-sigterm-test";
+    let port = support::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let bucket = root.join("bucket");
+    let mut command = support::command(
+        &[
+            "worker",
+            "--listen",
+            &listen,
+            "--source-root",
+            root.to_str().unwrap(),
+            "--bucket",
+            bucket.to_str().unwrap(),
+            "--engine",
+            "cpu",
+        ],
+        root,
+    );
+    command.env("COLAB_AUTH_TOKEN", token);
+    let mut worker = Running::spawn(command);
+    let addr: SocketAddr = listen.parse().unwrap();
+    wait_until("the worker answers /healthz", LIMIT, || {
+        assert!(worker.is_running(), "the worker exited");
+        support::http_get(addr, "/healthz").is_some()
+    });
+
+    let detected = xtask(&["detect"], root, LIMIT);
+    assert!(detected.status.success(), "{}", detected.text());
+    let listed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("chunks_to_process.json")).unwrap())
+            .unwrap();
+    let chunk_count = listed.as_array().expect("a list of chunks").len();
+    assert!(chunk_count > 10, "{listed:#}");
+
+    let webhook = format!("http://{listen}/webhook");
+    let mut dispatch = support::command(&["dispatch", "--webhook", &webhook, "--json"], root);
+    dispatch.env("COLAB_AUTH_TOKEN", token);
+    let dispatched = Running::spawn(dispatch).wait(LIMIT);
+    assert!(dispatched.status.success(), "{}", dispatched.text());
+
+    // Usually most of the batch is still in flight here (not asserted: timing).
+    let before = support::http_get(addr, "/status").expect("/status answers");
+    worker.terminate();
+    let stopped = worker.wait(LIMIT);
+    assert!(stopped.status.success(), "{}", stopped.text());
+
+    let synced = xtask(
+        &["sync", "--bucket", bucket.to_str().unwrap(), "--json"],
+        root,
+        LIMIT,
+    );
+    assert!(synced.status.success(), "{}", synced.text());
+    let status = xtask(&["status", "--json"], root, LIMIT);
+    assert!(status.status.success(), "{}", status.text());
+    let mut completed = 0;
+    for chunk in std::fs::read_dir(root.join("pending_compression/server")).unwrap() {
+        let metadata = chunk.unwrap().path().join("metadata.json");
+        if metadata.is_file() {
+            let meta: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&metadata).unwrap()).unwrap();
+            assert_eq!(
+                meta["status"],
+                "completed",
+                "{}: {meta:#}\nworker status at SIGTERM: {before}",
+                metadata.display()
+            );
+            completed += 1;
+        }
+    }
+    assert_eq!(completed, chunk_count, "{}", status.text());
+}
