@@ -50,14 +50,34 @@ pub fn compress(args: CompressArgs) -> anyhow::Result<()> {
     if let Some(note) = compressor.engine_note() {
         println!("engine auto → cpu: {note}");
     }
-    let data =
-        std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
-    let out = compressor
-        .compress(&data)
+    // Streamed: reading, compressing and writing overlap and memory stays bounded, instead
+    // of reading the whole file, compressing it, then writing it (see `compress_stream`).
+    let input = std::fs::File::open(&args.input)
+        .with_context(|| format!("opening {}", args.input.display()))?;
+    let len = input
+        .metadata()
+        .with_context(|| format!("reading the size of {}", args.input.display()))?
+        .len();
+    let dir = match args.output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    // Atomic like `json_file::write_bytes_atomic`: a temporary file beside the output,
+    // fsynced, renamed over it; a failure leaves no partial frame behind.
+    let temp = tempfile::Builder::new()
+        .prefix(".panini-tmp-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let stats = compressor
+        .compress_stream(input, len, temp.as_file())
         .with_context(|| format!("compressing {}", args.input.display()))?;
-    chunk_model::json_file::write_bytes_atomic(&args.output, &out.bytes)
+    temp.as_file()
+        .sync_all()
+        .with_context(|| format!("syncing {}", temp.path().display()))?;
+    temp.persist(&args.output)
         .with_context(|| format!("writing {}", args.output.display()))?;
-    let s = &out.stats;
+    chunk_model::json_file::sync_dir(dir).with_context(|| format!("syncing {}", dir.display()))?;
+    let s = &stats;
     println!(
         "{} → {}: codec {}, engine {} on {}, {} → {} bytes, ratio {:.3}, {:.1} ms, {:.1} MB/s{}",
         args.input.display(),

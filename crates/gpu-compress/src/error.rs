@@ -106,6 +106,24 @@ pub enum CompressError {
         /// Length of what the frame decoded to.
         decoded_len: usize,
     },
+    /// Reading the input or writing the output of a streamed compression failed.
+    #[error("{operation} failed: {source}")]
+    Io {
+        /// `reading the input` or `writing the output`.
+        operation: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A streamed input held a different number of bytes than announced: it changed while
+    /// being read. The output written so far is not a valid frame of it.
+    #[error("input length changed while compressing: announced {expected} bytes, read {read}")]
+    InputLength {
+        /// Bytes announced (and written into the frame header).
+        expected: u64,
+        /// Bytes actually read (reading stops once past `expected`).
+        read: u64,
+    },
     /// A configuration value is out of range.
     #[error("invalid compressor configuration: {0}")]
     InvalidConfig(String),

@@ -4,21 +4,24 @@
 //! This crate's one job is bytes in, frame out (and back): every frame it writes is one the
 //! reference `lz4 -d` / `zstd -d` decode byte-identically, and every frame those tools write
 //! decodes here. Engines only differ in *where* LZ4 blocks are compressed: the CPU engine
-//! spreads 64 KiB blocks over rayon's threads, the OpenCL engine (cargo feature `opencl`)
-//! compresses all blocks of a batch of chunks in one kernel launch; the frame around the
-//! blocks is assembled by the same host code.
+//! spreads 64 KiB blocks over rayon's threads (C liblz4 encodes, `lz4_flex` decodes), the
+//! OpenCL engine (cargo feature `opencl`) compresses all blocks of a batch of chunks in one
+//! kernel launch; the frame around the blocks is assembled by the same host code.
 //!
 //! It must never know where bytes come from or go to: no files, chunk metadata, storage or
-//! network. Callers hand it slices and get back frames and [`CompressStats`].
+//! network. Callers hand it slices, or any reader and writer for inputs too large to hold
+//! ([`Compressor::compress_stream`]), and get back frames and [`CompressStats`].
 
 mod auto;
 mod error;
 mod lz4;
 #[cfg(feature = "opencl")]
 pub mod opencl;
+mod pipeline;
 mod zstd_codec;
 
 use std::fmt;
+use std::io::{self, Read, Write};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -75,7 +78,7 @@ pub enum EngineChoice {
     /// else the CPU, with the reason logged once.
     #[default]
     Auto,
-    /// rayon threads with `lz4_flex`.
+    /// rayon threads with C liblz4.
     Cpu,
     /// The OpenCL kernel; building the compressor fails when no device is usable.
     OpenCl,
@@ -108,7 +111,7 @@ impl fmt::Display for EngineChoice {
 /// The engine that actually ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
-    /// Host CPU threads (LZ4 through rayon + `lz4_flex`; zstd through its own threads; store).
+    /// Host CPU threads (LZ4 through rayon + C liblz4; zstd through its own threads; store).
     Cpu,
     /// The OpenCL kernel.
     OpenCl,
@@ -325,6 +328,89 @@ impl Compressor {
             .collect()
     }
 
+    /// Compresses `len` bytes read from `input` into one frame written to `output`: the same
+    /// frame [`Compressor::compress`] makes of those bytes, for inputs of any size.
+    ///
+    /// For a fixed codec on the CPU the bytes stream through with bounded memory (a few tens
+    /// of MiB) and reading, compressing and writing overlap: LZ4 in segments of a few blocks
+    /// per rayon thread, zstd through its own worker threads. `auto` (whose last rule
+    /// needs the whole frame before choosing), `verify` and the OpenCL engine (one launch
+    /// per chunk) read the whole input into memory first and compress it as
+    /// [`Compressor::compress`] does.
+    ///
+    /// `len` goes into the frame header; an input that turns out shorter or longer is
+    /// [`CompressError::InputLength`]. On any error the output holds a partial frame that
+    /// the caller must discard (write to a temporary file, rename on success).
+    pub fn compress_stream<R, W>(
+        &self,
+        mut input: R,
+        len: u64,
+        mut output: W,
+    ) -> Result<CompressStats, CompressError>
+    where
+        R: Read + Send,
+        W: Write + Send,
+    {
+        let start = Instant::now();
+        let streamed = match (self.config.codec, self.engine) {
+            _ if self.config.verify => None,
+            (CodecChoice::Fixed(Codec::Lz4), EngineImpl::Cpu) => Some(Codec::Lz4),
+            (CodecChoice::Fixed(c @ (Codec::Zstd | Codec::Store)), _) => Some(c),
+            _ => None,
+        };
+        let Some(codec) = streamed else {
+            let data = read_exact_len(input, len)?;
+            let out = self.compress(&data)?;
+            output
+                .write_all(&out.bytes)
+                .and_then(|()| output.flush())
+                .map_err(|source| CompressError::Io {
+                    operation: "writing the output",
+                    source,
+                })?;
+            let mut stats = out.stats;
+            stats.elapsed = start.elapsed();
+            return Ok(stats);
+        };
+        let output_len = match codec {
+            Codec::Lz4 => lz4::compress_stream(input, len, output)?,
+            Codec::Zstd => {
+                zstd_codec::compress_stream(input, len, output, self.level, self.zstd_threads)?
+            }
+            Codec::Store => {
+                let copied = io::copy(&mut (&mut input).take(len.saturating_add(1)), &mut output)
+                    .and_then(|n| output.flush().map(|()| n))
+                    .map_err(|source| CompressError::Io {
+                        operation: "copying the input to the output",
+                        source,
+                    })?;
+                if copied != len {
+                    return Err(CompressError::InputLength {
+                        expected: len,
+                        read: copied,
+                    });
+                }
+                copied
+            }
+        };
+        let (input_len, output_len) = (len as usize, output_len as usize);
+        Ok(CompressStats {
+            codec,
+            engine: Engine::Cpu,
+            device: cpu_device(),
+            input_len,
+            output_len,
+            ratio: if output_len == 0 {
+                1.0
+            } else {
+                input_len as f64 / output_len as f64
+            },
+            elapsed: start.elapsed(),
+            auto: None,
+            verified: false,
+        })
+    }
+
     fn choose(&self, data: &[u8]) -> (Codec, Option<AutoDecision>) {
         match self.config.codec {
             CodecChoice::Fixed(c) => (c, None),
@@ -412,6 +498,26 @@ impl Compressor {
     }
 }
 
+/// Reads exactly `len` bytes of `input` into memory; more or fewer is
+/// [`CompressError::InputLength`].
+fn read_exact_len(input: impl Read, len: u64) -> Result<Vec<u8>, CompressError> {
+    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    input
+        .take(len.saturating_add(1))
+        .read_to_end(&mut data)
+        .map_err(|source| CompressError::Io {
+            operation: "reading the input",
+            source,
+        })?;
+    if data.len() as u64 != len {
+        return Err(CompressError::InputLength {
+            expected: len,
+            read: data.len() as u64,
+        });
+    }
+    Ok(data)
+}
+
 fn cpu_device() -> String {
     format!("cpu ({} threads)", rayon::current_num_threads())
 }
@@ -431,7 +537,7 @@ fn select_engine(choice: EngineChoice) -> Result<(EngineImpl, Option<String>), C
                 return Ok((EngineImpl::OpenCl(e), None));
             }
             // PoCL and other CPU implementations run the kernel on the same cores rayon uses,
-            // slower than lz4_flex; they are for tests and explicit requests.
+            // slower than the CPU engine; they are for tests and explicit requests.
             Ok(e) => format!(
                 "the only OpenCL device, {:?}, is a CPU implementation, slower than the native CPU engine; set {}=<index|name> or --engine opencl to use it",
                 e.description().name,

@@ -5,11 +5,14 @@
 //! block sizes, the "stored uncompressed" bit, end mark and content checksum), so the CPU and
 //! OpenCL engines emit byte-compatible frames.
 
+use std::io::{Read, Write};
+use std::sync::mpsc;
+
 use chunk_model::Codec;
 use rayon::prelude::*;
 use xxhash_rust::xxh32::{Xxh32, xxh32};
 
-use crate::CompressError;
+use crate::{CompressError, pipeline};
 
 /// Magic number of an LZ4 frame (little endian on the wire).
 pub const LZ4_MAGIC: u32 = 0x184D_2204;
@@ -30,12 +33,12 @@ const CPU_ROUND_BLOCKS: usize = 256;
 const HEADER_LEN: usize = 4 + 2 + 8 + 1;
 
 /// Writes the frame header for `content_len` input bytes.
-pub(crate) fn write_header(out: &mut Vec<u8>, content_len: usize) {
+pub(crate) fn write_header(out: &mut Vec<u8>, content_len: u64) {
     out.extend_from_slice(&LZ4_MAGIC.to_le_bytes());
     let descriptor_start = out.len();
     out.push(FLG);
     out.push(BD);
-    out.extend_from_slice(&(content_len as u64).to_le_bytes());
+    out.extend_from_slice(&content_len.to_le_bytes());
     let hc = (xxh32(&out[descriptor_start..], 0) >> 8) as u8;
     out.push(hc);
 }
@@ -67,34 +70,135 @@ pub(crate) fn frame_overhead(content_len: usize) -> usize {
     HEADER_LEN + 8 + 4 * content_len.div_ceil(BLOCK_SIZE)
 }
 
+/// Room for one compressed block: at least the C encoder's bound for a full block (a block
+/// that does not shrink is stored raw by [`write_block`] anyway).
+fn slot_len() -> usize {
+    lz4_flex::block::get_maximum_output_size(BLOCK_SIZE)
+}
+
+/// Compresses one block with C liblz4's `LZ4_compress_default`, the encoder and speed of
+/// `lz4 -1`, into `slot`; returns the compressed length. liblz4 rather than `lz4_flex`:
+/// 1.5-2.5× faster per core on compressible data here, at the same ratio (±1%); decoding
+/// stays in `lz4_flex`, whose safe, checked decoder is what corrupt input needs.
+fn encode_block(block: &[u8], slot: &mut [u8]) -> Result<usize, CompressError> {
+    lz4::block::compress_to_buffer(block, None, false, slot)
+        .map_err(|e| CompressError::Lz4Encode(e.to_string()))
+}
+
+/// Compresses the blocks of `round` in parallel into `slots` (one [`slot_len`] slot per
+/// block), appends them to `out`, and hashes `round` into `hasher` meanwhile.
+fn compress_round(
+    round: &[u8],
+    slots: &mut [u8],
+    hasher: &mut Xxh32,
+    out: &mut Vec<u8>,
+) -> Result<(), CompressError> {
+    let bound = slot_len();
+    let (lens, ()) = rayon::join(
+        || {
+            slots
+                .par_chunks_mut(bound)
+                .zip(round.par_chunks(BLOCK_SIZE))
+                .map(|(slot, block)| encode_block(block, slot))
+                .collect::<Result<Vec<usize>, _>>()
+        },
+        || hasher.update(round),
+    );
+    for ((block, slot), len) in round.chunks(BLOCK_SIZE).zip(slots.chunks(bound)).zip(lens?) {
+        write_block(out, block, Some(&slot[..len]));
+    }
+    Ok(())
+}
+
 /// Compresses `data` into an LZ4 frame on the CPU: rayon spreads 64 KiB blocks over all cores
 /// while one task computes the content checksum beside them.
 pub(crate) fn compress_cpu(data: &[u8]) -> Result<Vec<u8>, CompressError> {
-    let bound = lz4_flex::block::get_maximum_output_size(BLOCK_SIZE);
     let mut out = Vec::with_capacity(frame_overhead(data.len()) + data.len() / 2);
-    write_header(&mut out, data.len());
+    write_header(&mut out, data.len() as u64);
     let mut hasher = Xxh32::new(0);
-    let mut slots = vec![0u8; CPU_ROUND_BLOCKS.min(data.len().div_ceil(BLOCK_SIZE)) * bound];
+    let mut slots = vec![0u8; CPU_ROUND_BLOCKS.min(data.len().div_ceil(BLOCK_SIZE)) * slot_len()];
     for round in data.chunks(CPU_ROUND_BLOCKS * BLOCK_SIZE) {
-        let (lens, ()) = rayon::join(
-            || {
-                slots
-                    .par_chunks_mut(bound)
-                    .zip(round.par_chunks(BLOCK_SIZE))
-                    .map(|(slot, block)| {
-                        lz4_flex::block::compress_into(block, slot)
-                            .map_err(|e| CompressError::Lz4Encode(e.to_string()))
-                    })
-                    .collect::<Result<Vec<usize>, _>>()
-            },
-            || hasher.update(round),
-        );
-        for ((block, slot), len) in round.chunks(BLOCK_SIZE).zip(slots.chunks(bound)).zip(lens?) {
-            write_block(&mut out, block, Some(&slot[..len]));
-        }
+        compress_round(round, &mut slots, &mut hasher, &mut out)?;
     }
     write_trailer(&mut out, hasher.digest());
     Ok(out)
+}
+
+/// Input bytes per segment of [`compress_stream`]'s pipeline: four blocks per rayon thread,
+/// at least 16 blocks (1 MiB). Small segments measured faster than large ones (64 or 256
+/// blocks) on the 2-core CI machine: a segment is still in cache when it is compressed and
+/// written, and the few buffers in flight are not page-faulted in again and again.
+fn stream_segment() -> usize {
+    (4 * rayon::current_num_threads()).max(16) * BLOCK_SIZE
+}
+
+/// Compresses `len` bytes from `input` into one LZ4 frame written to `output`, the same bytes
+/// [`compress_cpu`] makes, with bounded memory: a reader thread fills segments, rayon
+/// compresses one segment while the next is read and the previous one written by a writer
+/// thread, so file I/O overlaps compression. Returns the frame's length.
+///
+/// The frame header carries `len`; an input that ends early or runs on is an error
+/// ([`CompressError::InputLength`]), and the output written so far must then be discarded.
+pub(crate) fn compress_stream<R, W>(input: R, len: u64, output: W) -> Result<u64, CompressError>
+where
+    R: Read + Send,
+    W: Write + Send,
+{
+    // One byte past `len` is enough to tell that the input runs on.
+    let input = input.take(len.saturating_add(1));
+    // Full segments travel reader → compressor → writer; emptied buffers travel back.
+    let segment_len = stream_segment();
+    let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(pipeline::QUEUE);
+    let (free_in_tx, free_in_rx) = mpsc::channel::<Vec<u8>>();
+    let (frame_tx, frame_rx) = mpsc::sync_channel::<Vec<u8>>(pipeline::QUEUE);
+    let (free_out_tx, free_out_rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|s| {
+        let reader =
+            s.spawn(move || pipeline::read_segments(input, segment_len, &full_tx, &free_in_rx));
+        let writer = s.spawn(move || pipeline::write_pieces(output, &frame_rx, &free_out_tx));
+
+        let compressed = (|| {
+            let piece_cap = frame_overhead(segment_len) + segment_len;
+            let mut piece = Vec::with_capacity(HEADER_LEN);
+            write_header(&mut piece, len);
+            // A closed channel means the writer stopped on an error, which its join reports.
+            if frame_tx.send(piece).is_err() {
+                return Ok(());
+            }
+            let mut hasher = Xxh32::new(0);
+            let mut slots = vec![0u8; segment_len / BLOCK_SIZE * slot_len()];
+            for segment in &full_rx {
+                let mut piece = free_out_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(piece_cap));
+                piece.clear();
+                compress_round(&segment, &mut slots, &mut hasher, &mut piece)?;
+                // The reader may have stopped; then the buffer is simply dropped.
+                let _ = free_in_tx.send(segment);
+                if frame_tx.send(piece).is_err() {
+                    return Ok(());
+                }
+            }
+            let mut piece = Vec::with_capacity(8);
+            write_trailer(&mut piece, hasher.digest());
+            let _ = frame_tx.send(piece);
+            Ok(())
+        })();
+        // Unblock both threads whatever happened: the reader sees its receiver gone, the
+        // writer sees the end of its input.
+        drop(full_rx);
+        drop(frame_tx);
+        let read = reader.join().expect("reader thread does not panic")?;
+        let written = writer.join().expect("writer thread does not panic")?;
+        compressed?;
+        if read != len {
+            return Err(CompressError::InputLength {
+                expected: len,
+                read,
+            });
+        }
+        Ok(written)
+    })
 }
 
 /// Decodes every LZ4 frame in `input` (concatenated frames and skippable frames included) and

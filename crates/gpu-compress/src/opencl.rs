@@ -265,7 +265,7 @@ impl ClEngine {
             .iter()
             .map(|c| {
                 let mut f = Vec::with_capacity(lz4::frame_overhead(c.len()) + c.len() / 2);
-                lz4::write_header(&mut f, c.len());
+                lz4::write_header(&mut f, c.len() as u64);
                 f
             })
             .collect();

@@ -1,10 +1,12 @@
 //! Zstandard through the reference C library (the `zstd` crate), with its own worker threads.
 
 use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::sync::mpsc;
 
 use chunk_model::Codec;
 
-use crate::CompressError;
+use crate::{CompressError, pipeline};
 
 /// Magic number of a zstd frame (little endian on the wire).
 pub const ZSTD_MAGIC: u32 = 0xFD2F_B528;
@@ -52,6 +54,86 @@ pub(crate) fn compress(data: &[u8], level: i32, threads: u32) -> Result<Vec<u8>,
             }
         };
         contexts[i].2.compress(data).map_err(err)
+    })
+}
+
+/// Bytes per input segment and output piece of [`compress_stream`]: 1 MiB, a few calls into
+/// zstd per job and per write.
+const STREAM_PIECE: usize = 1 << 20;
+
+/// Compresses `len` bytes from `input` into one zstd frame (content size, checksum) written to
+/// `output`; returns the frame's length. zstd compresses in its own worker threads; a reader
+/// and a writer thread do the file I/O (as the `zstd` tool's async I/O does), so this thread
+/// only feeds zstd and reading, compressing and writing all overlap. Memory stays a few jobs'
+/// worth whatever `len` is.
+pub(crate) fn compress_stream<R, W>(
+    input: R,
+    len: u64,
+    output: W,
+    level: i32,
+    threads: u32,
+) -> Result<u64, CompressError>
+where
+    R: Read + Send,
+    W: Write + Send,
+{
+    let workers = if len >= MT_THRESHOLD as u64 && threads > 1 {
+        threads
+    } else {
+        0
+    };
+    let err = |source| CompressError::Zstd {
+        operation: "compress",
+        source,
+    };
+    // One byte past `len` is enough to tell that the input runs on.
+    let input = input.take(len.saturating_add(1));
+    let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(pipeline::QUEUE);
+    let (free_in_tx, free_in_rx) = mpsc::channel::<Vec<u8>>();
+    let (piece_tx, piece_rx) = mpsc::sync_channel::<Vec<u8>>(pipeline::QUEUE);
+    let (free_out_tx, free_out_rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|s| {
+        let reader =
+            s.spawn(move || pipeline::read_segments(input, STREAM_PIECE, &full_tx, &free_in_rx));
+        let writer = s.spawn(move || pipeline::write_pieces(output, &piece_rx, &free_out_tx));
+
+        let compressed = (|| {
+            let pipe = pipeline::PipeWriter::new(STREAM_PIECE, piece_tx, free_out_rx);
+            let mut encoder = zstd::stream::write::Encoder::new(pipe, level).map_err(err)?;
+            encoder.include_checksum(true).map_err(err)?;
+            encoder.include_contentsize(true).map_err(err)?;
+            encoder.multithread(workers).map_err(err)?;
+            encoder.set_pledged_src_size(Some(len)).map_err(err)?;
+            let mut read = 0u64;
+            for segment in &full_rx {
+                read += segment.len() as u64;
+                if read > len {
+                    // zstd would refuse more than pledged; the length check below reports it.
+                    return Ok(());
+                }
+                encoder.write_all(&segment).map_err(err)?;
+                let _ = free_in_tx.send(segment);
+            }
+            if read == len {
+                encoder
+                    .finish()
+                    .and_then(|pipe| pipe.finish())
+                    .map_err(err)?;
+            }
+            Ok(())
+        })();
+        // Unblock both threads whatever happened (see `lz4::compress_stream`).
+        drop(full_rx);
+        let read = reader.join().expect("reader thread does not panic")?;
+        let written = writer.join().expect("writer thread does not panic")?;
+        if read != len {
+            return Err(CompressError::InputLength {
+                expected: len,
+                read,
+            });
+        }
+        compressed?;
+        Ok(written)
     })
 }
 

@@ -69,6 +69,11 @@ fn every_bit_flip_in_an_lz4_frame_header_and_trailer_is_an_error() {
             bad[pos] ^= 1 << bit;
             match decompress(Codec::Lz4, &bad) {
                 Err(_) => {}
+                // Inside block data a flip can leave the content as it was (a match offset
+                // moved to an identical earlier copy, a literal run cut where the match that
+                // follows restores the same bytes): the content checksum then rightly passes.
+                // Wrong bytes must never come out, and header and trailer flips always fail.
+                Ok(got) if got == data && (19..f.len() - 12).contains(&pos) => {}
                 Ok(got) => panic!(
                     "flip at byte {pos} bit {bit} decoded ({} bytes, equal: {})",
                     got.len(),

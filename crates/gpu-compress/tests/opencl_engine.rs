@@ -51,7 +51,7 @@ fn opencl_and_cpu_frames_both_decode_and_compress_alike() {
         let c = cpu.compress(&data).unwrap();
         assert_eq!(decompress(Codec::Lz4, &g.bytes).unwrap(), data);
         assert_eq!(decompress(Codec::Lz4, &c.bytes).unwrap(), data);
-        // Same greedy parse family: the kernel's ratio stays near lz4_flex's.
+        // Same greedy parse family: the kernel's ratio stays near liblz4's.
         let (gl, cl) = (g.bytes.len() as f64, c.bytes.len() as f64);
         assert!(
             gl < cl * 1.15 && gl > cl * 0.85,
@@ -127,4 +127,23 @@ fn threads_share_one_engine() {
     for h in handles {
         h.join().unwrap();
     }
+}
+
+#[test]
+fn streamed_input_reaches_the_opencl_engine() {
+    let c = Compressor::new(CompressorConfig {
+        codec: CodecChoice::Fixed(Codec::Lz4),
+        engine: EngineChoice::OpenCl,
+        ..Default::default()
+    })
+    .expect("an OpenCL device (CI installs pocl-opencl-icd)");
+    let data = common::text(3 << 20);
+    let mut frame = Vec::new();
+    let stats = c
+        .compress_stream(std::io::Cursor::new(&data), data.len() as u64, &mut frame)
+        .unwrap();
+    assert_eq!(stats.engine, Engine::OpenCl);
+    assert_eq!(stats.output_len, frame.len());
+    assert_eq!(frame, c.compress(&data).unwrap().bytes);
+    assert_eq!(decompress(Codec::Lz4, &frame).unwrap(), data);
 }
