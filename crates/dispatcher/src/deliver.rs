@@ -301,6 +301,12 @@ impl Dispatcher {
     /// Sends every chunk, `concurrency` requests at a time, calling `on_outcome` as each
     /// request ends, and records the outcomes in the chunk tree when a base is set.
     /// A batch a worker finds too large (`413`) is split in two and sent again.
+    ///
+    /// Recording never holds up sending: outcomes wait in a buffer while the previous
+    /// batch of them is written, and are then written together, with one flush to disk
+    /// for all of them (group commit). A request's `on_outcome` comes only once its
+    /// chunks' metadata is durable, and `run` returns only when every outcome is; a
+    /// chunk is marked `queued` only after a worker answered `202` for it.
     pub async fn run(
         &self,
         chunks: Vec<ChunkInfo>,
@@ -312,48 +318,72 @@ impl Dispatcher {
         };
         let mut waiting: VecDeque<Delivery> = self.plan(chunks).into();
         let mut running = FuturesUnordered::new();
+        // Finished requests whose outcome is not being written yet, and the write in
+        // progress (at most one: the next one takes everything that finished meanwhile).
+        let mut unrecorded: Vec<Finished> = Vec::new();
+        let mut recording: Option<Recording> = None;
         loop {
             while running.len() < self.config.concurrency
                 && let Some(delivery) = waiting.pop_front()
             {
                 running.push(async move {
                     let result = self.deliver(&delivery).await;
-                    (delivery, result)
+                    (delivery, result, chrono::Utc::now())
                 });
             }
-            let Some((delivery, result)) = running.next().await else {
-                break;
-            };
-            let result = match result {
-                Err((failure, true)) if delivery.chunks.len() > 1 => {
-                    let mut first = delivery.chunks;
-                    let second = first.split_off(first.len() / 2);
-                    tracing::info!(
-                        "{}: batch too large for the worker ({}); splitting into {} + {}",
-                        delivery.id,
-                        failure.error,
-                        first.len(),
-                        second.len()
-                    );
-                    waiting.push_front(self.delivery(second));
-                    waiting.push_front(self.delivery(first));
-                    continue;
-                }
-                Err((failure, _)) => Err(failure),
-                Ok(accepted) => Ok(accepted),
-            };
-            let metadata_errors = self.record(&delivery, &result).await;
-            if result.is_ok() {
-                report.accepted_chunks += delivery.chunks.len();
+            if recording.is_none() && !unrecorded.is_empty() {
+                recording = Some(self.record(std::mem::take(&mut unrecorded)));
             }
-            let outcome = DeliveryOutcome {
-                delivery_id: delivery.id.clone(),
-                chunk_paths: delivery.chunk_paths(),
-                result,
-                metadata_errors,
-            };
-            on_outcome(&outcome);
-            report.outcomes.push(outcome);
+            tokio::select! {
+                Some((delivery, result, at)) = running.next(), if !running.is_empty() => {
+                    let result = match result {
+                        Err((failure, true)) if delivery.chunks.len() > 1 => {
+                            let mut first = delivery.chunks;
+                            let second = first.split_off(first.len() / 2);
+                            tracing::info!(
+                                "{}: batch too large for the worker ({}); splitting into {} + {}",
+                                delivery.id,
+                                failure.error,
+                                first.len(),
+                                second.len()
+                            );
+                            waiting.push_front(self.delivery(second));
+                            waiting.push_front(self.delivery(first));
+                            continue;
+                        }
+                        Err((failure, _)) => Err(failure),
+                        Ok(accepted) => Ok(accepted),
+                    };
+                    unrecorded.push(Finished { delivery, result, at });
+                }
+                written = async { recording.as_mut().expect("guarded by the branch condition").await },
+                    if recording.is_some() =>
+                {
+                    recording = None;
+                    for (finished, metadata_errors) in written.unwrap_or_else(|e| {
+                        // The writing task panicked: its outcomes are lost to the report,
+                        // though a worker may hold the chunks; their metadata stays as it
+                        // was, so the detector offers them again and the worker's content
+                        // check makes that harmless.
+                        tracing::error!("metadata update task failed: {e}");
+                        Vec::new()
+                    }) {
+                        let Finished { delivery, result, .. } = finished;
+                        if result.is_ok() {
+                            report.accepted_chunks += delivery.chunks.len();
+                        }
+                        let outcome = DeliveryOutcome {
+                            delivery_id: delivery.id.clone(),
+                            chunk_paths: delivery.chunk_paths(),
+                            result,
+                            metadata_errors,
+                        };
+                        on_outcome(&outcome);
+                        report.outcomes.push(outcome);
+                    }
+                }
+                else => break,
+            }
         }
         report
     }
@@ -521,37 +551,69 @@ impl Dispatcher {
         }
     }
 
-    /// Writes the outcome into each chunk's metadata; returns what could not be written.
-    async fn record(&self, delivery: &Delivery, result: &Result<Accepted, Failure>) -> Vec<String> {
-        let Some(base) = self.config.base.clone() else {
-            return Vec::new();
-        };
-        let paths = delivery.chunk_paths();
-        let result = result.clone();
-        let lease = self.config.lease;
+    /// Starts writing the outcomes of `finished` requests into their chunks' metadata,
+    /// all in one batch; the task answers each request with what could not be written.
+    /// Without a base nothing is written and every request is answered at once.
+    fn record(&self, finished: Vec<Finished>) -> Recording {
+        let base = self.config.base.clone();
         let max_attempts = self.config.max_attempts;
-        let now = chrono::Utc::now();
-        let written = tokio::task::spawn_blocking(move || {
-            // One batch for the whole delivery: one flush to disk, not two per chunk.
-            let results = match &result {
-                Ok(a) => metadata::record_accepted(&base, &paths, &a.worker, now, lease),
-                Err(f) if f.permanent => {
-                    metadata::record_refused(&base, &paths, &f.error, max_attempts)
-                        .into_iter()
-                        .map(|r| r.map(|_failed| ()))
-                        .collect()
-                }
-                Err(f) => metadata::record_undelivered(&base, &paths, &f.error),
+        let lease = self.config.lease;
+        tokio::task::spawn_blocking(move || {
+            let Some(base) = base else {
+                return finished.into_iter().map(|f| (f, Vec::new())).collect();
             };
-            paths
+            let outcomes: Vec<(Vec<String>, metadata::Outcome)> = finished
                 .iter()
-                .zip(results)
-                .filter_map(|(path, r)| r.err().map(|e| format!("{path}: {e}")))
-                .collect::<Vec<_>>()
+                .map(|f| {
+                    let outcome = match &f.result {
+                        Ok(a) => metadata::Outcome::Accepted {
+                            worker: a.worker.clone(),
+                            at: f.at,
+                            lease,
+                        },
+                        Err(e) if e.permanent => metadata::Outcome::Refused {
+                            error: e.error.clone(),
+                            max_attempts,
+                        },
+                        Err(e) => metadata::Outcome::Undelivered {
+                            error: e.error.clone(),
+                        },
+                    };
+                    (f.delivery.chunk_paths(), outcome)
+                })
+                .collect();
+            let batch: Vec<(&[String], &metadata::Outcome)> = outcomes
+                .iter()
+                .map(|(paths, outcome)| (paths.as_slice(), outcome))
+                .collect();
+            let results = metadata::record_outcomes(&base, &batch);
+            finished
+                .into_iter()
+                .zip(outcomes.iter().zip(results))
+                .map(|(f, ((paths, _), results))| {
+                    let errors = paths
+                        .iter()
+                        .zip(results)
+                        .filter_map(|(path, r)| r.err().map(|e| format!("{path}: {e}")))
+                        .collect();
+                    (f, errors)
+                })
+                .collect()
         })
-        .await;
-        written.unwrap_or_else(|e| vec![format!("metadata update task failed: {e}")])
     }
+}
+
+/// A metadata write in progress: it answers each request it covers with the chunks whose
+/// metadata could not be updated, and why.
+type Recording = tokio::task::JoinHandle<Vec<(Finished, Vec<String>)>>;
+
+/// A request that has ended, waiting for its outcome to be recorded.
+#[derive(Debug)]
+struct Finished {
+    delivery: Delivery,
+    result: Result<Accepted, Failure>,
+    /// When it ended: `dispatched_at` of the chunks a worker accepted.
+    at: chrono::DateTime<chrono::Utc>,
 }
 
 /// `Retry-After` as seconds or an HTTP date.

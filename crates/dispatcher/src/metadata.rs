@@ -1,6 +1,8 @@
 //! Recording dispatch outcomes in `metadata.json`, atomically, touching only the keys
-//! that change, one batch per delivery (`chunk_model::json_file::update_many`).
+//! that change, many deliveries per batch (`chunk_model::json_file::update_many`: one
+//! flush to disk for the whole batch).
 
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -52,31 +54,140 @@ pub fn walk_to(meta: &mut ChunkMetadata, to: Status) -> Result<(), TransitionErr
     Ok(())
 }
 
-/// Applies `change` to the metadata of every chunk in `chunk_paths` as one batch
-/// (`json_file::update_many`: one flush to disk for the whole delivery, not two per
-/// chunk). Returns one result per chunk, in order.
-fn update_all<R>(
+/// What became of one delivery, as its chunks' metadata records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A worker accepted the chunks at `at`: `queued`, `dispatched_at`, `worker_id`,
+    /// `attempts + 1`, and a lease until `at + lease`.
+    Accepted {
+        /// The worker's name (`worker_id`).
+        worker: String,
+        /// When it answered `202`.
+        at: DateTime<Utc>,
+        /// How long the chunks stay leased to it.
+        lease: Duration,
+    },
+    /// A worker refused the chunks for good: `last_error`, `attempts + 1`, and `failed`
+    /// once `max_attempts` is reached.
+    Refused {
+        /// What the worker said.
+        error: String,
+        /// Attempts after which the chunk is `failed`.
+        max_attempts: u32,
+    },
+    /// Nobody could take the request (every worker busy or down): `last_error` only. An
+    /// outage is not the chunks' fault, so it costs no attempt.
+    Undelivered {
+        /// What the last try got.
+        error: String,
+    },
+}
+
+impl Outcome {
+    /// Applies the outcome to one chunk's metadata. `Ok(true)`: the chunk is now
+    /// `failed` (a refusal used up its attempts).
+    fn apply(&self, meta: &mut ChunkMetadata) -> Result<bool, TransitionError> {
+        match self {
+            Outcome::Accepted { worker, at, lease } => {
+                let expires = TimeDelta::from_std(*lease)
+                    .ok()
+                    .and_then(|lease| at.checked_add_signed(lease))
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                walk_to(meta, Status::Queued)?;
+                meta.dispatched_at = Some(Timestamp::from_utc(*at));
+                meta.worker_id = Some(worker.clone());
+                meta.attempts = meta.attempts.saturating_add(1);
+                meta.lease_expires_at = Some(Timestamp::from_utc(expires));
+                Ok(false)
+            }
+            Outcome::Refused {
+                error,
+                max_attempts,
+            } => {
+                meta.attempts = meta.attempts.saturating_add(1);
+                meta.last_error = Some(error.clone());
+                if meta.attempts >= *max_attempts && meta.status != Status::Completed {
+                    walk_to(meta, Status::Failed)?;
+                    meta.lease_expires_at = None;
+                    return Ok(true);
+                }
+                Ok(false)
+            }
+            Outcome::Undelivered { error } => {
+                meta.last_error = Some(error.clone());
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Records the outcomes of many deliveries as one batch: every changed `metadata.json`
+/// is written atomically and the whole batch is made durable with one flush
+/// (`json_file::update_many`), so the cost of flushing is shared by every delivery that
+/// finished while the previous batch was being written.
+///
+/// `deliveries` pairs each delivery's chunk paths with its outcome. Returns, per
+/// delivery and per chunk in order, whether the chunk is now `failed`, or why its
+/// metadata was not updated. A chunk named by several deliveries is changed once per
+/// delivery, in order, each change seeing the one before.
+pub fn record_outcomes(
     base: &Path,
-    chunk_paths: &[String],
-    mut change: impl FnMut(&mut ChunkMetadata) -> Result<R, TransitionError>,
-) -> Vec<Result<R, MetadataError>> {
-    let resolved: Vec<Result<PathBuf, MetadataError>> = chunk_paths
+    deliveries: &[(&[String], &Outcome)],
+) -> Vec<Vec<Result<bool, MetadataError>>> {
+    let resolved: Vec<Vec<Result<PathBuf, MetadataError>>> = deliveries
         .iter()
-        .map(|chunk_path| Ok(detector::resolve_metadata(base, chunk_path)?))
+        .map(|(paths, _)| {
+            paths
+                .iter()
+                .map(|chunk_path| Ok(detector::resolve_metadata(base, chunk_path)?))
+                .collect()
+        })
         .collect();
-    let paths: Vec<&PathBuf> = resolved.iter().filter_map(|r| r.as_ref().ok()).collect();
+    // `update_many` calls `change` for a file's occurrences in order (and for none of
+    // them when the file cannot be read or parsed), so a queue per file says which
+    // delivery each call belongs to.
+    let mut owners: HashMap<&Path, VecDeque<&Outcome>> = HashMap::new();
+    let mut paths: Vec<&Path> = Vec::new();
+    for ((_, outcome), chunks) in deliveries.iter().zip(&resolved) {
+        for path in chunks.iter().filter_map(|r| r.as_ref().ok()) {
+            owners.entry(path).or_default().push_back(outcome);
+            paths.push(path);
+        }
+    }
     let mut written =
         chunk_model::json_file::update_many(&paths, |path, meta: &mut ChunkMetadata| {
-            change(meta).map_err(|source| MetadataError::Transition {
-                path: path.display().to_string(),
-                source,
-            })
+            let outcome = owners
+                .get_mut(path)
+                .and_then(VecDeque::pop_front)
+                .expect("one owner per occurrence of a path");
+            outcome
+                .apply(meta)
+                .map_err(|source| MetadataError::Transition {
+                    path: path.display().to_string(),
+                    source,
+                })
         })
         .into_iter();
     resolved
         .into_iter()
-        .map(|r| r.and_then(|_| written.next().expect("one result per resolved path")))
+        .map(|chunks| {
+            chunks
+                .into_iter()
+                .map(|r| r.and_then(|_| written.next().expect("one result per resolved path")))
+                .collect()
+        })
         .collect()
+}
+
+/// [`record_outcomes`] for one delivery.
+fn record_one(
+    base: &Path,
+    chunk_paths: &[String],
+    outcome: &Outcome,
+) -> Vec<Result<bool, MetadataError>> {
+    record_outcomes(base, &[(chunk_paths, outcome)])
+        .pop()
+        .unwrap_or_default()
 }
 
 /// Workers accepted the chunks at `now`: `queued`, `dispatched_at`, `worker_id`,
@@ -88,18 +199,15 @@ pub fn record_accepted(
     now: DateTime<Utc>,
     lease: Duration,
 ) -> Vec<Result<(), MetadataError>> {
-    let expires = TimeDelta::from_std(lease)
-        .ok()
-        .and_then(|lease| now.checked_add_signed(lease))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC);
-    update_all(base, chunk_paths, |meta| {
-        walk_to(meta, Status::Queued)?;
-        meta.dispatched_at = Some(Timestamp::from_utc(now));
-        meta.worker_id = Some(worker.to_owned());
-        meta.attempts = meta.attempts.saturating_add(1);
-        meta.lease_expires_at = Some(Timestamp::from_utc(expires));
-        Ok(())
-    })
+    let outcome = Outcome::Accepted {
+        worker: worker.to_owned(),
+        at: now,
+        lease,
+    };
+    record_one(base, chunk_paths, &outcome)
+        .into_iter()
+        .map(|r| r.map(|_| ()))
+        .collect()
 }
 
 /// A worker refused the chunks for good: `last_error`, `attempts + 1`, and `failed` once
@@ -110,16 +218,11 @@ pub fn record_refused(
     error: &str,
     max_attempts: u32,
 ) -> Vec<Result<bool, MetadataError>> {
-    update_all(base, chunk_paths, |meta| {
-        meta.attempts = meta.attempts.saturating_add(1);
-        meta.last_error = Some(error.to_owned());
-        if meta.attempts >= max_attempts && meta.status != Status::Completed {
-            walk_to(meta, Status::Failed)?;
-            meta.lease_expires_at = None;
-            return Ok(true);
-        }
-        Ok(false)
-    })
+    let outcome = Outcome::Refused {
+        error: error.to_owned(),
+        max_attempts,
+    };
+    record_one(base, chunk_paths, &outcome)
 }
 
 /// The request could not be delivered (every worker busy or down): `last_error` only.
@@ -129,10 +232,13 @@ pub fn record_undelivered(
     chunk_paths: &[String],
     error: &str,
 ) -> Vec<Result<(), MetadataError>> {
-    update_all(base, chunk_paths, |meta| {
-        meta.last_error = Some(error.to_owned());
-        Ok(())
-    })
+    let outcome = Outcome::Undelivered {
+        error: error.to_owned(),
+    };
+    record_one(base, chunk_paths, &outcome)
+        .into_iter()
+        .map(|r| r.map(|_| ()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -236,6 +342,72 @@ mod tests {
         let m = read(&base, &paths[3]);
         assert_eq!((m.status, m.attempts), (Status::Queued, 1));
         assert_eq!(m.last_error.as_deref(), Some("all busy"));
+    }
+
+    #[test]
+    fn outcomes_of_many_deliveries_are_recorded_in_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, paths) = tree(dir.path(), 5);
+        let malformed = detector::resolve_metadata(&base, &paths[4]).unwrap();
+        std::fs::write(&malformed, "[").unwrap();
+        let now = Utc::now();
+        let accepted = Outcome::Accepted {
+            worker: "w1".into(),
+            at: now,
+            lease: Duration::from_secs(60),
+        };
+        let refused = Outcome::Refused {
+            error: "HTTP 400".into(),
+            max_attempts: 1,
+        };
+        let undelivered = Outcome::Undelivered {
+            error: "all busy".into(),
+        };
+        let later = Outcome::Accepted {
+            worker: "w2".into(),
+            at: now,
+            lease: Duration::from_secs(60),
+        };
+        let batch: Vec<(&[String], &Outcome)> = vec![
+            (&paths[0..2], &accepted),
+            (&paths[2..3], &refused),
+            (&paths[3..5], &undelivered),
+            // chunk 0 again, in a later delivery: it sees the first change.
+            (&paths[0..1], &later),
+        ];
+        let results = record_outcomes(&base, &batch);
+
+        assert_eq!(
+            results.iter().map(Vec::len).collect::<Vec<_>>(),
+            [2, 1, 2, 1]
+        );
+        assert!(
+            matches!(results[0][..], [Ok(false), Ok(false)]),
+            "{results:?}"
+        );
+        assert!(matches!(results[1][..], [Ok(true)]), "{results:?}");
+        assert!(matches!(results[2][0], Ok(false)), "{results:?}");
+        assert!(
+            matches!(
+                &results[2][1],
+                Err(MetadataError::Model(ModelError::Json { .. }))
+            ),
+            "{results:?}"
+        );
+        assert!(matches!(results[3][..], [Ok(false)]), "{results:?}");
+
+        let m = read(&base, &paths[0]);
+        assert_eq!((m.status, m.attempts), (Status::Queued, 2));
+        assert_eq!(m.worker_id.as_deref(), Some("w2"));
+        let m = read(&base, &paths[1]);
+        assert_eq!((m.status, m.attempts), (Status::Queued, 1));
+        let m = read(&base, &paths[2]);
+        assert_eq!((m.status, m.attempts), (Status::Failed, 1));
+        assert!(m.worker_id.is_none() && m.dispatched_at.is_none());
+        let m = read(&base, &paths[3]);
+        assert_eq!((m.status, m.attempts), (Status::Pending, 0));
+        assert_eq!(m.last_error.as_deref(), Some("all busy"));
+        assert_eq!(std::fs::read_to_string(&malformed).unwrap(), "[");
     }
 
     #[test]

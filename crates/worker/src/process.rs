@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use chunk_model::layout::METADATA_FILE;
-use chunk_model::{ChunkCompressed, ChunkInfo, ChunkMetadata, Sha256Digest, Status, object_keys};
+use chunk_model::{
+    ChunkCompressed, ChunkInfo, ChunkMetadata, Codec, Sha256Digest, Status, object_keys,
+};
 use futures::StreamExt as _;
 use gpu_compress::Compressed;
 use serde_json::json;
@@ -38,33 +40,70 @@ enum Read {
     Failed(Job, String),
 }
 
-/// Runs until the queue's senders are gone and the queue is empty.
-pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
-    let config = &shared.config;
-    while let Some(first) = rx.recv().await {
-        let mut bytes = first.chunk.size;
-        let mut batch = vec![first];
-        // Whatever is already waiting joins the batch: one device launch for many small
-        // chunks, while a lone chunk is never held back waiting for company.
-        while batch.len() < config.max_batch && bytes < config.max_batch_bytes {
-            match rx.try_recv() {
-                Ok(job) => {
-                    bytes += job.chunk.size;
-                    batch.push(job);
-                }
-                Err(_) => break,
-            }
-        }
-        let n = batch.len();
-        shared.metrics.set_queue_length(rx.len());
-        shared.metrics.add_in_flight(n);
-        process_batch(&shared, batch).await;
-        shared.metrics.sub_in_flight(n);
-        shared.metrics.set_queue_length(rx.len());
-    }
+/// A batch that went through reading, checking and compression, waiting to be stored.
+struct CompressedBatch {
+    /// Jobs in the batch, for the in-flight gauge.
+    jobs: usize,
+    /// Each chunk with its frame, or why it could not be compressed.
+    chunks: Vec<(Ready, Result<Compressed, String>)>,
 }
 
-async fn process_batch(shared: &Arc<Shared>, batch: Vec<Job>) {
+/// Runs until the queue's senders are gone and the queue is empty.
+///
+/// Two stages run side by side: one takes the next batch from the queue, reads, checks
+/// and compresses it, while the other stores and reports the batch before. The hand-off
+/// holds one batch, so memory stays bounded by about three batches (one compressing, one
+/// waiting, one storing) and neither the compressor nor the store waits for the other.
+pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
+    let (to_store, mut stored_rx) = mpsc::channel::<CompressedBatch>(1);
+    let front_shared = shared.clone();
+    let front = async move {
+        let shared = front_shared;
+        let config = &shared.config;
+        while let Some(first) = rx.recv().await {
+            let mut bytes = first.chunk.size;
+            let mut batch = vec![first];
+            // Whatever is already waiting joins the batch: one device launch for many
+            // small chunks, while a lone chunk is never held back waiting for company.
+            while batch.len() < config.max_batch && bytes < config.max_batch_bytes {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        bytes += job.chunk.size;
+                        batch.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let jobs = batch.len();
+            shared.metrics.set_queue_length(rx.len());
+            shared.metrics.add_in_flight(jobs);
+            let chunks = compress_batch(&shared, batch).await;
+            shared.metrics.set_queue_length(rx.len());
+            if to_store
+                .send(CompressedBatch { jobs, chunks })
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        // Dropping `to_store` here ends the storing stage once it has stored the rest.
+    };
+    let back = async {
+        while let Some(batch) = stored_rx.recv().await {
+            store_batch(&shared, batch.chunks).await;
+            shared.metrics.sub_in_flight(batch.jobs);
+        }
+    };
+    tokio::join!(front, back);
+}
+
+/// Reads and checks a batch, reports what fails or is already stored, and compresses
+/// the rest. Returns the chunks to store.
+async fn compress_batch(
+    shared: &Arc<Shared>,
+    batch: Vec<Job>,
+) -> Vec<(Ready, Result<Compressed, String>)> {
     let root = shared.root.clone();
     let read = tokio::task::spawn_blocking(move || {
         batch
@@ -82,7 +121,7 @@ async fn process_batch(shared: &Arc<Shared>, batch: Vec<Job>) {
             // The reading task panicked; its jobs are gone with it and will come back
             // when their lease expires.
             tracing::error!("reading a batch failed: {e}");
-            return;
+            return Vec::new();
         }
     };
     let mut ready = Vec::new();
@@ -112,7 +151,7 @@ async fn process_batch(shared: &Arc<Shared>, batch: Vec<Job>) {
         }
     }
     if to_compress.is_empty() {
-        return;
+        return Vec::new();
     }
 
     let compressor = shared.compressor.clone();
@@ -137,16 +176,22 @@ async fn process_batch(shared: &Arc<Shared>, batch: Vec<Job>) {
         to_compress.into_iter().zip(frames).collect::<Vec<_>>()
     })
     .await;
-    let compressed = match compressed {
-        Ok(compressed) => compressed,
+    match compressed {
+        Ok(compressed) => {
+            shared.metrics.observe_compress(start.elapsed());
+            compressed
+        }
         Err(e) => {
             tracing::error!("compression task failed: {e}");
-            return;
+            Vec::new()
         }
-    };
-    shared.metrics.observe_compress(start.elapsed());
+    }
+}
 
-    futures::stream::iter(compressed)
+/// Stores every compressed chunk of a batch and reports each one.
+async fn store_batch(shared: &Arc<Shared>, chunks: Vec<(Ready, Result<Compressed, String>)>) {
+    let concurrency = shared.config.upload_concurrency;
+    futures::stream::iter(chunks)
         .for_each_concurrent(concurrency, |(r, frame)| async move {
             let outcome = match frame {
                 Ok(frame) => store(shared, &r, frame).await,
@@ -237,12 +282,23 @@ async fn already_stored(shared: &Shared, r: &Ready) -> Option<Result<ChunkCompre
         Ok(None) => {}
         Err(e) => return failed("checking for a completion record", e),
     }
-    let prefix = format!("{}{}.", object_keys::CHUNKS_PREFIX, r.sha);
-    let objects = match store.list(&prefix).await {
-        Ok(objects) => objects,
-        Err(e) => return failed("listing stored chunks", e),
-    };
-    let info = objects.into_iter().next()?;
+    // The chunk object under any codec's name. One `stat` per codec rather than a
+    // listing: a listing of `chunks/` costs as much as the bucket is large on a local
+    // directory, once for every new chunk.
+    let keys = Codec::ALL.map(|codec| object_keys::chunk_object(&r.sha, codec));
+    let stats = futures::future::join_all(keys.iter().map(|key| store.stat(key))).await;
+    let mut found = None;
+    for stat in stats {
+        match stat {
+            Ok(Some(info)) => {
+                found = Some(info);
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => return failed("looking for a stored chunk", e),
+        }
+    }
+    let info = found?;
     let object = match store.get(&info.key).await {
         Ok(object) => object,
         Err(e) => return failed("reading the stored chunk", e),

@@ -313,3 +313,78 @@ async fn worker_killed_mid_batch_loses_nothing() {
         "what the killed worker stored is reused: {metrics}"
     );
 }
+
+/// Many deliveries in flight at once, one of them refused, are recorded by the coalesced
+/// metadata writer: every accepted chunk is `queued` before its request is reported, and
+/// the refused chunk never is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_metadata_writes_mark_queued_only_what_was_accepted() {
+    let tree = make_tree(3, 6, 2000);
+    let bucket = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalDir::new(bucket.path()).unwrap());
+    let worker = RunningWorker::start(secure(support::config(&tree, store))).await;
+    // Without its data.bin the worker refuses the request carrying this chunk (400).
+    let refused = tree.chunks[7].0.clone();
+    std::fs::remove_file(
+        tree.root
+            .join(&refused.chunk_path)
+            .join(chunk_model::layout::DATA_FILE),
+    )
+    .unwrap();
+
+    let mut config = dispatch_config(&tree, &[worker.webhook()], Mode::PerChunk);
+    config.concurrency = 8;
+    let dispatcher = Dispatcher::new(config).unwrap();
+    let reported = AtomicUsize::new(0);
+    let report = tokio::time::timeout(
+        support::TIMEOUT,
+        dispatcher.run(tree.infos(), |outcome| {
+            reported.fetch_add(1, Ordering::SeqCst);
+            assert!(outcome.metadata_errors.is_empty(), "{outcome:?}");
+            // What a request's report says is already on disk when it is reported.
+            let info = tree
+                .chunks
+                .iter()
+                .find(|(c, _)| c.chunk_path == outcome.chunk_paths[0])
+                .map(|(c, _)| c)
+                .unwrap();
+            let meta = tree.metadata(info);
+            match &outcome.result {
+                Ok(_) => assert_eq!((meta.status, meta.attempts), (Status::Queued, 1)),
+                Err(failure) => {
+                    assert!(failure.permanent, "{failure:?}");
+                    assert_eq!((meta.status, meta.attempts), (Status::Pending, 1));
+                    assert!(meta.last_error.is_some());
+                }
+            }
+        }),
+    )
+    .await
+    .expect("dispatch ends in time");
+
+    assert_eq!(reported.load(Ordering::SeqCst), 18);
+    assert_eq!(report.outcomes.len(), 18);
+    assert_eq!(report.accepted_chunks, 17);
+    for (info, _) in &tree.chunks {
+        let meta = tree.metadata(info);
+        if info.chunk_path == refused.chunk_path {
+            assert_eq!(meta.status, Status::Pending);
+            assert!(meta.worker_id.is_none() && meta.dispatched_at.is_none());
+            assert!(meta.last_error.unwrap().contains("400"));
+        } else {
+            assert_eq!(meta.status, Status::Queued, "{}", info.chunk_path);
+            assert!(meta.dispatched_at.is_some() && meta.lease_expires_at.is_some());
+        }
+    }
+    // No temporary file is left beside any metadata.json.
+    for (info, _) in &tree.chunks {
+        for entry in std::fs::read_dir(tree.root.join(&info.chunk_path)).unwrap() {
+            let name = entry.unwrap().file_name();
+            assert!(
+                !name.to_string_lossy().starts_with(".panini-tmp-"),
+                "{name:?}"
+            );
+        }
+    }
+    worker.wait_reported(17).await;
+}
