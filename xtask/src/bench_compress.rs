@@ -81,12 +81,105 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let bench_dir = crate_target_dir().join("bench");
     let corpus_dir = bench_dir.join("compress-corpus");
-    let out_dir = bench_dir.join("compress-out");
     std::fs::create_dir_all(&corpus_dir)
         .with_context(|| format!("creating {}", corpus_dir.display()))?;
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let files = write_corpus(&corpus_dir, args.corpus_mib << 20)?;
+    measure_corpus(&args, &files, &bench_dir.join("compress-out"))?.write(&bench_dir)?;
+    Ok(())
+}
 
+/// What one `bench compress` run measured; [`Outcome::write`] turns it into the report.
+#[derive(Debug)]
+pub struct Outcome {
+    corpus_mib: usize,
+    runs: usize,
+    files: Vec<(PathBuf, usize)>,
+    tools: Vec<Tool>,
+    results: Vec<Measure>,
+}
+
+/// One tool's throughput over the whole corpus, in one way of timing it.
+#[derive(Debug, Clone)]
+pub struct Total {
+    /// `lz4 -1`, `panini lz4 cpu`, ….
+    pub tool: String,
+    /// `command` (a reference CLI), `panini command` or `panini in-process`.
+    pub kind: &'static str,
+    pub input_bytes: usize,
+    /// MB/s (10^6 bytes) over the sum of the per-file medians.
+    pub mb_per_s: f64,
+    /// Input bytes over output bytes.
+    pub ratio: f64,
+}
+
+/// One of the issues' speed targets, checked against its reference tool.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub label: String,
+    pub ours_mb_per_s: f64,
+    pub reference_mb_per_s: f64,
+    /// Ours over the reference.
+    pub speedup: f64,
+    /// Input over output bytes, ours and the reference's.
+    pub ours_ratio: f64,
+    pub reference_ratio: f64,
+    /// What the target asks for, in words.
+    pub wanted: String,
+    pub met: bool,
+}
+
+impl Outcome {
+    /// Every tool and kind that was measured, reference tools first.
+    pub fn totals(&self) -> Vec<Total> {
+        let mut out = Vec::new();
+        for t in &self.tools {
+            for kind in ["command", "panini command", "panini in-process"] {
+                let (input_bytes, mb_per_s, ratio) = totals(&self.results, &t.name(), kind);
+                if input_bytes > 0 {
+                    out.push(Total {
+                        tool: t.name(),
+                        kind,
+                        input_bytes,
+                        mb_per_s,
+                        ratio,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The issues' targets, met or missed.
+    pub fn targets(&self) -> Vec<Target> {
+        targets(&self.results).0
+    }
+
+    /// Writes `compress.md` and `compress.json` into `dir` and prints the table.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        report(
+            dir,
+            self.corpus_mib,
+            self.runs,
+            &self.files,
+            &self.tools,
+            &self.results,
+        )
+    }
+}
+
+/// Times every tool on every corpus file (`files` from [`write_corpus`]), `args.runs`
+/// rounds, writing the compressed outputs under `out_dir` (deleted after each run).
+pub fn measure_corpus(
+    args: &Args,
+    files: &[(PathBuf, usize)],
+    out_dir: &Path,
+) -> anyhow::Result<Outcome> {
+    if args.runs == 0 {
+        bail!("--runs must be positive");
+    }
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let out_dir = out_dir.to_owned();
+    let files = files.to_vec();
     let mut tools = vec![
         Tool::Cli {
             name: "lz4 -1",
@@ -144,7 +237,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Err(e) => println!("bench: no OpenCL row: {e}"),
     }
 
-    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    // A private copy of this very binary: the target dir is shared, and a `cargo build` from
+    // elsewhere (without `--features opencl`) could replace `target/debug/xtask` mid-run.
+    let exe = out_dir.join("xtask-under-test");
+    std::fs::copy(
+        std::env::current_exe().context("locating the xtask binary")?,
+        &exe,
+    )
+    .with_context(|| format!("copying the xtask binary to {}", exe.display()))?;
     // Rounds interleave every tool and file, so load from elsewhere on the machine spreads
     // over all rows instead of skewing whichever tool ran at the wrong moment.
     let inputs: Vec<Vec<u8>> = files
@@ -215,7 +315,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         c
                     }
                 };
-                let secs = time_command(&mut cmd)?;
+                // Panini's command fsyncs its output (atomic, durable write); the reference
+                // tools do not, so their output is fsynced right after they exit, inside the
+                // timing: both sides are measured to the same point, bytes on disk.
+                let sync = matches!(tool, Tool::Cli { .. }).then_some(out.as_path());
+                let secs = time_command(&mut cmd, sync)?;
                 let cell = &mut cells[ti][fi];
                 cell.0.push(secs);
                 cell.2 = std::fs::metadata(&out)
@@ -261,7 +365,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    report(&bench_dir, &args, &files, &tools, &results)
+    std::fs::remove_file(&exe).ok();
+    Ok(Outcome {
+        corpus_mib: args.corpus_mib,
+        runs: args.runs,
+        files,
+        tools,
+        results,
+    })
 }
 
 fn measure(
@@ -287,16 +398,20 @@ fn measure(
     }
 }
 
-fn time_command(cmd: &mut Command) -> anyhow::Result<f64> {
+fn time_command(cmd: &mut Command, sync: Option<&Path>) -> anyhow::Result<f64> {
     let start = Instant::now();
     let out = cmd
         .output()
         .with_context(|| format!("running {cmd:?} (is it installed?)"))?;
-    let secs = start.elapsed().as_secs_f64();
     if !out.status.success() {
         bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    Ok(secs)
+    if let Some(path) = sync {
+        std::fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {}", path.display()))?;
+    }
+    Ok(start.elapsed().as_secs_f64())
 }
 
 /// (input bytes, MB/s over the sum of medians, input/output ratio) of one tool and kind.
@@ -317,7 +432,8 @@ fn totals(results: &[Measure], tool: &str, kind: &str) -> (usize, f64, f64) {
 
 fn report(
     dir: &Path,
-    args: &Args,
+    corpus_mib: usize,
+    runs: usize,
     files: &[(PathBuf, usize)],
     tools: &[Tool],
     results: &[Measure],
@@ -326,11 +442,11 @@ fn report(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     md += &format!(
         "# Compression benchmark\n\nCorpus: {} MiB in {} files, {} runs each (median), {} CPU threads. \
-         \"command\" rows time whole commands (read, compress, write; Panini's `xtask compress` also fsyncs its atomic write); \
+         \"command\" rows time whole commands (read, compress, write, fsync: Panini's `xtask compress` fsyncs its atomic write, the reference tools' output is fsynced right after they exit, inside the timing); \
          \"in-process\" times the library call on data in memory.\n\n",
-        args.corpus_mib,
+        corpus_mib,
         files.len(),
-        args.runs,
+        runs,
         threads
     );
     md += "| tool | kind | MB/s | ratio |\n|---|---|---:|---:|\n";
@@ -346,54 +462,12 @@ fn report(
     }
 
     md += "\n## Targets\n\n";
-    let mut targets = Vec::new();
-    let mut check = |label: &str,
-                     ours: (&str, &str),
-                     theirs: &str,
-                     speed: f64,
-                     ratio_tol: Option<f64>| {
-        let o = totals(results, ours.0, ours.1);
-        let r = totals(results, theirs, "command");
-        let speedup = o.1 / r.1;
-        let ratio_ok = ratio_tol.is_none_or(|tol| o.2 >= r.2 * (1.0 - tol));
-        let pass = speedup >= speed && ratio_ok;
-        let line = format!(
-            "- {label}: {:.1} vs {:.1} MB/s = {speedup:.2}× (target ≥ {speed}×), ratio {:.3} vs {:.3}{} → **{}**\n",
-            o.1,
-            r.1,
-            o.2,
-            r.2,
-            ratio_tol
-                .map(|t| format!(" (target within {:.0}%)", t * 100.0))
-                .unwrap_or_default(),
-            if pass { "met" } else { "MISSED" }
-        );
-        md += &line;
-        targets.push(json!({"target": label, "ours_mb_per_s": o.1, "reference_mb_per_s": r.1, "speedup": speedup, "ours_ratio": o.2, "reference_ratio": r.2, "met": pass}));
-    };
-    for kind in ["panini command", "panini in-process"] {
-        check(
-            &format!("CPU LZ4 ({kind}) vs lz4 -1"),
-            ("panini lz4 cpu", kind),
-            "lz4 -1",
-            1.5,
-            Some(0.02),
-        );
-        check(
-            &format!("zstd -1 ({kind}) vs zstd -1 -T0"),
-            ("panini zstd -1", kind),
-            "zstd -1 -T0",
-            0.95,
-            None,
-        );
-        check(
-            &format!("zstd -3 ({kind}) vs zstd -3 -T0"),
-            ("panini zstd -3", kind),
-            "zstd -3 -T0",
-            0.95,
-            None,
-        );
-    }
+    let (target_list, target_md) = targets(results);
+    md += &target_md;
+    let targets: Vec<_> = target_list
+        .iter()
+        .map(|t| json!({"target": t.label, "ours_mb_per_s": t.ours_mb_per_s, "reference_mb_per_s": t.reference_mb_per_s, "speedup": t.speedup, "ours_ratio": t.ours_ratio, "reference_ratio": t.reference_ratio, "wanted": t.wanted, "met": t.met}))
+        .collect();
 
     md += "\n## Per file (MB/s, ratio)\n\n| tool | kind |";
     for (f, _) in files {
@@ -428,8 +502,8 @@ fn report(
         .map(|m| json!({"tool": m.tool, "kind": m.kind, "file": m.file, "input_bytes": m.input, "output_bytes": m.output, "median_s": m.median_s, "runs_s": m.runs_s}))
         .collect();
     let doc = json!({
-        "corpus_mib": args.corpus_mib,
-        "runs": args.runs,
+        "corpus_mib": corpus_mib,
+        "runs": runs,
         "threads": threads,
         "files": files.iter().map(|(f, n)| json!({"file": f.file_name().unwrap().to_string_lossy(), "bytes": n})).collect::<Vec<_>>(),
         "totals": rows,
@@ -450,7 +524,75 @@ fn report(
     Ok(())
 }
 
-fn crate_target_dir() -> PathBuf {
+/// The issues' speed targets against the reference tools, and their markdown lines.
+fn targets(results: &[Measure]) -> (Vec<Target>, String) {
+    let mut md = String::new();
+    let mut targets = Vec::new();
+    let mut check = |label: &str,
+                     ours: (&str, &str),
+                     theirs: &str,
+                     speed: f64,
+                     ratio_tol: Option<f64>| {
+        let o = totals(results, ours.0, ours.1);
+        let r = totals(results, theirs, "command");
+        let speedup = o.1 / r.1;
+        let ratio_ok = ratio_tol.is_none_or(|tol| o.2 >= r.2 * (1.0 - tol));
+        let pass = speedup >= speed && ratio_ok;
+        let wanted = format!(
+            "≥ {speed}× {theirs}{}",
+            ratio_tol
+                .map(|t| format!(", ratio within {:.0}%", t * 100.0))
+                .unwrap_or_default()
+        );
+        md += &format!(
+            "- {label}: {:.1} vs {:.1} MB/s = {speedup:.2}× (target ≥ {speed}×), ratio {:.3} vs {:.3}{} → **{}**\n",
+            o.1,
+            r.1,
+            o.2,
+            r.2,
+            ratio_tol
+                .map(|t| format!(" (target within {:.0}%)", t * 100.0))
+                .unwrap_or_default(),
+            if pass { "met" } else { "MISSED" }
+        );
+        targets.push(Target {
+            label: label.to_owned(),
+            ours_mb_per_s: o.1,
+            reference_mb_per_s: r.1,
+            speedup,
+            ours_ratio: o.2,
+            reference_ratio: r.2,
+            wanted,
+            met: pass,
+        });
+    };
+    for kind in ["panini command", "panini in-process"] {
+        check(
+            &format!("CPU LZ4 ({kind}) vs lz4 -1"),
+            ("panini lz4 cpu", kind),
+            "lz4 -1",
+            1.5,
+            Some(0.02),
+        );
+        check(
+            &format!("zstd -1 ({kind}) vs zstd -1 -T0"),
+            ("panini zstd -1", kind),
+            "zstd -1 -T0",
+            0.95,
+            None,
+        );
+        check(
+            &format!("zstd -3 ({kind}) vs zstd -3 -T0"),
+            ("panini zstd -3", kind),
+            "zstd -3 -T0",
+            0.95,
+            None,
+        );
+    }
+    (targets, md)
+}
+
+pub fn crate_target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -462,7 +604,7 @@ fn crate_target_dir() -> PathBuf {
 }
 
 /// Writes the corpus files (deterministic for a size) and returns their paths and sizes.
-fn write_corpus(dir: &Path, total: usize) -> anyhow::Result<Vec<(PathBuf, usize)>> {
+pub fn write_corpus(dir: &Path, total: usize) -> anyhow::Result<Vec<(PathBuf, usize)>> {
     let mut files = Vec::new();
     for (i, (name, pct)) in FILES.iter().enumerate() {
         let len = total * pct / 100;

@@ -1,7 +1,9 @@
 //! `cargo xtask bench dispatch`: chunks per second accepted by a local worker in batch
 //! and per-chunk mode (metadata updates included, as a real run does them), and the
-//! worker's compression throughput working off a full queue. Results go to
-//! `target/bench/dispatch.json`.
+//! worker's compression throughput working off a full queue, beside the ceiling: the
+//! same dispatcher against an nginx that only answers `202` (`$PANINI_NGINX`, else
+//! `/usr/sbin/nginx` or `nginx` on `PATH`; skipped with a note when there is none).
+//! Results go to `target/bench/dispatch.json`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,16 +19,16 @@ use rand::{Rng as _, SeedableRng as _};
 pub struct Args {
     /// Chunks to dispatch.
     #[arg(long, default_value_t = 10_000)]
-    chunks: usize,
+    pub chunks: usize,
     /// Bytes per chunk.
     #[arg(long, default_value_t = 16 * 1024)]
-    chunk_size: usize,
+    pub chunk_size: usize,
     /// Chunks per request in batch mode.
     #[arg(long, default_value_t = 100)]
-    batch_size: usize,
+    pub batch_size: usize,
     /// Where the JSON results go.
     #[arg(long, default_value = "target/bench/dispatch.json")]
-    output: PathBuf,
+    pub output: PathBuf,
 }
 
 /// A chunk tree of `n` chunks in 100-chunk files: half text-like, half random.
@@ -78,12 +80,195 @@ fn make_tree(root: &Path, n: usize, size: usize) -> anyhow::Result<Vec<ChunkInfo
     Ok(infos)
 }
 
-struct Phase {
-    accepted: usize,
-    dispatch_secs: f64,
-    drained_secs: f64,
-    bytes_in: u64,
-    bytes_out: u64,
+/// One dispatch of the whole chunk set to a fresh worker.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    /// Chunks the worker accepted.
+    pub accepted: usize,
+    /// Seconds until the dispatcher had sent (and recorded) every chunk.
+    pub dispatch_secs: f64,
+    /// Seconds until the worker had compressed and stored every accepted chunk.
+    pub drained_secs: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// What one `bench dispatch` run measured.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Batches, without metadata updates: the dispatcher and HTTP alone.
+    pub bare: Phase,
+    /// Batches, recording every outcome in metadata.json as a real run does.
+    pub batch: Phase,
+    /// One POST per chunk (the original design), with metadata updates.
+    pub per_chunk: Phase,
+    /// The ceiling: batches to an nginx that only answers `202`; `None` without nginx.
+    pub peer_202: Option<PeerPhase>,
+}
+
+/// The dispatcher against an endpoint that does nothing but answer `202`.
+#[derive(Debug, Clone)]
+pub struct PeerPhase {
+    /// Chunks accepted.
+    pub accepted: usize,
+    /// Seconds to send every chunk, recording outcomes in metadata.json.
+    pub dispatch_secs: f64,
+    /// Seconds to send every chunk, HTTP only.
+    pub bare_secs: f64,
+}
+
+/// Dispatches `args.chunks` chunks in the three modes, each to a fresh local worker.
+pub async fn measure(args: &Args) -> anyhow::Result<Outcome> {
+    let batch_dir = tempfile::tempdir()?;
+    let per_chunk_dir = tempfile::tempdir()?;
+    let batch_chunks = make_tree(batch_dir.path(), args.chunks, args.chunk_size)?;
+    let per_chunk_chunks = make_tree(per_chunk_dir.path(), args.chunks, args.chunk_size)?;
+    let bare = phase(
+        batch_dir.path(),
+        batch_chunks.clone(),
+        Mode::Batch(args.batch_size),
+        false,
+    )
+    .await?;
+    let batch = phase(
+        batch_dir.path(),
+        batch_chunks,
+        Mode::Batch(args.batch_size),
+        true,
+    )
+    .await?;
+    let per_chunk = phase(
+        per_chunk_dir.path(),
+        per_chunk_chunks.clone(),
+        Mode::PerChunk,
+        true,
+    )
+    .await?;
+    let peer_202 = match nginx_binary() {
+        Some(nginx) => Some(
+            peer_phase(
+                &nginx,
+                per_chunk_dir.path(),
+                per_chunk_chunks,
+                args.batch_size,
+            )
+            .await?,
+        ),
+        None => {
+            println!("nginx not found (set PANINI_NGINX); no 202-endpoint ceiling this run");
+            None
+        }
+    };
+    Ok(Outcome {
+        bare,
+        batch,
+        per_chunk,
+        peer_202,
+    })
+}
+
+/// nginx: `$PANINI_NGINX`, `/usr/sbin/nginx`, or `nginx` on `PATH`.
+fn nginx_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("PANINI_NGINX") {
+        return Some(PathBuf::from(path));
+    }
+    let sbin = PathBuf::from("/usr/sbin/nginx");
+    if sbin.is_file() {
+        return Some(sbin);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("nginx"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// An nginx child process; killed and reaped on drop.
+struct Nginx {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts nginx on a free port of 127.0.0.1 answering `POST /webhook` with `202`
+/// (BENCH-PEERS.md) and waits until it accepts connections. Returns it and its URL.
+async fn start_nginx(binary: &Path) -> anyhow::Result<(Nginx, String)> {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let d = dir.path().display();
+    let conf = format!(
+        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         \x20 fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         \x20 server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size 64m;\n\
+         \x20   location /webhook {{ default_type application/json; return 202 '{{\"status\":\"accepted\"}}'; }}\n  }}\n}}\n"
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf)?;
+    let child = std::process::Command::new(binary)
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let mut nginx = Nginx { child, _dir: dir };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        if let Some(status) = nginx.child.try_wait()? {
+            anyhow::bail!("nginx exited with {status} before listening");
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "nginx did not listen within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((nginx, format!("http://127.0.0.1:{port}/webhook")))
+}
+
+/// The dispatcher in batch mode against nginx, with and without metadata updates.
+async fn peer_phase(
+    nginx: &Path,
+    root: &Path,
+    chunks: Vec<ChunkInfo>,
+    batch_size: usize,
+) -> anyhow::Result<PeerPhase> {
+    let (_server, url) = start_nginx(nginx).await?;
+    let timed = async |record: bool| -> anyhow::Result<(usize, f64)> {
+        let mut config = DispatchConfig::new(vec![Endpoint::from_url(&url)]);
+        config.mode = Mode::Batch(batch_size);
+        config.base = record.then(|| root.join("pending_compression"));
+        config.concurrency = 8;
+        let dispatcher = Dispatcher::new(config)?;
+        let start = Instant::now();
+        let report = dispatcher.run(chunks.clone(), |_| {}).await;
+        Ok((report.accepted_chunks, start.elapsed().as_secs_f64()))
+    };
+    let (_, bare_secs) = timed(false).await?;
+    let (accepted, dispatch_secs) = timed(true).await?;
+    Ok(PeerPhase {
+        accepted,
+        dispatch_secs,
+        bare_secs,
+    })
 }
 
 /// Starts a worker over `root` with a fresh bucket, dispatches `chunks`, and waits until
@@ -161,15 +346,13 @@ async fn phase(
 pub fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let batch_dir = tempfile::tempdir()?;
-        let per_chunk_dir = tempfile::tempdir()?;
-        let batch_chunks = make_tree(batch_dir.path(), args.chunks, args.chunk_size)?;
-        let per_chunk_chunks = make_tree(per_chunk_dir.path(), args.chunks, args.chunk_size)?;
+        let Outcome {
+            bare,
+            batch,
+            per_chunk,
+            peer_202,
+        } = measure(&args).await?;
         let n = args.chunks as f64;
-
-        let bare = phase(batch_dir.path(), batch_chunks.clone(), Mode::Batch(args.batch_size), false).await?;
-        let batch = phase(batch_dir.path(), batch_chunks, Mode::Batch(args.batch_size), true).await?;
-        let per_chunk = phase(per_chunk_dir.path(), per_chunk_chunks, Mode::PerChunk, true).await?;
 
         let mb = |b: u64, s: f64| b as f64 / 1e6 / s;
         let result = serde_json::json!({
@@ -200,6 +383,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "bytes_out": batch.bytes_out,
             },
             "batch_vs_per_chunk_speedup": per_chunk.dispatch_secs / batch.dispatch_secs,
+            "peer_nginx_202": peer_202.as_ref().map(|p| serde_json::json!({
+                "accepted": p.accepted,
+                "seconds": p.dispatch_secs,
+                "chunks_per_second": n / p.dispatch_secs,
+                "seconds_without_metadata_updates": p.bare_secs,
+                "chunks_per_second_without_metadata_updates": n / p.bare_secs,
+                "panini_worker_vs_peer": p.dispatch_secs / batch.dispatch_secs,
+            })),
         });
         println!(
             "batch without metadata updates: {:.0} chunks/s accepted",
@@ -216,6 +407,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             n / batch.drained_secs,
             mb(batch.bytes_in, batch.drained_secs),
         );
+        if let Some(p) = &peer_202 {
+            println!(
+                "peer: nginx answering 202: {:.0} chunks/s accepted with metadata updates, {:.0} without; Panini worker batch = {:.2}x of it",
+                n / p.dispatch_secs,
+                n / p.bare_secs,
+                p.dispatch_secs / batch.dispatch_secs,
+            );
+        }
         if let Some(dir) = args.output.parent() {
             std::fs::create_dir_all(dir)?;
         }

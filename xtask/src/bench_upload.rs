@@ -62,85 +62,178 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.transfers
     );
 
+    let outcome = measure(
+        &binary,
+        &work.path().join("objects"),
+        &objects,
+        args.runs,
+        args.transfers,
+    )?;
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("bench");
+    outcome.write(&dir)
+}
+
+/// What one `bench upload` run measured: seconds per run for each tool.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub objects: usize,
+    /// The largest object's size.
+    pub object_bytes: u64,
+    pub total_bytes: u64,
+    pub transfers: usize,
+    pub panini_s: Vec<f64>,
+    pub rclone_s: Vec<f64>,
+}
+
+/// Uploads `objects` (files in `source`, named `<sha256>.store`, as [`write_objects`] and
+/// [`objects_from_files`] write them) `runs` times with each tool, a fresh emulator per
+/// run, and checks that both tools stored every object.
+pub fn measure(
+    binary: &Path,
+    source: &Path,
+    objects: &[(PathBuf, u64)],
+    runs: usize,
+    transfers: usize,
+) -> anyhow::Result<Outcome> {
+    ensure!(
+        runs > 0 && transfers > 0,
+        "runs and transfers must be positive"
+    );
+    let work = tempfile::tempdir().context("creating a work directory")?;
+    let total_bytes: u64 = objects.iter().map(|(_, size)| *size).sum();
     let mut panini_s = Vec::new();
     let mut rclone_s = Vec::new();
-    for run in 1..=args.runs {
-        let emulator = gcs_emulator::Emulator::start(&binary, &[TEST_BUCKET])?;
-        let seconds = upload_with_panini(&emulator.endpoint(), &objects, args.transfers)?;
+    for run in 1..=runs {
+        let emulator = gcs_emulator::Emulator::start(binary, &[TEST_BUCKET])?;
+        let seconds = upload_with_panini(&emulator.endpoint(), objects, transfers)?;
         println!(
             "run {run}: panini {seconds:.2} s ({:.0} MiB/s)",
             mib_per_s(total_bytes, seconds)
         );
         panini_s.push(seconds);
-        let seconds = upload_with_rclone(
-            &emulator.endpoint(),
-            &work.path().join("objects"),
-            work.path(),
-            args.transfers,
-        )?;
+        let seconds = upload_with_rclone(&emulator.endpoint(), source, work.path(), transfers)?;
         println!(
             "run {run}: rclone {seconds:.2} s ({:.0} MiB/s)",
             mib_per_s(total_bytes, seconds)
         );
         rclone_s.push(seconds);
-        check_complete(&emulator.endpoint(), &objects)?;
+        check_complete(&emulator.endpoint(), objects)?;
     }
-
-    let panini = median(&panini_s);
-    let rclone = median(&rclone_s);
-    let ratio = rclone / panini;
-    let (ours, theirs) = (
-        mib_per_s(total_bytes, panini),
-        mib_per_s(total_bytes, rclone),
-    );
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let markdown = format!(
-        "# Upload benchmark\n\n\
-         {} objects of {} KiB ({} MiB) to fake-gcs-server (memory backend) on 127.0.0.1, \
-         {} transfers in flight, {} runs each (median), {cores} CPU threads; a fresh emulator per run.\n\n\
-         | tool | median s | MiB/s | runs (s) |\n|---|---:|---:|---|\n\
-         | Panini `Gcs` store (create-only, CRC32C) | {panini:.2} | {ours:.0} | {} |\n\
-         | `rclone copy --transfers {}` | {rclone:.2} | {theirs:.0} | {} |\n\n\
-         Panini / rclone throughput: **{ratio:.2}×**\n",
-        objects.len(),
-        args.object_kib,
-        total_bytes >> 20,
-        args.transfers,
-        args.runs,
-        list(&panini_s),
-        args.transfers,
-        list(&rclone_s),
-    );
-    let report = json!({
-        "objects": objects.len(),
-        "object_bytes": args.object_kib << 10,
-        "total_bytes": total_bytes,
-        "transfers": args.transfers,
-        "runs": args.runs,
-        "cpu_threads": cores,
-        "panini": {"median_s": panini, "mib_per_s": ours, "runs_s": panini_s},
-        "rclone": {"median_s": rclone, "mib_per_s": theirs, "runs_s": rclone_s},
-        "panini_over_rclone_throughput": ratio,
-    });
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("bench");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(dir.join("upload.md"), &markdown)
-        .with_context(|| format!("writing {}", dir.join("upload.md").display()))?;
-    std::fs::write(
-        dir.join("upload.json"),
-        serde_json::to_string_pretty(&report)? + "\n",
-    )
-    .with_context(|| format!("writing {}", dir.join("upload.json").display()))?;
-    println!(
-        "\n{markdown}\nwritten to {}",
-        dir.join("upload.md").display()
-    );
-    Ok(())
+    Ok(Outcome {
+        objects: objects.len(),
+        object_bytes: objects.iter().map(|(_, size)| *size).max().unwrap_or(0),
+        total_bytes,
+        transfers,
+        panini_s,
+        rclone_s,
+    })
 }
 
-fn which_rclone() -> anyhow::Result<()> {
+impl Outcome {
+    /// Writes `upload.md` and `upload.json` into `dir` and prints the table.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        let (panini_s, rclone_s, total_bytes) = (&self.panini_s, &self.rclone_s, self.total_bytes);
+        let panini = median(panini_s);
+        let rclone = median(rclone_s);
+        let ratio = rclone / panini;
+        let (ours, theirs) = (
+            mib_per_s(total_bytes, panini),
+            mib_per_s(total_bytes, rclone),
+        );
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let markdown = format!(
+            "# Upload benchmark\n\n\
+             {} objects of {} KiB ({} MiB) to fake-gcs-server (memory backend) on 127.0.0.1, \
+             {} transfers in flight, {} runs each (median), {cores} CPU threads; a fresh emulator per run.\n\n\
+             | tool | median s | MiB/s | runs (s) |\n|---|---:|---:|---|\n\
+             | Panini `Gcs` store (create-only, CRC32C) | {panini:.2} | {ours:.0} | {} |\n\
+             | `rclone copy --transfers {}` | {rclone:.2} | {theirs:.0} | {} |\n\n\
+             Panini / rclone throughput: **{ratio:.2}×**\n",
+            self.objects,
+            self.object_bytes >> 10,
+            total_bytes >> 20,
+            self.transfers,
+            panini_s.len(),
+            list(panini_s),
+            self.transfers,
+            list(rclone_s),
+        );
+        let report = json!({
+            "objects": self.objects,
+            "object_bytes": self.object_bytes,
+            "total_bytes": total_bytes,
+            "transfers": self.transfers,
+            "runs": panini_s.len(),
+            "cpu_threads": cores,
+            "panini": {"median_s": panini, "mib_per_s": ours, "runs_s": panini_s},
+            "rclone": {"median_s": rclone, "mib_per_s": theirs, "runs_s": rclone_s},
+            "panini_over_rclone_throughput": ratio,
+        });
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("upload.md"), &markdown)
+            .with_context(|| format!("writing {}", dir.join("upload.md").display()))?;
+        std::fs::write(
+            dir.join("upload.json"),
+            serde_json::to_string_pretty(&report)? + "\n",
+        )
+        .with_context(|| format!("writing {}", dir.join("upload.json").display()))?;
+        println!(
+            "\n{markdown}\nwritten to {}",
+            dir.join("upload.md").display()
+        );
+        Ok(())
+    }
+}
+
+/// Cuts `files` into objects of at most `size` bytes in `dir`, named by content
+/// (`<sha256>.store`) as chunk objects are, so repeated pieces are stored once; (path, size).
+pub fn objects_from_files(
+    dir: &Path,
+    files: &[PathBuf],
+    size: usize,
+) -> anyhow::Result<Vec<(PathBuf, u64)>> {
+    use std::io::Read as _;
+    ensure!(size > 0, "the object size must be positive");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut objects = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut buffer = vec![0u8; size];
+    for file in files {
+        let mut input =
+            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        loop {
+            let mut n = 0;
+            while n < size {
+                let read = input
+                    .read(&mut buffer[n..])
+                    .with_context(|| format!("reading {}", file.display()))?;
+                if read == 0 {
+                    break;
+                }
+                n += read;
+            }
+            if n == 0 {
+                break;
+            }
+            let sha = Sha256Digest::of(&buffer[..n]);
+            if seen.insert(sha) {
+                let path = dir.join(format!("{sha}.store"));
+                std::fs::write(&path, &buffer[..n])
+                    .with_context(|| format!("writing {}", path.display()))?;
+                objects.push((path, n as u64));
+            }
+            if n < size {
+                break;
+            }
+        }
+    }
+    Ok(objects)
+}
+
+/// Fails with an install hint when the `rclone` CLI is missing.
+pub fn which_rclone() -> anyhow::Result<()> {
     let status = Command::new("rclone").arg("version").output();
     match status {
         Ok(output) if output.status.success() => Ok(()),

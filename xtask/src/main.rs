@@ -5,6 +5,7 @@
 //! module; this file only parses the command line and dispatches.
 
 mod apply_callback;
+mod bench_all;
 mod bench_compress;
 mod bench_dispatch;
 mod bench_upload;
@@ -73,10 +74,14 @@ enum Command {
     Upload(store_cli::UploadArgs),
     /// Rebuild a file from its recipe and chunk objects, checking every chunk and the whole file.
     Reconstruct(store_cli::ReconstructArgs),
-    /// Benchmarks beside the reference tools; results under target/bench/.
+    /// Benchmarks beside the reference tools; results under target/bench/. Without a
+    /// subcommand: every stage and the whole pipeline, report.md/.json/.svg.
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
         #[command(subcommand)]
-        what: Bench,
+        what: Option<Bench>,
+        #[command(flatten)]
+        all: bench_all::Args,
     },
 }
 
@@ -110,16 +115,20 @@ fn main() -> anyhow::Result<()> {
         Command::GenToken => dispatch::gen_token(),
         Command::Worker(args) => serve_worker::run(args),
         Command::Sync(args) => dispatch::sync(args),
+        Command::Bench { what: None, all } => bench_all::run(all),
         Command::Bench {
-            what: Bench::Compress(args),
+            what: Some(Bench::Compress(args)),
+            ..
         } => bench_compress::run(args),
         Command::Upload(args) => store_cli::upload(args),
         Command::Reconstruct(args) => store_cli::reconstruct(args),
         Command::Bench {
-            what: Bench::Upload(args),
+            what: Some(Bench::Upload(args)),
+            ..
         } => bench_upload::run(args),
         Command::Bench {
-            what: Bench::Dispatch(args),
+            what: Some(Bench::Dispatch(args)),
+            ..
         } => bench_dispatch::run(args),
     }
 }

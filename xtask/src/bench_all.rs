@@ -1,0 +1,1108 @@
+//! `cargo xtask bench` (no subcommand): every stage's benchmark and the whole pipeline on
+//! one generated corpus (≥ 1 GiB by default), each beside the tool a user would pick
+//! instead, on the same data in the same run. Writes `report.md`, `report.json` and a
+//! grouped bar chart `report.svg` (MB/s per stage, Panini's engines vs the peers) under
+//! `--out`, beside the stage benchmarks' own `compress.*` and `upload.*` files.
+//!
+//! The stages reuse the stage benchmarks' measuring functions (`bench_compress`,
+//! `bench_upload`, `bench_dispatch`) rather than copies of them; the whole pipeline runs
+//! as `xtask pipeline --json`, a child process of this same binary, and only its stable
+//! JSON summary is read. Timings are printed and written, never judged here beyond the
+//! issues' targets, which are reported as met or missed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail, ensure};
+use chunker::{ChunkOptions, ChunkerConfig, Strategy};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::ci::TEST_BUCKET;
+
+/// Options of `cargo xtask bench` without a subcommand.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Corpus size in MiB (logs, source, binaries, random, zeros, PNG- and MP4-like files).
+    #[arg(long, default_value_t = 1024)]
+    pub corpus_mib: usize,
+    /// Runs per measurement; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Runs of the whole pipeline (each a fresh work directory and bucket prefix).
+    #[arg(long, default_value_t = 1)]
+    pub pipeline_runs: usize,
+    /// Where the reports, the corpus and scratch files go (default: target/bench).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Chunks sent in the dispatch stage, in each of its three modes.
+    #[arg(long, default_value_t = 2000)]
+    pub dispatch_chunks: usize,
+    /// Size of each dispatched chunk in KiB.
+    #[arg(long, default_value_t = 16)]
+    pub dispatch_chunk_kib: usize,
+    /// Transfers in flight for both uploaders.
+    #[arg(long, default_value_t = 8)]
+    pub transfers: usize,
+    /// Skip the stages that need the GCS emulator (the upload stage and the pipeline to
+    /// the emulator); they are listed as skipped in the report.
+    #[arg(long)]
+    pub no_emulator: bool,
+}
+
+/// One measured line: a Panini engine or a peer tool on one stage.
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    /// The chart group: `chunk`, `compress lz4`, `upload`, `pipeline (local)`, ….
+    stage: String,
+    /// Who ran: `panini lz4 cpu (in-process)`, `lz4 -1`, `rclone copy`, ….
+    name: String,
+    /// A reference tool rather than Panini.
+    peer: bool,
+    /// Input bytes per run.
+    bytes: u64,
+    /// Median seconds per run.
+    median_s: f64,
+    /// Every run's seconds (empty where the stage reports only its median).
+    runs_s: Vec<f64>,
+    /// 10^6 bytes per second over the median.
+    mb_per_s: f64,
+    /// Chunks per second, where the stage counts chunks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chunks_per_s: Option<f64>,
+    note: String,
+}
+
+impl Row {
+    /// A row from every run's seconds; MB/s over their median.
+    fn new(stage: &str, name: impl Into<String>, peer: bool, bytes: u64, runs_s: Vec<f64>) -> Self {
+        let median_s = median(&runs_s);
+        Self {
+            stage: stage.to_owned(),
+            name: name.into(),
+            peer,
+            bytes,
+            median_s,
+            runs_s,
+            mb_per_s: mb_per_s(bytes, median_s),
+            chunks_per_s: None,
+            note: String::new(),
+        }
+    }
+
+    fn note(mut self, note: impl Into<String>) -> Self {
+        self.note = note.into();
+        self
+    }
+}
+
+/// Panini's headline row of a stage beside the peer's.
+#[derive(Debug, Clone, Serialize)]
+struct Comparison {
+    stage: String,
+    ours: String,
+    ours_mb_per_s: f64,
+    peer: String,
+    peer_mb_per_s: f64,
+    /// Ours over the peer's throughput.
+    ratio: f64,
+}
+
+/// A target, met or missed.
+#[derive(Debug, Clone, Serialize)]
+struct TargetRow {
+    target: String,
+    /// Where the target comes from: an issue, or "beside the peer".
+    source: &'static str,
+    wanted: String,
+    measured: String,
+    met: bool,
+}
+
+/// The machine the figures came from.
+#[derive(Debug, Clone, Serialize)]
+struct Machine {
+    date: String,
+    git_commit: String,
+    git_dirty: bool,
+    cpu_threads: usize,
+    cpu_model: String,
+    memory_total: String,
+    loadavg_start: String,
+    loadavg_end: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    machine: Machine,
+    corpus_mib: usize,
+    corpus_files: Vec<Value>,
+    runs: usize,
+    pipeline_runs: usize,
+    rows: Vec<Row>,
+    comparisons: Vec<Comparison>,
+    targets: Vec<TargetRow>,
+    /// `xtask pipeline --json` summaries, as the pipeline printed them.
+    pipelines: Vec<Value>,
+    skipped: Vec<String>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    ensure!(
+        args.corpus_mib > 0
+            && args.runs > 0
+            && args.pipeline_runs > 0
+            && args.dispatch_chunks > 0
+            && args.dispatch_chunk_kib > 0
+            && args.transfers > 0,
+        "--corpus-mib, --runs, --pipeline-runs, --dispatch-chunks, --dispatch-chunk-kib and --transfers must be positive"
+    );
+    let loadavg_start = loadavg();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::bench_compress::crate_target_dir().join("bench"));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let out = out
+        .canonicalize()
+        .with_context(|| format!("resolving {}", out.display()))?;
+    let root = crate::codegen::project_root();
+    // Fail before the long stages when a peer or the emulator is missing.
+    for (program, arg) in [("lz4", "-V"), ("zstd", "-V"), ("split", "--version")] {
+        which(program, arg)?;
+    }
+    let emulator_binary = if args.no_emulator {
+        None
+    } else {
+        crate::bench_upload::which_rclone()?;
+        Some(gcs_emulator::find_binary(&root)?)
+    };
+
+    println!("bench: writing the {} MiB corpus", args.corpus_mib);
+    let corpus_dir = out.join("corpus");
+    std::fs::create_dir_all(&corpus_dir)
+        .with_context(|| format!("creating {}", corpus_dir.display()))?;
+    let corpus = crate::bench_compress::write_corpus(&corpus_dir, args.corpus_mib << 20)?;
+    let files: Vec<PathBuf> = corpus.iter().map(|(path, _)| path.clone()).collect();
+    let corpus_bytes: u64 = corpus.iter().map(|(_, n)| *n as u64).sum();
+    let scratch = tempfile::Builder::new()
+        .prefix("scratch-")
+        .tempdir_in(&out)
+        .context("creating a scratch directory")?;
+
+    let mut rows = Vec::new();
+    let mut comparisons = Vec::new();
+    let mut targets = Vec::new();
+    let mut skipped = Vec::new();
+
+    println!("bench: chunk");
+    let chunk_rows = chunk_stage(&files, corpus_bytes, scratch.path(), args.runs)?;
+    compare(
+        &mut comparisons,
+        &chunk_rows,
+        "panini chunk semantic",
+        "split -b 1M",
+    );
+    if let Some(semantic) = chunk_rows
+        .iter()
+        .find(|r| r.name == "panini chunk semantic")
+    {
+        targets.push(TargetRow {
+            target: "chunk: semantic strategy throughput".into(),
+            source: "issue #2",
+            wanted: "≥ 1000 MB/s on 2 cores".into(),
+            measured: format!(
+                "{:.1} MB/s (output on the disk of --out)",
+                semantic.mb_per_s
+            ),
+            met: semantic.mb_per_s >= 1000.0,
+        });
+    }
+    rows.extend(chunk_rows);
+
+    println!("bench: compress");
+    let compress = crate::bench_compress::measure_corpus(
+        &crate::bench_compress::Args {
+            corpus_mib: args.corpus_mib,
+            runs: args.runs,
+        },
+        &corpus,
+        &scratch.path().join("compress-out"),
+    )?;
+    compress.write(&out)?;
+    let compress_rows = compress_rows(&compress.totals());
+    for (ours, peer) in [
+        ("panini lz4 cpu (in-process)", "lz4 -1"),
+        ("panini lz4 cpu (command)", "lz4 -1"),
+        ("panini zstd -1 (in-process)", "zstd -1 -T0"),
+        ("panini zstd -1 (command)", "zstd -1 -T0"),
+    ] {
+        compare(&mut comparisons, &compress_rows, ours, peer);
+    }
+    if let Some(opencl) = compress_rows
+        .iter()
+        .find(|r| r.name.starts_with("panini lz4 opencl") && r.name.ends_with("(in-process)"))
+    {
+        compare(&mut comparisons, &compress_rows, &opencl.name, "lz4 -1");
+    }
+    rows.extend(compress_rows);
+    for t in compress.targets() {
+        targets.push(TargetRow {
+            target: t.label,
+            source: "issue (bench compress)",
+            wanted: t.wanted,
+            measured: format!(
+                "{:.1} vs {:.1} MB/s = {:.2}×, ratio {:.3} vs {:.3}",
+                t.ours_mb_per_s, t.reference_mb_per_s, t.speedup, t.ours_ratio, t.reference_ratio
+            ),
+            met: t.met,
+        });
+    }
+
+    match &emulator_binary {
+        Some(binary) => {
+            println!("bench: upload");
+            let objects_dir = scratch.path().join("objects");
+            let objects = crate::bench_upload::objects_from_files(&objects_dir, &files, 1 << 20)?;
+            let upload = crate::bench_upload::measure(
+                binary,
+                &objects_dir,
+                &objects,
+                args.runs,
+                args.transfers,
+            )?;
+            upload.write(&out)?;
+            std::fs::remove_dir_all(&objects_dir).ok();
+            let note = format!(
+                "{} distinct 1 MiB objects of the corpus, {} in flight, fresh emulator per run",
+                upload.objects, upload.transfers
+            );
+            let upload_rows = vec![
+                Row::new(
+                    "upload",
+                    "panini Gcs store",
+                    false,
+                    upload.total_bytes,
+                    upload.panini_s.clone(),
+                )
+                .note(note.clone()),
+                Row::new(
+                    "upload",
+                    format!("rclone copy --transfers {}", upload.transfers),
+                    true,
+                    upload.total_bytes,
+                    upload.rclone_s.clone(),
+                )
+                .note(note),
+            ];
+            let comparison = compare(
+                &mut comparisons,
+                &upload_rows,
+                "panini Gcs store",
+                &upload_rows[1].name,
+            );
+            if let Some(c) = comparison {
+                targets.push(TargetRow {
+                    target: "upload: Panini Gcs store vs rclone copy".into(),
+                    source: "beside the peer",
+                    wanted: "≥ 1× rclone copy".into(),
+                    measured: format!(
+                        "{:.1} vs {:.1} MB/s = {:.2}×",
+                        c.ours_mb_per_s, c.peer_mb_per_s, c.ratio
+                    ),
+                    met: c.ratio >= 1.0,
+                });
+            }
+            rows.extend(upload_rows);
+        }
+        None => skipped.push("upload (--no-emulator)".to_owned()),
+    }
+
+    println!("bench: dispatch");
+    let dispatch_rows = dispatch_stage(&args)?;
+    if let Some(c) = compare(
+        &mut comparisons,
+        &dispatch_rows,
+        "panini dispatch batch",
+        "per-chunk POST (original design)",
+    ) {
+        targets.push(TargetRow {
+            target: "dispatch: batches vs one POST per chunk".into(),
+            source: "beside the peer",
+            wanted: "≥ 1× per-chunk".into(),
+            measured: format!("{:.2}× the chunks/s", c.ratio),
+            met: c.ratio >= 1.0,
+        });
+    }
+    compare(
+        &mut comparisons,
+        &dispatch_rows,
+        "panini dispatch batch",
+        "batch to nginx answering 202 (ceiling)",
+    );
+    for (name, what) in [
+        (
+            "panini dispatch batch",
+            "with metadata.json recorded per chunk",
+        ),
+        ("panini dispatch batch, no metadata", "HTTP only"),
+    ] {
+        if let Some(chunks_per_s) = dispatch_rows
+            .iter()
+            .find(|r| r.name == name)
+            .and_then(|r| r.chunks_per_s)
+        {
+            targets.push(TargetRow {
+                target: format!("dispatch: chunks accepted per second in batch mode, {what}"),
+                source: "issue #6",
+                wanted: "≥ 5,000 chunks/s on 2 cores".into(),
+                measured: format!("{chunks_per_s:.0} chunks/s"),
+                met: chunks_per_s >= 5000.0,
+            });
+        }
+    }
+    rows.extend(dispatch_rows);
+
+    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    let mut pipelines = Vec::new();
+    let mut pipeline_targets = Vec::new();
+    println!("bench: pipeline to a local bucket");
+    let (local_rows, summaries) = pipeline_stage(
+        &exe,
+        &files,
+        scratch.path(),
+        None,
+        args.pipeline_runs,
+        "pipeline (local)",
+    )?;
+    compare(
+        &mut comparisons,
+        &local_rows,
+        "panini pipeline",
+        "zstd -1 -T0 into the bucket directory",
+    );
+    pipeline_targets.push(verified_target("local bucket", &summaries, corpus_bytes));
+    rows.extend(local_rows);
+    pipelines.extend(summaries);
+    match &emulator_binary {
+        Some(binary) => {
+            println!("bench: pipeline to the GCS emulator");
+            let emulator = gcs_emulator::Emulator::start(binary, &[TEST_BUCKET])?;
+            let (gcs_rows, summaries) = pipeline_stage(
+                &exe,
+                &files,
+                scratch.path(),
+                Some(&emulator.endpoint()),
+                args.pipeline_runs,
+                "pipeline (emulator)",
+            )?;
+            drop(emulator);
+            compare(
+                &mut comparisons,
+                &gcs_rows,
+                "panini pipeline",
+                "zstd -1 -T0 + rclone copy",
+            );
+            pipeline_targets.push(verified_target("GCS emulator", &summaries, corpus_bytes));
+            rows.extend(gcs_rows);
+            pipelines.extend(summaries);
+        }
+        None => skipped.push("pipeline (emulator) (--no-emulator)".to_owned()),
+    }
+    targets.extend(pipeline_targets);
+    drop(scratch);
+
+    let report = Report {
+        machine: machine(loadavg_start),
+        corpus_mib: args.corpus_mib,
+        corpus_files: corpus
+            .iter()
+            .map(|(p, n)| json!({"file": p.file_name().map(|n| n.to_string_lossy()), "bytes": n}))
+            .collect(),
+        runs: args.runs,
+        pipeline_runs: args.pipeline_runs,
+        rows,
+        comparisons,
+        targets,
+        pipelines,
+        skipped,
+    };
+    let md = markdown(&report);
+    let md_path = out.join("report.md");
+    let json_path = out.join("report.json");
+    let svg_path = out.join("report.svg");
+    chunk_model::json_file::write_bytes_atomic(&md_path, md.as_bytes())
+        .with_context(|| format!("writing {}", md_path.display()))?;
+    chunk_model::json_file::write_atomic(&json_path, &report)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    let svg = chart(&report.rows)?;
+    chunk_model::json_file::write_bytes_atomic(&svg_path, svg.as_bytes())
+        .with_context(|| format!("writing {}", svg_path.display()))?;
+    println!(
+        "\n{md}\nwrote {}, {} and {}",
+        md_path.display(),
+        json_path.display(),
+        svg_path.display()
+    );
+    Ok(())
+}
+
+/// Chunker throughput on the corpus (semantic and size strategies, the chunk tree written
+/// unsynced to the scratch disk) beside `split -b 1M` writing the same bytes as pieces.
+fn chunk_stage(
+    files: &[PathBuf],
+    bytes: u64,
+    scratch: &Path,
+    runs: usize,
+) -> anyhow::Result<Vec<Row>> {
+    let strategies = [Strategy::Semantic, Strategy::Size];
+    let mut panini: Vec<Vec<f64>> = vec![Vec::new(); strategies.len()];
+    let mut peer = Vec::new();
+    // Rounds interleave the tools so load from elsewhere spreads over every row.
+    for _ in 0..runs {
+        for (i, strategy) in strategies.iter().enumerate() {
+            let output = tempfile::tempdir_in(scratch).context("creating a chunk tree dir")?;
+            let options = ChunkOptions {
+                config: ChunkerConfig {
+                    strategy: *strategy,
+                    ..ChunkerConfig::default()
+                },
+                sync: false,
+                ..ChunkOptions::new(output.path())
+            };
+            let start = Instant::now();
+            for file in files {
+                chunker::chunk_file(file, &options)
+                    .with_context(|| format!("chunking {}", file.display()))?;
+            }
+            panini[i].push(start.elapsed().as_secs_f64());
+        }
+        let output = tempfile::tempdir_in(scratch).context("creating a split dir")?;
+        let start = Instant::now();
+        for file in files {
+            let name = file.file_name().context("corpus file name")?;
+            let mut prefix = output.path().join(name).into_os_string();
+            prefix.push(".");
+            let mut split = Command::new("split");
+            split
+                .args(["-b", "1048576", "-a", "4", "-d"])
+                .arg(file)
+                .arg(&prefix);
+            run_ok(&mut split)?;
+        }
+        peer.push(start.elapsed().as_secs_f64());
+    }
+    let mut rows: Vec<Row> = strategies
+        .iter()
+        .zip(panini)
+        .map(|(strategy, runs_s)| {
+            Row::new(
+                "chunk",
+                format!("panini chunk {strategy}"),
+                false,
+                bytes,
+                runs_s,
+            )
+            .note("plan, SHA-256 per chunk, data.bin + metadata.json + manifest.json, unsynced")
+        })
+        .collect();
+    rows.push(
+        Row::new("chunk", "split -b 1M", true, bytes, peer)
+            .note("writes the same bytes as 1 MiB pieces; no hashing, no metadata"),
+    );
+    Ok(rows)
+}
+
+/// The compress benchmark's totals as rows, grouped by codec for the chart.
+fn compress_rows(totals: &[crate::bench_compress::Total]) -> Vec<Row> {
+    totals
+        .iter()
+        .map(|t| {
+            let peer = t.kind == "command";
+            let stage = if t.tool.contains("zstd") {
+                "compress zstd"
+            } else if t.tool.contains("auto") {
+                "compress auto"
+            } else {
+                "compress lz4"
+            };
+            let name = match t.kind {
+                "panini in-process" => format!("{} (in-process)", t.tool),
+                "panini command" => format!("{} (command)", t.tool),
+                _ => t.tool.clone(),
+            };
+            // The compress benchmark reports MB/s over the sum of per-file medians, not
+            // whole runs, so the row carries that median and no run list.
+            let mut row = Row::new(stage, name, peer, t.input_bytes as u64, Vec::new());
+            row.median_s = t.input_bytes as f64 / 1e6 / t.mb_per_s;
+            row.mb_per_s = t.mb_per_s;
+            row.note(format!(
+                "ratio {:.3}; sum of per-file medians{}",
+                t.ratio,
+                if peer || t.kind == "panini command" {
+                    ", whole command (read, compress, write)"
+                } else {
+                    ", library call on data in memory"
+                }
+            ))
+        })
+        .collect()
+}
+
+/// The dispatch benchmark (a local worker over HTTP) as rows; MB/s counts chunk bytes.
+fn dispatch_stage(args: &Args) -> anyhow::Result<Vec<Row>> {
+    let chunk_size = args.dispatch_chunk_kib << 10;
+    let dispatch_args = crate::bench_dispatch::Args {
+        chunks: args.dispatch_chunks,
+        chunk_size,
+        batch_size: 100,
+        output: PathBuf::new(),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let outcome = runtime.block_on(crate::bench_dispatch::measure(&dispatch_args))?;
+    for phase in [&outcome.bare, &outcome.batch, &outcome.per_chunk] {
+        ensure!(
+            phase.accepted == args.dispatch_chunks,
+            "dispatch: {} of {} chunks accepted",
+            phase.accepted,
+            args.dispatch_chunks
+        );
+    }
+    let n = args.dispatch_chunks;
+    let bytes = (n * chunk_size) as u64;
+    let row = |name: &str, peer: bool, secs: f64, note: &str| {
+        let mut row = Row::new("dispatch", name, peer, bytes, vec![secs]).note(format!(
+            "{n} chunks of {} KiB to a local worker; {note}",
+            args.dispatch_chunk_kib
+        ));
+        row.chunks_per_s = Some(n as f64 / secs);
+        row
+    };
+    let mut rows = vec![
+        row(
+            "panini dispatch batch",
+            false,
+            outcome.batch.dispatch_secs,
+            "100 chunks per request, metadata.json updated per chunk",
+        ),
+        row(
+            "panini dispatch batch, no metadata",
+            false,
+            outcome.bare.dispatch_secs,
+            "100 chunks per request, HTTP only",
+        ),
+        row(
+            "panini worker drain",
+            false,
+            outcome.batch.drained_secs,
+            "until the worker had compressed and stored every chunk",
+        ),
+        row(
+            "per-chunk POST (original design)",
+            true,
+            outcome.per_chunk.dispatch_secs,
+            "one request per chunk, metadata.json updated per chunk",
+        ),
+    ];
+    // The ceiling, when nginx is installed: the same dispatcher against a server that
+    // does nothing but answer 202, so the worker's own cost shows.
+    if let Some(peer) = &outcome.peer_202 {
+        rows.push(row(
+            "batch to nginx answering 202 (ceiling)",
+            true,
+            peer.dispatch_secs,
+            "100 chunks per request, metadata.json updated per chunk, no worker behind it",
+        ));
+    }
+    Ok(rows)
+}
+
+/// Runs `xtask pipeline --json` on the corpus `runs` times (a fresh work directory and
+/// bucket prefix each) and the peer beside it: `zstd -1 -T0` of each file into the bucket
+/// directory, or to a staging directory and then `rclone copy` to the same emulator.
+fn pipeline_stage(
+    exe: &Path,
+    files: &[PathBuf],
+    scratch: &Path,
+    endpoint: Option<&str>,
+    runs: usize,
+    stage: &str,
+) -> anyhow::Result<(Vec<Row>, Vec<Value>)> {
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    let mut summaries = Vec::new();
+    let mut bytes_in = 0;
+    for run in 0..runs {
+        let work = tempfile::tempdir_in(scratch).context("creating a pipeline work dir")?;
+        let mut pipeline = Command::new(exe);
+        pipeline
+            .arg("pipeline")
+            .arg("--json")
+            .arg("--work-dir")
+            .arg(work.path())
+            .args(files);
+        if let Some(endpoint) = endpoint {
+            pipeline
+                .arg("--bucket")
+                .arg(format!("gs://{TEST_BUCKET}/bench-pipeline-{run}"))
+                .arg("--endpoint")
+                .arg(endpoint);
+        }
+        let start = Instant::now();
+        let output = pipeline.output().context("running xtask pipeline")?;
+        let seconds = start.elapsed().as_secs_f64();
+        if !output.status.success() {
+            bail!(
+                "xtask pipeline failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let summary: Value = serde_json::from_slice(&output.stdout).with_context(|| {
+            format!(
+                "xtask pipeline --json printed no JSON summary: {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })?;
+        bytes_in = summary["bytes_in"]
+            .as_u64()
+            .context("the pipeline summary has no bytes_in")?;
+        ours.push(seconds);
+        summaries
+            .push(json!({"stage": stage, "run": run + 1, "wall_s": seconds, "summary": summary}));
+        drop(work);
+
+        let staging = tempfile::tempdir_in(scratch).context("creating a peer dir")?;
+        let start = Instant::now();
+        for file in files {
+            let name = file.file_name().context("corpus file name")?;
+            let mut target = staging.path().join(name).into_os_string();
+            target.push(".zst");
+            let mut zstd = Command::new("zstd");
+            zstd.args(["-1", "-T0", "-f", "-q"])
+                .arg(file)
+                .arg("-o")
+                .arg(&target);
+            run_ok(&mut zstd)?;
+        }
+        if let Some(endpoint) = endpoint {
+            let config = staging.path().join("rclone.conf");
+            std::fs::write(
+                &config,
+                format!(
+                    "[emu]\ntype = google cloud storage\nanonymous = true\nendpoint = {endpoint}\nbucket_policy_only = true\nproject_number = test\n"
+                ),
+            )
+            .with_context(|| format!("writing {}", config.display()))?;
+            let mut rclone = Command::new("rclone");
+            rclone
+                .arg("--config")
+                .arg(&config)
+                .arg("copy")
+                .arg(staging.path())
+                .arg(format!("emu:{TEST_BUCKET}/bench-peer-{run}"))
+                .args([
+                    "--include",
+                    "*.zst",
+                    "--transfers",
+                    "8",
+                    "--gcs-no-check-bucket",
+                ]);
+            run_ok(&mut rclone)?;
+        }
+        theirs.push(start.elapsed().as_secs_f64());
+    }
+    let engine = summaries
+        .first()
+        .and_then(|s| s["summary"]["engine"].as_str())
+        .unwrap_or("?")
+        .to_owned();
+    let rows = vec![
+        Row::new(stage, "panini pipeline", false, bytes_in, ours).note(format!(
+            "engine {engine}; chunk, detect, dispatch, compress, upload, sync, rebuild and verify every file"
+        )),
+        Row::new(
+            stage,
+            if endpoint.is_some() {
+                "zstd -1 -T0 + rclone copy"
+            } else {
+                "zstd -1 -T0 into the bucket directory"
+            },
+            true,
+            bytes_in,
+            theirs,
+        )
+        .note("compress and store only: no chunks, no dedup, no rebuild or verify"),
+    ];
+    Ok((rows, summaries))
+}
+
+/// The pipeline target: every corpus byte went in and every file was rebuilt and verified.
+fn verified_target(bucket: &str, summaries: &[Value], corpus_bytes: u64) -> TargetRow {
+    let files: Vec<&Value> = summaries
+        .iter()
+        .flat_map(|s| s["summary"]["files"].as_array().into_iter().flatten())
+        .collect();
+    let verified = files
+        .iter()
+        .filter(|f| f["verified"].as_bool() == Some(true))
+        .count();
+    let all_in = summaries
+        .iter()
+        .all(|s| s["summary"]["bytes_in"].as_u64() == Some(corpus_bytes));
+    TargetRow {
+        target: format!("whole pipeline on the corpus, {bucket}"),
+        source: "issue (≥ 1 GiB end to end)",
+        wanted: "every byte in, every file rebuilt from the bucket and verified".into(),
+        measured: format!(
+            "{verified}/{} files verified, {:.1} MiB in per run",
+            files.len(),
+            corpus_bytes as f64 / f64::from(1 << 20)
+        ),
+        met: all_in && !files.is_empty() && verified == files.len(),
+    }
+}
+
+/// Adds Panini's row `ours` beside the peer row `peer` of `rows`, when both were measured.
+fn compare(
+    comparisons: &mut Vec<Comparison>,
+    rows: &[Row],
+    ours: &str,
+    peer: &str,
+) -> Option<Comparison> {
+    let o = rows.iter().find(|r| r.name == ours)?;
+    let p = rows.iter().find(|r| r.name == peer)?;
+    // Chunk counts are what dispatch is about; elsewhere bytes.
+    let ratio = match (o.chunks_per_s, p.chunks_per_s) {
+        (Some(a), Some(b)) => a / b,
+        _ => o.mb_per_s / p.mb_per_s,
+    };
+    let c = Comparison {
+        stage: o.stage.clone(),
+        ours: o.name.clone(),
+        ours_mb_per_s: o.mb_per_s,
+        peer: p.name.clone(),
+        peer_mb_per_s: p.mb_per_s,
+        ratio,
+    };
+    comparisons.push(c.clone());
+    Some(c)
+}
+
+fn markdown(r: &Report) -> String {
+    let m = &r.machine;
+    let mut md = format!(
+        "# Panini benchmark report\n\n\
+         Every stage and the whole pipeline on one generated corpus of {} MiB, beside the \
+         reference tools on the same data in the same run; {} runs per measurement (median), \
+         {} of the whole pipeline. MB/s are 10^6 bytes per second of input.\n\n\
+         ![MB/s per stage, Panini vs peers](report.svg)\n\n\
+         ## Machine\n\n\
+         | | |\n|---|---|\n\
+         | date | {} |\n| git commit | {}{} |\n| CPU threads | {} |\n| CPU | {} |\n\
+         | memory | {} |\n| load (1/5/15 min) at start | {} |\n| load at end | {} |\n\n",
+        r.corpus_mib,
+        r.runs,
+        r.pipeline_runs,
+        m.date,
+        m.git_commit,
+        if m.git_dirty {
+            " (with uncommitted changes)"
+        } else {
+            ""
+        },
+        m.cpu_threads,
+        m.cpu_model,
+        m.memory_total,
+        m.loadavg_start,
+        m.loadavg_end,
+    );
+    md += "## Per stage: Panini beside the peer\n\n\
+           | stage | Panini | MB/s | peer | MB/s | Panini / peer |\n|---|---|---:|---|---:|---:|\n";
+    for c in &r.comparisons {
+        md += &format!(
+            "| {} | {} | {:.1} | {} | {:.1} | {:.2}× |\n",
+            c.stage, c.ours, c.ours_mb_per_s, c.peer, c.peer_mb_per_s, c.ratio
+        );
+    }
+    md += "\n## Targets\n\n| target | source | wanted | measured | |\n|---|---|---|---|---|\n";
+    for t in &r.targets {
+        md += &format!(
+            "| {} | {} | {} | {} | **{}** |\n",
+            t.target,
+            t.source,
+            t.wanted,
+            t.measured,
+            if t.met { "met" } else { "MISSED" }
+        );
+    }
+    md += "\n## Every measurement\n\n\
+           | stage | tool | peer | MiB in | median s | MB/s | chunks/s | runs (s) | note |\n\
+           |---|---|---|---:|---:|---:|---:|---|---|\n";
+    for row in &r.rows {
+        md += &format!(
+            "| {} | {} | {} | {:.1} | {:.3} | {:.1} | {} | {} | {} |\n",
+            row.stage,
+            row.name,
+            if row.peer { "peer" } else { "" },
+            row.bytes as f64 / f64::from(1 << 20),
+            row.median_s,
+            row.mb_per_s,
+            row.chunks_per_s
+                .map(|c| format!("{c:.0}"))
+                .unwrap_or_default(),
+            row.runs_s
+                .iter()
+                .map(|s| format!("{s:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            row.note
+        );
+    }
+    if !r.pipelines.is_empty() {
+        md += "\n## Inside the pipeline (its own stage timings)\n\n\
+               | run | stage | seconds | MiB | MB/s | note |\n|---|---|---:|---:|---:|---|\n";
+        for p in &r.pipelines {
+            let label = format!("{} #{}", p["stage"].as_str().unwrap_or("?"), p["run"]);
+            for s in p["summary"]["stages"].as_array().into_iter().flatten() {
+                md += &format!(
+                    "| {label} | {} | {:.2} | {:.1} | {:.1} | {} |\n",
+                    s["stage"].as_str().unwrap_or("?"),
+                    s["seconds"].as_f64().unwrap_or(0.0),
+                    s["bytes"].as_u64().unwrap_or(0) as f64 / f64::from(1 << 20),
+                    s["mb_per_s"].as_f64().unwrap_or(0.0),
+                    s["note"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    md += "\n## Corpus\n\n| file | MiB |\n|---|---:|\n";
+    for f in &r.corpus_files {
+        md += &format!(
+            "| {} | {:.1} |\n",
+            f["file"].as_str().unwrap_or("?"),
+            f["bytes"].as_u64().unwrap_or(0) as f64 / f64::from(1 << 20)
+        );
+    }
+    if !r.skipped.is_empty() {
+        md += &format!("\nSkipped: {}.\n", r.skipped.join(", "));
+    }
+    md += "\nStage details: `compress.md`, `upload.md` (and their JSON) beside this file.\n";
+    md
+}
+
+/// A grouped bar chart (log scale): one group per stage, one bar per Panini engine or peer.
+fn chart(rows: &[Row]) -> anyhow::Result<String> {
+    use plotters::prelude::*;
+
+    // Stages sit at multiples of GROUP on an integer axis (plotters labels integer axes
+    // at chosen key points; float axes it labels only where it likes).
+    const GROUP: i32 = 1000;
+    ensure!(!rows.is_empty(), "nothing was measured");
+    let mut stages: Vec<&str> = Vec::new();
+    let mut names: Vec<(&str, bool)> = Vec::new();
+    for row in rows {
+        if !stages.contains(&row.stage.as_str()) {
+            stages.push(&row.stage);
+        }
+        if !names.iter().any(|(n, _)| *n == row.name) {
+            names.push((&row.name, row.peer));
+        }
+    }
+    let finite = || {
+        rows.iter()
+            .map(|r| r.mb_per_s)
+            .filter(|v| v.is_finite() && *v > 0.0)
+    };
+    let top = finite().fold(1.0, f64::max) * 3.0;
+    let bottom = (finite().fold(f64::MAX, f64::min) / 2.0).clamp(0.01, 1.0);
+    // (stage index, position in the stage, bars in the stage, MB/s) per series.
+    let bars = |name: &str| -> Vec<(i32, i32, i32, f64)> {
+        stages
+            .iter()
+            .enumerate()
+            .filter_map(|(si, stage)| {
+                let in_stage: Vec<&Row> = rows.iter().filter(|r| r.stage == *stage).collect();
+                let pos = in_stage.iter().position(|r| r.name == name)?;
+                Some((
+                    si as i32,
+                    pos as i32,
+                    in_stage.len() as i32,
+                    in_stage[pos].mb_per_s,
+                ))
+            })
+            .collect()
+    };
+    let x_of = |si: i32, pos: i32, count: i32| {
+        let width = GROUP * 8 / 10 / count;
+        let x0 = si * GROUP + GROUP / 10 + width * pos;
+        (x0, x0 + width * 9 / 10)
+    };
+    // Panini's engines in colour, the peers in shades of grey, so a group reads at a glance.
+    let styles: Vec<ShapeStyle> = {
+        let (mut ours, mut peers) = (0, 0);
+        names
+            .iter()
+            .map(|(_, peer)| {
+                if *peer {
+                    let grey = 90 + (peers * 37 % 140) as u8;
+                    peers += 1;
+                    RGBColor(grey, grey, grey).filled()
+                } else {
+                    ours += 1;
+                    Palette99::pick(ours - 1).filled()
+                }
+            })
+            .collect()
+    };
+
+    let mut svg = String::new();
+    {
+        let height = 720.max(60 + 22 * names.len() as u32);
+        let area = SVGBackend::with_string(&mut svg, (1600, height)).into_drawing_area();
+        area.fill(&WHITE).map_err(plot_error)?;
+        let (plot, legend) = area.split_horizontally(1120);
+        let key_points: Vec<i32> = (0..stages.len() as i32)
+            .map(|i| i * GROUP + GROUP / 2)
+            .collect();
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(
+                "Panini vs peers: MB/s per stage (same corpus, same run)",
+                ("sans-serif", 22),
+            )
+            .margin(16)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(
+                (0..stages.len() as i32 * GROUP).with_key_points(key_points),
+                (bottom..top).log_scale(),
+            )
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_label_formatter(&|x| {
+                stages
+                    .get((*x / GROUP) as usize)
+                    .map(|s| (*s).to_owned())
+                    .unwrap_or_default()
+            })
+            .y_desc("MB/s (log scale)")
+            .draw()
+            .map_err(plot_error)?;
+        for (ni, (name, _)) in names.iter().enumerate() {
+            let style = styles[ni];
+            let bars = bars(name);
+            chart
+                .draw_series(bars.iter().map(|&(si, pos, count, value)| {
+                    let (x0, x1) = x_of(si, pos, count);
+                    Rectangle::new([(x0, bottom), (x1, value.max(bottom))], style)
+                }))
+                .map_err(plot_error)?;
+            chart
+                .draw_series(bars.iter().map(|&(si, pos, count, value)| {
+                    let (x0, _) = x_of(si, pos, count);
+                    Text::new(
+                        format!("{value:.0}"),
+                        (x0, value.max(bottom) * 1.25),
+                        ("sans-serif", 10),
+                    )
+                }))
+                .map_err(plot_error)?;
+        }
+        // The legend beside the plot: a dozen or more series would cover the bars.
+        for (ni, (name, peer)) in names.iter().enumerate() {
+            let y = 50 + 22 * ni as i32;
+            legend
+                .draw(&Rectangle::new([(10, y), (26, y + 12)], styles[ni]))
+                .map_err(plot_error)?;
+            let label = if *peer {
+                format!("{name} (peer)")
+            } else {
+                (*name).to_owned()
+            };
+            legend
+                .draw(&Text::new(label, (32, y), ("sans-serif", 13)))
+                .map_err(plot_error)?;
+        }
+        area.present().map_err(plot_error)?;
+    }
+    Ok(svg)
+}
+
+fn plot_error<E: std::error::Error + Send + Sync + 'static>(
+    e: plotters::drawing::DrawingAreaErrorKind<E>,
+) -> anyhow::Error {
+    anyhow::anyhow!("drawing the chart: {e}")
+}
+
+fn machine(loadavg_start: String) -> Machine {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(crate::codegen::project_root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let proc_field = |file: &str, key: &str| {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find(|l| l.starts_with(key))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into())
+    };
+    Machine {
+        date: chrono::Utc::now().to_rfc3339(),
+        git_commit: git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into()),
+        git_dirty: git(&["status", "--porcelain", "--untracked-files=no"])
+            .is_some_and(|s| !s.is_empty()),
+        cpu_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_model: proc_field("/proc/cpuinfo", "model name"),
+        memory_total: proc_field("/proc/meminfo", "MemTotal"),
+        loadavg_start,
+        loadavg_end: loadavg(),
+    }
+}
+
+/// The 1, 5 and 15 minute load averages from /proc/loadavg.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn which(program: &str, arg: &str) -> anyhow::Result<()> {
+    match Command::new(program).arg(arg).output() {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => bail!("`{program}` is not installed; the benchmark runs it beside Panini"),
+    }
+}
+
+fn run_ok(command: &mut Command) -> anyhow::Result<()> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    ensure!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
+    bytes as f64 / 1e6 / seconds
+}
