@@ -281,3 +281,33 @@ fn a_document_that_is_not_an_object_is_an_error_for_that_file_only() {
     assert_eq!(results[1].as_ref().unwrap(), &1);
     assert_eq!(fs::read_to_string(&paths[0]).unwrap(), "[1, 2]");
 }
+
+#[test]
+fn a_large_batch_written_on_several_threads_keeps_results_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = tree(dir.path(), 200);
+    // Every 37th file malformed, every 53rd missing: failures spread over every thread.
+    for i in (0..200).step_by(37) {
+        fs::write(&paths[i], "{ not json").unwrap();
+    }
+    for i in (5..200).step_by(53) {
+        fs::remove_file(&paths[i]).unwrap();
+    }
+
+    let results = json_file::update_many(&paths, |path, meta: &mut ChunkMetadata| {
+        queue(path, meta).map(|_| meta.chunk_id)
+    });
+
+    assert_eq!(results.len(), 200);
+    for (i, result) in results.iter().enumerate() {
+        if i % 37 == 0 || (i >= 5 && (i - 5) % 53 == 0) {
+            let error = result.as_ref().unwrap_err().to_string();
+            assert!(error.contains(&paths[i].display().to_string()), "{error}");
+        } else {
+            assert_eq!(result.as_ref().unwrap(), &(i as u64), "result {i}");
+            let meta: ChunkMetadata = json_file::read(&paths[i]).unwrap();
+            assert_eq!((meta.chunk_id, meta.status), (i as u64, Status::Queued));
+        }
+    }
+    assert_eq!(temp_files(dir.path()), Vec::<PathBuf>::new());
+}
