@@ -1,9 +1,9 @@
 //! Writing a file's chunk tree.
 //!
 //! The file is planned first (headers only), then streamed once in order: a reader
-//! thread fills windows of a few dozen MiB while the previous window's chunks are
-//! hashed and written in parallel (rayon) and the whole-file hash is updated. At most
-//! three windows are in memory. Everything goes to a hidden directory
+//! thread reads each chunk into one of a small pool of buffers and updates the
+//! whole-file hash while the bytes are in cache, and rayon threads hash and write the
+//! chunks it has read. At most `2 × threads + 1` chunks are in memory. Everything goes to a hidden directory
 //! `<output>/.<name>.tmp-XXXX` (names starting with `.` are never chunk trees), which is
 //! synced and renamed to `<output>/<name>` only when complete.
 
@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -28,10 +27,8 @@ use sha2::Digest as _;
 
 use crate::{ChunkerConfig, ChunkerError, Format, Plan, Span, plan};
 
-/// Bytes read per window at least; a window always holds at least one whole chunk.
-const MIN_WINDOW: u64 = 32 << 20;
-
-/// A progress callback; called from the writing thread after each window.
+/// A progress callback; called after each chunk is written, from the writing threads
+/// (one call at a time, with counts that only grow).
 pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 
 /// How far [`chunk_file`] has got.
@@ -61,7 +58,7 @@ pub struct ChunkOptions {
     /// Flush every file and directory to disk before the rename (on by default; off
     /// only where durability does not matter, such as benchmarks of the CPU work).
     pub sync: bool,
-    /// Called after each window of chunks is written.
+    /// Called after each chunk is written.
     pub progress: Option<ProgressFn>,
 }
 
@@ -262,24 +259,15 @@ pub fn chunk_file(path: &Path, options: &ChunkOptions) -> Result<ChunkReport, Ch
     })
 }
 
-/// Groups spans into windows of at most `max(MIN_WINDOW, max_chunk_size)` bytes.
-fn windows(spans: &[Span], max_chunk_size: u64) -> Vec<Range<usize>> {
-    let limit = MIN_WINDOW.max(max_chunk_size);
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0;
-    for (i, span) in spans.iter().enumerate() {
-        if i > start && bytes + span.size > limit {
-            out.push(start..i);
-            start = i;
-            bytes = 0;
-        }
-        bytes += span.size;
-    }
-    if start < spans.len() {
-        out.push(start..spans.len());
-    }
-    out
+/// Chunk buffers per rayon thread: one being written, one read ahead.
+const BUFFERS_PER_THREAD: usize = 2;
+
+/// How the reader of [`write_chunks`] ended early.
+enum ReadEnd {
+    /// Reading the input failed.
+    Failed(io::Error),
+    /// Writing failed and the reader was told to stop.
+    Stopped,
 }
 
 fn write_chunks(
@@ -291,106 +279,105 @@ fn write_chunks(
     created_at: &Timestamp,
     options: &ChunkOptions,
 ) -> Result<(Vec<ManifestChunk>, Sha256Digest), ChunkerError> {
-    let windows = windows(&plan.spans, plan.max_chunk_size);
-    let total = plan.spans.len() as u64;
-    let read_error = |source| ChunkerError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let (full_tx, full_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(1);
+    let spans = &plan.spans;
+    let total = spans.len() as u64;
+    // A fixed pool of chunk buffers bounds memory and, reused, costs no page faults
+    // after the first chunks.
+    let buffers = rayon::current_num_threads() * BUFFERS_PER_THREAD + 1;
     let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
-    for _ in 0..2 {
+    for _ in 0..buffers {
         free_tx.send(Vec::new()).expect("receiver alive");
     }
-    let spans = &plan.spans;
-    let windows_ref = &windows;
+    let (full_tx, full_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(buffers);
 
     std::thread::scope(|scope| {
-        scope.spawn(move || {
+        // The reader reads each chunk into a pooled buffer and feeds it to the whole-file
+        // hash while it is still in cache; each chunk's own hash and files are done on
+        // the rayon threads. The two halves of the work are about equal.
+        let reader = scope.spawn(move || -> Result<Sha256Digest, ReadEnd> {
             let mut reader = file;
-            if let Err(e) = reader.seek(SeekFrom::Start(0)) {
-                let _ = full_tx.send(Err(e));
-                return;
-            }
-            for window in windows_ref {
-                let Ok(mut buf) = free_rx.recv() else { return };
-                let first = &spans[window.start];
-                let want = spans[window.end - 1].end() - first.offset;
+            reader.seek(SeekFrom::Start(0)).map_err(ReadEnd::Failed)?;
+            let mut hasher = Sha256Digest::hasher();
+            for (id, span) in spans.iter().enumerate() {
+                // The writers have dropped their end: writing failed.
+                let mut buf = free_rx.recv().map_err(|_| ReadEnd::Stopped)?;
                 buf.clear();
-                buf.reserve_exact(want as usize);
-                let result = (&mut reader)
-                    .take(want)
+                buf.reserve_exact(span.size as usize);
+                let n = (&mut reader)
+                    .take(span.size)
                     .read_to_end(&mut buf)
-                    .and_then(|n| {
-                        if n as u64 == want {
-                            Ok(buf)
-                        } else {
-                            Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                format!(
-                                    "file shrank while being chunked: expected {} bytes",
-                                    plan.file_size
-                                ),
-                            ))
-                        }
-                    });
-                let failed = result.is_err();
-                if full_tx.send(result).is_err() || failed {
-                    return;
+                    .map_err(ReadEnd::Failed)?;
+                if n as u64 != span.size {
+                    return Err(ReadEnd::Failed(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "file shrank while being chunked: expected {} bytes",
+                            plan.file_size
+                        ),
+                    )));
                 }
+                hasher.update(&buf);
+                full_tx.send((id, buf)).map_err(|_| ReadEnd::Stopped)?;
             }
+            Ok(Sha256Digest::from_hasher(hasher))
         });
 
-        // Owning the channel ends here makes the reader stop if writing fails.
-        let consume = move || -> Result<(Vec<ManifestChunk>, Sha256Digest), ChunkerError> {
-            let mut hasher = Sha256Digest::hasher();
-            let mut chunks = Vec::with_capacity(spans.len());
-            let mut bytes_done = 0;
-            for window in windows_ref {
-                let buf = full_rx
-                    .recv()
-                    .map_err(|_| read_error(io::Error::other("reader stopped")))?
-                    .map_err(read_error)?;
-                let base = spans[window.start].offset;
-                let (_, written) = rayon::join(
-                    || hasher.update(&buf),
-                    || {
-                        spans[window.clone()]
-                            .par_iter()
-                            .enumerate()
-                            .map(|(i, span)| {
-                                let start = (span.offset - base) as usize;
-                                let data = &buf[start..start + span.size as usize];
-                                let id = (window.start + i) as u64;
-                                write_chunk(
-                                    dir,
-                                    span,
-                                    id,
-                                    total,
-                                    data,
-                                    grammar_id,
-                                    created_at,
-                                    options.sync,
-                                )
-                            })
-                            .collect::<Result<Vec<_>, _>>()
-                    },
-                );
-                chunks.extend(written?);
-                bytes_done += buf.len() as u64;
-                let _ = free_tx.send(buf);
-                if let Some(progress) = &options.progress {
-                    progress(Progress {
-                        bytes_done,
-                        total_bytes: plan.file_size,
-                        chunks_done: chunks.len() as u64,
-                        total_chunks: total,
-                    });
-                }
-            }
-            Ok((chunks, Sha256Digest::from_hasher(hasher)))
+        let progress = std::sync::Mutex::new(Progress {
+            bytes_done: 0,
+            total_bytes: plan.file_size,
+            chunks_done: 0,
+            total_chunks: total,
+        });
+        // Both channel ends the reader waits on are dropped at the end of this block, so
+        // the reader stops as soon as writing fails.
+        let written = {
+            let free_tx = free_tx;
+            full_rx
+                .into_iter()
+                .par_bridge()
+                .map(|(id, buf)| {
+                    let span = &spans[id];
+                    let chunk = write_chunk(
+                        dir,
+                        span,
+                        id as u64,
+                        total,
+                        &buf,
+                        grammar_id,
+                        created_at,
+                        options.sync,
+                    );
+                    // After a failure the reader may be gone; the buffer is then dropped.
+                    let _ = free_tx.send(buf);
+                    if let (Ok(_), Some(report)) = (&chunk, &options.progress) {
+                        let mut done = progress.lock().unwrap_or_else(|e| e.into_inner());
+                        done.bytes_done += span.size;
+                        done.chunks_done += 1;
+                        report(*done);
+                    }
+                    chunk
+                })
+                .collect::<Result<Vec<_>, _>>()
         };
-        consume()
+        let read = reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        match (written, read) {
+            // A read error is the cause when both fail: writing then only saw the end.
+            (_, Err(ReadEnd::Failed(source))) => Err(ChunkerError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+            (Err(e), _) => Err(e),
+            (Ok(mut chunks), Ok(hash)) => {
+                chunks.sort_unstable_by_key(|c| c.chunk_id);
+                Ok((chunks, hash))
+            }
+            // The writers end only when the reader has sent everything or one failed.
+            (Ok(_), Err(ReadEnd::Stopped)) => {
+                unreachable!("the reader stopped while writing went on")
+            }
+        }
     })
 }
 

@@ -212,8 +212,8 @@ fn a_failure_mid_write_leaves_no_trace_and_keeps_the_old_tree() {
     chunk_file(&input, &options(&output)).unwrap();
     let old_manifest = fs::read(output.join("shrinking").join(layout::MANIFEST_FILE)).unwrap();
 
-    // Four or more windows: the reader cannot have read the last one before the first
-    // progress call returns, so the truncation is always seen.
+    // 130 chunks: the reader holds at most a few buffers ahead of the writers, so it
+    // cannot have read the end before the first progress call truncates the file.
     fs::write(&input, random_bytes(130 * MIB as usize, 4)).unwrap();
     let path = input.clone();
     let progress = Arc::new(move |_: chunker::Progress| {
