@@ -178,7 +178,7 @@ where
     let to_write: Vec<usize> = (0..docs.len())
         .filter(|&doc| !docs[doc].results.is_empty())
         .collect();
-    let written = parallel_map(&to_write, |&doc| {
+    let written = crate::fs_parallel::map(to_write.clone(), |doc| {
         write_temp(docs[doc].path, &docs[doc].bytes)
     });
     let mut staged: Vec<Staged> = Vec::new();
@@ -219,7 +219,9 @@ where
 
     // Renames; a temporary file not renamed is deleted as its `TempPath` drops.
     let staged: Vec<Staged> = staged.into_iter().filter(|s| groups[s.group].ok).collect();
-    let persisted = parallel_map(&staged, |s| std::fs::rename(&s.temp, docs[s.doc].path));
+    let persisted = crate::fs_parallel::map(staged.iter().collect(), |s: &Staged| {
+        std::fs::rename(&s.temp, docs[s.doc].path)
+    });
     let mut renamed: Vec<(usize, usize)> = Vec::new();
     for (s, persisted) in staged.into_iter().zip(persisted) {
         match persisted {
@@ -247,33 +249,6 @@ where
         }
     }
     results
-}
-
-/// `f` over `items` on a few threads, results in order. Creating and renaming files is
-/// mostly kernel time (on ext4, finding a free inode among recently deleted ones), which
-/// overlaps well across threads: four threads on two cores measured 1.8× one.
-fn parallel_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync) -> Vec<U> {
-    /// Below this many items a thread costs more than it saves.
-    const PER_THREAD: usize = 16;
-    const THREADS: usize = 4;
-    let threads = (items.len() / PER_THREAD).clamp(1, THREADS);
-    if threads == 1 {
-        return items.iter().map(&f).collect();
-    }
-    let f = &f;
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = items
-            .chunks(items.len().div_ceil(threads))
-            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<U>>()))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|part| {
-                part.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
 }
 
 /// One document of an [`update_many`] batch.

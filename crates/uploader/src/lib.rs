@@ -37,7 +37,10 @@ pub use reconstruct::{
     Which, reconstruct, verify,
 };
 pub use retry::RetryPolicy;
-pub use store::{Object, ObjectInfo, ObjectMeta, ObjectStore, PutOutcome};
+pub use store::{
+    Object, ObjectInfo, ObjectMeta, ObjectStore, PUT_MANY_CONCURRENCY, PutItem, PutOutcome,
+    put_each,
+};
 pub use upload::{
     ChunkEncoder, EncodedChunk, FileSpec, StoreAsIs, UploadError, UploadOptions, UploadProgress,
     UploadReport, put_recipe, upload_chunk_dir, upload_file,

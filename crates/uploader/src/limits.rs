@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use crate::store::{ObjectInfo, ObjectMeta, ObjectStore, PutOutcome};
+use crate::store::{ObjectInfo, ObjectMeta, ObjectStore, PutItem, PutOutcome, put_each};
 use crate::{Object, StoreError};
 
 /// Limits on the traffic to a store.
@@ -35,6 +35,7 @@ impl Default for Limits {
 pub struct Limited<S> {
     inner: S,
     slots: Arc<Semaphore>,
+    max_in_flight: usize,
     bucket: Option<Arc<TokenBucket>>,
 }
 
@@ -44,6 +45,7 @@ impl<S: ObjectStore> Limited<S> {
         Self {
             inner,
             slots: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+            max_in_flight: limits.max_in_flight.max(1),
             bucket: limits
                 .bytes_per_second
                 .filter(|&rate| rate > 0)
@@ -82,6 +84,30 @@ impl<S: ObjectStore> ObjectStore for Limited<S> {
             .map_err(|e| StoreError::Task(e.to_string()))?;
         self.throttle(bytes.len() as u64).await;
         self.inner.put(key, bytes, meta).await
+    }
+
+    /// A store that batches gets the batch whole, as one operation in flight that pays
+    /// for all its bytes; any other gets one `put` per item, each with its own slot.
+    async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<PutOutcome, StoreError>> {
+        if !self.inner.batches_puts() {
+            return put_each(self, items, self.max_in_flight).await;
+        }
+        let _slot = match self.slots.acquire().await {
+            Ok(slot) => slot,
+            Err(e) => {
+                return items
+                    .iter()
+                    .map(|_| Err(StoreError::Task(e.to_string())))
+                    .collect();
+            }
+        };
+        self.throttle(items.iter().map(|(_, bytes, _)| bytes.len() as u64).sum())
+            .await;
+        self.inner.put_many(items).await
+    }
+
+    fn batches_puts(&self) -> bool {
+        self.inner.batches_puts()
     }
 
     async fn get(&self, key: &str) -> Result<Object, StoreError> {

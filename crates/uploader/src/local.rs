@@ -11,7 +11,14 @@
 //! the object is hard-linked to its name, which fails rather than replace a file that is
 //! there. A crash leaves at most a hidden temporary file or a sidecar without an object,
 //! both of which the next put of that key replaces.
+//!
+//! [`ObjectStore::put_many`] does the same for a batch with the flushes shared: every
+//! temporary file is written (on a few threads: creating files is kernel time that
+//! overlaps well), then all are made durable with one flush (`syncfs` on Linux), then,
+//! under the lock, renamed and linked into place, and the renames made durable with one
+//! more flush. Nothing becomes visible before its bytes are durable.
 
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -21,7 +28,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{ObjectInfo, ObjectMeta, ObjectStore, PutOutcome, check_existing, validate_key};
+use tempfile::TempPath;
+
+use crate::store::{
+    ObjectInfo, ObjectMeta, ObjectStore, PutItem, PutOutcome, check_existing, validate_key,
+};
 use crate::{Object, StoreError};
 
 /// The directory of metadata sidecars, under the root.
@@ -131,22 +142,12 @@ impl LocalDir {
             size,
             crc32c,
         };
-        let sidecar_bytes =
-            serde_json::to_vec_pretty(&sidecar).map_err(|e| StoreError::InvalidMetadata {
-                key: key.to_owned(),
-                field: "sidecar",
-                reason: e.to_string(),
-            })?;
+        let sidecar_bytes = sidecar_bytes(key, &sidecar)?;
         let sidecar_temp = write_temp(sidecar_dir, &sidecar_bytes)?;
 
-        let lock_path = self.root.join(LOCK_FILE);
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| StoreError::io(&lock_path, e))?;
-        lock.lock().map_err(|e| StoreError::io(&lock_path, e))?;
+        let lock = self
+            .lock()
+            .map_err(|e| StoreError::io(self.root.join(LOCK_FILE), e))?;
         let committed = (|| {
             if path.exists() {
                 return Ok(false);
@@ -169,6 +170,29 @@ impl LocalDir {
         if committed? {
             return Ok(PutOutcome::Created);
         }
+        self.check_stored(key, size, crc32c, meta)
+    }
+
+    /// Takes the lock that serialises commits, waiting for it.
+    fn lock(&self) -> io::Result<fs::File> {
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join(LOCK_FILE))?;
+        lock.lock()?;
+        Ok(lock)
+    }
+
+    /// The answer for a put that found `key` taken when it came to commit: whether the
+    /// object there holds the same content.
+    fn check_stored(
+        &self,
+        key: &str,
+        size: u64,
+        crc32c: u32,
+        meta: &ObjectMeta,
+    ) -> Result<PutOutcome, StoreError> {
         let existing = self
             .stat_blocking(key)?
             .ok_or_else(|| StoreError::NotFound {
@@ -176,6 +200,191 @@ impl LocalDir {
                 key: key.to_owned(),
             })?;
         check_existing(&self.url(), key, &existing, size, crc32c, meta)
+    }
+
+    /// The batched put: temporary files on a few threads, one flush, renames under the
+    /// lock, one flush; results in item order.
+    fn put_many_blocking(&self, items: &[PutItem]) -> Vec<Result<PutOutcome, StoreError>> {
+        if items.len() <= 1 {
+            // One item: its own flushes are cheaper than flushing the whole filesystem.
+            return items
+                .iter()
+                .map(|(key, bytes, meta)| self.put_blocking(key, bytes, meta))
+                .collect();
+        }
+        let mut results: Vec<Option<Result<PutOutcome, StoreError>>> =
+            items.iter().map(|_| None).collect();
+
+        // A key given again is put after the batch, so that it meets the first as an
+        // existing object.
+        let mut seen = HashSet::new();
+        let (first, repeated): (Vec<usize>, Vec<usize>) =
+            (0..items.len()).partition(|&index| seen.insert(items[index].0.as_str()));
+
+        // What each new key needs written; an existing key is answered here.
+        let prepared = chunk_model::fs_parallel::map(first.clone(), |index| {
+            let (key, bytes, meta) = &items[index];
+            self.prepare(index, key, bytes, meta)
+        });
+        let mut to_write = Vec::new();
+        for (index, prepared) in first.into_iter().zip(prepared) {
+            match prepared {
+                Ok(Prepared::Answered(outcome)) => results[index] = Some(outcome),
+                Ok(Prepared::Write(write)) => to_write.push(write),
+                Err(e) => results[index] = Some(Err(e)),
+            }
+        }
+        let dirs: BTreeSet<PathBuf> = to_write
+            .iter()
+            .flat_map(|w| [w.dir(), w.sidecar_dir()])
+            .map(Path::to_owned)
+            .collect();
+        for dir in &dirs {
+            if let Err(e) = fs::create_dir_all(dir) {
+                for w in to_write
+                    .iter()
+                    .filter(|w| w.dir() == dir || w.sidecar_dir() == dir)
+                {
+                    results[w.index] = Some(Err(StoreError::io(dir, copy_error(&e))));
+                }
+            }
+        }
+        to_write.retain(|w| results[w.index].is_none());
+
+        // Temporary files, not yet durable, grouped by filesystem.
+        let written = chunk_model::fs_parallel::map(to_write.iter().collect(), |w: &Write| {
+            let data = write_temp_unflushed(w.dir(), &items[w.index].1)?;
+            let sidecar = write_temp_unflushed(w.sidecar_dir(), &w.sidecar)?;
+            Ok::<_, StoreError>([data, sidecar])
+        });
+        let mut groups: Vec<Group> = Vec::new();
+        let mut staged: Vec<Staged> = Vec::new();
+        for (write, written) in to_write.into_iter().zip(written) {
+            let [data, sidecar] = match written {
+                Ok(written) => written,
+                Err(e) => {
+                    // Its temporary files, if any, are deleted as they drop.
+                    results[write.index] = Some(Err(e));
+                    continue;
+                }
+            };
+            let in_groups = [&data, &sidecar].map(|temp| {
+                groups
+                    .iter()
+                    .position(|g| g.device == temp.device)
+                    .unwrap_or_else(|| {
+                        groups.push(Group {
+                            device: temp.device,
+                            fd: temp.file.try_clone(),
+                            dirs: BTreeSet::new(),
+                        });
+                        groups.len() - 1
+                    })
+            });
+            staged.push(Staged {
+                write,
+                data: data.path,
+                sidecar: sidecar.path,
+                groups: in_groups,
+            });
+        }
+
+        // One flush per filesystem makes every temporary file durable.
+        let flushed: Vec<io::Result<()>> = groups.iter().map(flush_files).collect();
+        let (ready, unflushed): (Vec<Staged>, Vec<Staged>) = staged
+            .into_iter()
+            .partition(|s| s.groups.iter().all(|&g| flushed[g].is_ok()));
+        for s in unflushed {
+            let e = s.groups.iter().find_map(|&g| flushed[g].as_ref().err());
+            let e = e.map_or_else(|| io::Error::other("flush failed"), copy_error);
+            results[s.write.index] = Some(Err(StoreError::io(&s.data, e)));
+        }
+
+        // Under the lock: into place, and the renames made durable, before any other
+        // writer can see the objects and answer "already stored".
+        match self.lock() {
+            Ok(lock) => {
+                let committed = chunk_model::fs_parallel::map(ready, commit);
+                for (write, in_groups, outcome) in &committed {
+                    if matches!(outcome, Ok(true)) {
+                        groups[in_groups[0]].dirs.insert(write.dir().to_owned());
+                        groups[in_groups[1]]
+                            .dirs
+                            .insert(write.sidecar_dir().to_owned());
+                    }
+                }
+                let flushed: Vec<io::Result<()>> = groups.iter().map(flush_renames).collect();
+                drop(lock);
+                for (write, in_groups, outcome) in committed {
+                    let (key, _, meta) = &items[write.index];
+                    let flush_error = in_groups.iter().find_map(|&g| flushed[g].as_ref().err());
+                    results[write.index] = Some(match (outcome, flush_error) {
+                        (Ok(true), None) => Ok(PutOutcome::Created),
+                        (Ok(true), Some(e)) => Err(StoreError::io(&write.path, copy_error(e))),
+                        // Stored meanwhile by another writer: is it the same content?
+                        (Ok(false), _) => self.check_stored(key, write.size, write.crc32c, meta),
+                        (Err(e), _) => Err(e),
+                    });
+                }
+            }
+            Err(e) => {
+                let lock_path = self.root.join(LOCK_FILE);
+                for s in ready {
+                    results[s.write.index] = Some(Err(StoreError::io(&lock_path, copy_error(&e))));
+                }
+            }
+        }
+
+        for index in repeated {
+            let (key, bytes, meta) = &items[index];
+            results[index] = Some(self.put_blocking(key, bytes, meta));
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Task("a batch item was not put".into()))))
+            .collect()
+    }
+
+    /// Validates an item and checks for an existing object: either the answer, or what
+    /// to write.
+    fn prepare(
+        &self,
+        index: usize,
+        key: &str,
+        bytes: &[u8],
+        meta: &ObjectMeta,
+    ) -> Result<Prepared, StoreError> {
+        let path = self.object_path(key)?;
+        let crc32c = crc32c::crc32c(bytes);
+        let size = bytes.len() as u64;
+        if let Some(existing) = self.stat_blocking(key)? {
+            return Ok(Prepared::Answered(check_existing(
+                &self.url(),
+                key,
+                &existing,
+                size,
+                crc32c,
+                meta,
+            )));
+        }
+        let sidecar = sidecar_bytes(
+            key,
+            &Sidecar {
+                codec: meta.codec,
+                original_size: meta.original_size,
+                original_sha256: meta.original_sha256,
+                size,
+                crc32c,
+            },
+        )?;
+        Ok(Prepared::Write(Write {
+            index,
+            path,
+            sidecar_path: self.sidecar_path(key),
+            sidecar,
+            size,
+            crc32c,
+        }))
     }
 
     fn read_sidecar(&self, key: &str) -> Result<Option<Sidecar>, StoreError> {
@@ -307,6 +516,24 @@ impl ObjectStore for LocalDir {
             .await
     }
 
+    async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<PutOutcome, StoreError>> {
+        let count = items.len();
+        match self
+            .blocking(move |this| Ok(this.put_many_blocking(&items)))
+            .await
+        {
+            Ok(results) => results,
+            // The blocking task died (a panic): nothing says which items were stored.
+            Err(e) => (0..count)
+                .map(|_| Err(StoreError::Task(e.to_string())))
+                .collect(),
+        }
+    }
+
+    fn batches_puts(&self) -> bool {
+        true
+    }
+
     async fn get(&self, key: &str) -> Result<Object, StoreError> {
         let key = key.to_owned();
         self.blocking(move |this| this.get_blocking(&key)).await
@@ -389,4 +616,163 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         chunk_model::ModelError::Io { path, source } => StoreError::Io { path, source },
         other => StoreError::Task(other.to_string()),
     })
+}
+
+fn sidecar_bytes(key: &str, sidecar: &Sidecar) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec_pretty(sidecar).map_err(|e| StoreError::InvalidMetadata {
+        key: key.to_owned(),
+        field: "sidecar",
+        reason: e.to_string(),
+    })
+}
+
+/// A batch item after its checks: answered already, or to be written.
+enum Prepared {
+    Answered(Result<PutOutcome, StoreError>),
+    Write(Write),
+}
+
+/// A batch item to write: where its object and sidecar go.
+struct Write {
+    /// Its place in the batch.
+    index: usize,
+    path: PathBuf,
+    sidecar_path: PathBuf,
+    sidecar: Vec<u8>,
+    size: u64,
+    crc32c: u32,
+}
+
+impl Write {
+    fn dir(&self) -> &Path {
+        parent(&self.path)
+    }
+
+    fn sidecar_dir(&self) -> &Path {
+        parent(&self.sidecar_path)
+    }
+}
+
+/// A temporary file, written and not yet flushed (except where there is no batch-wide
+/// flush), still open.
+struct Temp {
+    file: fs::File,
+    path: TempPath,
+    device: u64,
+}
+
+/// A batch item whose temporary files are written.
+struct Staged {
+    write: Write,
+    data: TempPath,
+    sidecar: TempPath,
+    /// The groups (filesystems) of the data and sidecar files.
+    groups: [usize; 2],
+}
+
+/// The files of a batch on one filesystem, flushed together.
+struct Group {
+    device: u64,
+    /// A file there, for `syncfs`.
+    fd: io::Result<fs::File>,
+    /// Directories there that renames went into.
+    dirs: BTreeSet<PathBuf>,
+}
+
+/// Writes `bytes` to a new temporary file in `dir`.
+fn write_temp_unflushed(dir: &Path, bytes: &[u8]) -> Result<Temp, StoreError> {
+    let mut temp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(|e| StoreError::io(dir, e))?;
+    temp.write_all(bytes)
+        .map_err(|e| StoreError::io(temp.path(), e))?;
+    // Without a filesystem-wide flush, each file is flushed as it is written.
+    #[cfg(not(target_os = "linux"))]
+    temp.as_file()
+        .sync_all()
+        .map_err(|e| StoreError::io(temp.path(), e))?;
+    let (file, path) = temp.into_parts();
+    let device = device_of(&file).map_err(|e| StoreError::io(&path, e))?;
+    Ok(Temp { file, path, device })
+}
+
+#[cfg(unix)]
+fn device_of(file: &fs::File) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    Ok(file.metadata()?.dev())
+}
+
+#[cfg(not(unix))]
+fn device_of(_: &fs::File) -> io::Result<u64> {
+    Ok(0)
+}
+
+/// Makes a group's temporary files durable.
+fn flush_files(group: &Group) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let fd = group.fd.as_ref().map_err(copy_error)?;
+        Ok(rustix::fs::syncfs(fd)?)
+    }
+    // Each file was flushed as it was written.
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = group;
+        Ok(())
+    }
+}
+
+/// Makes the renames into a group's directories durable.
+fn flush_renames(group: &Group) -> io::Result<()> {
+    if group.dirs.is_empty() {
+        return Ok(());
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let fd = group.fd.as_ref().map_err(copy_error)?;
+        Ok(rustix::fs::syncfs(fd)?)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        for dir in &group.dirs {
+            sync_dir(dir).map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Puts a staged item into place, under the lock: the sidecar, then the object, which
+/// must not be there yet. `Ok(false)` when an object is there already.
+fn commit(staged: Staged) -> (Write, [usize; 2], Result<bool, StoreError>) {
+    let Staged {
+        write,
+        data,
+        sidecar,
+        groups,
+    } = staged;
+    let outcome = (|| {
+        if write.path.exists() {
+            // The temporary files are deleted as they drop.
+            return Ok(false);
+        }
+        sidecar
+            .persist(&write.sidecar_path)
+            .map_err(|e| StoreError::io(&write.sidecar_path, e.error))?;
+        match data.persist_noclobber(&write.path) {
+            Ok(()) => Ok(true),
+            // Only a writer that ignores the lock gets here; its object stays.
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(StoreError::io(&write.path, e.error)),
+        }
+    })();
+    (write, groups, outcome)
+}
+
+/// An I/O error again, for each of the items one failure covers.
+fn copy_error(error: &io::Error) -> io::Error {
+    match error.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(error.kind(), error.to_string()),
+    }
 }

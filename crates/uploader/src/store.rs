@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chunk_model::{Codec, Sha256Digest};
+use futures::StreamExt as _;
 
 use crate::StoreError;
 
@@ -131,6 +132,25 @@ pub struct Object {
     pub bytes: Bytes,
 }
 
+/// One object of a [`ObjectStore::put_many`] batch: its key, bytes and metadata.
+pub type PutItem = (String, Bytes, ObjectMeta);
+
+/// How many `put`s the default [`ObjectStore::put_many`] keeps in flight.
+pub const PUT_MANY_CONCURRENCY: usize = 8;
+
+/// `store.put` for each item, `concurrency` at a time, results in item order.
+pub async fn put_each<S: ObjectStore + ?Sized>(
+    store: &S,
+    items: Vec<PutItem>,
+    concurrency: usize,
+) -> Vec<Result<PutOutcome, StoreError>> {
+    futures::stream::iter(items)
+        .map(|(key, bytes, meta)| async move { store.put(&key, bytes, &meta).await })
+        .buffered(concurrency.max(1))
+        .collect()
+        .await
+}
+
 /// A flat namespace of immutable objects: the operations Panini's pipeline needs from a
 /// bucket or a directory.
 ///
@@ -154,6 +174,23 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
         meta: &ObjectMeta,
     ) -> Result<PutOutcome, StoreError>;
 
+    /// [`put`](Self::put) for many objects: one result per item, in order, each what
+    /// `put` of that item alone would have returned. A failure touches only its own item.
+    ///
+    /// The default calls `put` for each item, [`PUT_MANY_CONCURRENCY`] at a time, so a
+    /// store without a cheaper way keeps its semantics (create-only, verification)
+    /// unchanged. A store that can share work across the batch (one flush to disk for
+    /// all of a local directory's files) overrides it and [`batches_puts`](Self::batches_puts).
+    async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<PutOutcome, StoreError>> {
+        put_each(self, items, PUT_MANY_CONCURRENCY).await
+    }
+
+    /// Whether [`put_many`](Self::put_many) does better than one `put` per item, so a
+    /// wrapper should hand a batch down whole rather than put its items one by one.
+    fn batches_puts(&self) -> bool {
+        false
+    }
+
     /// Reads an object whole, verifying its size and CRC32C.
     async fn get(&self, key: &str) -> Result<Object, StoreError>;
 
@@ -176,6 +213,12 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Arc<S> {
         meta: &ObjectMeta,
     ) -> Result<PutOutcome, StoreError> {
         (**self).put(key, bytes, meta).await
+    }
+    async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<PutOutcome, StoreError>> {
+        (**self).put_many(items).await
+    }
+    fn batches_puts(&self) -> bool {
+        (**self).batches_puts()
     }
     async fn get(&self, key: &str) -> Result<Object, StoreError> {
         (**self).get(key).await

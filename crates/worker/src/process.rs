@@ -1,5 +1,6 @@
 //! The work loop: take queued chunks in batches, read and check them, compress what is
-//! not stored yet in one `gpu-compress` batch, store, record and report each chunk.
+//! not stored yet in one `gpu-compress` batch, store the batch's objects and then their
+//! completion records (one batched put each), and report each chunk.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use futures::StreamExt as _;
 use gpu_compress::Compressed;
 use serde_json::json;
 use tokio::sync::mpsc;
-use uploader::{ObjectMeta, StoreError};
+use uploader::{ObjectMeta, PutItem, StoreError};
 
 use crate::{Shared, github};
 
@@ -188,18 +189,102 @@ async fn compress_batch(
     }
 }
 
-/// Stores every compressed chunk of a batch and reports each one.
+/// Stores every compressed chunk of a batch, records and reports each one: one
+/// `put_many` for the chunk objects, then one for the completion records of those that
+/// were stored, so that a record never names an object that is not durably there.
 async fn store_batch(shared: &Arc<Shared>, chunks: Vec<(Ready, Result<Compressed, String>)>) {
+    let store = &shared.config.store;
+    let mut reports: Vec<(ChunkInfo, Sha256Digest, Result<ChunkCompressed, String>)> = Vec::new();
+    let mut pending = Vec::new();
+    let mut objects = Vec::new();
+    for (r, frame) in chunks {
+        match frame {
+            Ok(frame) => {
+                let key = object_keys::chunk_object(&r.sha, frame.codec);
+                let meta = ObjectMeta {
+                    codec: frame.codec,
+                    original_size: r.data.len() as u64,
+                    original_sha256: r.sha,
+                };
+                let upload_hash = Sha256Digest::of(&frame.bytes);
+                let output_len = frame.bytes.len() as u64;
+                objects.push((key.clone(), Bytes::from(frame.bytes), meta));
+                pending.push(Stored {
+                    r,
+                    key,
+                    codec: frame.codec,
+                    stats: frame.stats,
+                    upload_hash,
+                    output_len,
+                });
+            }
+            Err(reason) => reports.push((r.job.chunk, r.sha, Err(reason))),
+        }
+    }
+
+    let mut recorded = Vec::new();
+    let mut records = Vec::new();
+    for (stored, outcome) in pending.into_iter().zip(store.put_many(objects).await) {
+        let Stored {
+            r,
+            key,
+            codec,
+            stats: s,
+            upload_hash,
+            output_len,
+        } = stored;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                reports.push((r.job.chunk, r.sha, Err(format!("storing {key}: {e}"))));
+                continue;
+            }
+        };
+        shared.metrics.add_bytes(r.data.len() as u64, output_len);
+        let stats = json!({
+            "codec": codec.to_string(),
+            "engine": s.engine.to_string(),
+            "device": s.device,
+            "input_bytes": s.input_len,
+            "output_bytes": s.output_len,
+            "ratio": s.ratio,
+            "compress_ms": s.elapsed.as_secs_f64() * 1e3,
+            "auto_reason": s.auto.as_ref().map(|d| d.reason),
+            "verified": s.verified,
+            "deduplicated": outcome == uploader::PutOutcome::AlreadyExists,
+            "queue_ms": r.job.accepted_at.elapsed().as_secs_f64() * 1e3,
+        });
+        let record = completed(shared, &r, Some(key), Some(upload_hash), stats);
+        match record_item(&r.sha, &record) {
+            Ok(item) => {
+                records.push(item);
+                recorded.push((r, record));
+            }
+            Err(reason) => reports.push((r.job.chunk, r.sha, Err(reason))),
+        }
+    }
+
+    for ((r, record), outcome) in recorded.into_iter().zip(store.put_many(records).await) {
+        let outcome = record_written(&r.sha, outcome).map(|()| record);
+        reports.push((r.job.chunk, r.sha, outcome));
+    }
+
     let concurrency = shared.config.upload_concurrency;
-    futures::stream::iter(chunks)
-        .for_each_concurrent(concurrency, |(r, frame)| async move {
-            let outcome = match frame {
-                Ok(frame) => store(shared, &r, frame).await,
-                Err(reason) => Err(reason),
-            };
-            report(shared, &r.job.chunk, Some(r.sha), outcome).await;
+    futures::stream::iter(reports)
+        .for_each_concurrent(concurrency, |(chunk, sha, outcome)| async move {
+            report(shared, &chunk, Some(sha), outcome).await;
         })
         .await;
+}
+
+/// A chunk whose frame is being stored, with what its record will say.
+struct Stored {
+    r: Ready,
+    key: String,
+    codec: Codec,
+    stats: gpu_compress::CompressStats,
+    upload_hash: Sha256Digest,
+    output_len: u64,
 }
 
 /// Reads `data.bin` and checks its size and SHA-256 against what the request (or, when
@@ -343,61 +428,37 @@ fn completed(
     }
 }
 
-/// Stores a compressed chunk under its content name and writes its completion record.
-async fn store(shared: &Shared, r: &Ready, frame: Compressed) -> Result<ChunkCompressed, String> {
-    let key = object_keys::chunk_object(&r.sha, frame.codec);
-    let meta = ObjectMeta {
-        codec: frame.codec,
-        original_size: r.data.len() as u64,
-        original_sha256: r.sha,
-    };
-    let upload_hash = Sha256Digest::of(&frame.bytes);
-    let output_len = frame.bytes.len() as u64;
-    let outcome = shared
-        .config
-        .store
-        .put(&key, Bytes::from(frame.bytes), &meta)
-        .await
-        .map_err(|e| format!("storing {key}: {e}"))?;
-    shared.metrics.add_bytes(r.data.len() as u64, output_len);
-    let s = &frame.stats;
-    let stats = json!({
-        "codec": frame.codec.to_string(),
-        "engine": s.engine.to_string(),
-        "device": s.device,
-        "input_bytes": s.input_len,
-        "output_bytes": s.output_len,
-        "ratio": s.ratio,
-        "compress_ms": s.elapsed.as_secs_f64() * 1e3,
-        "auto_reason": s.auto.as_ref().map(|d| d.reason),
-        "verified": s.verified,
-        "deduplicated": outcome == uploader::PutOutcome::AlreadyExists,
-        "queue_ms": r.job.accepted_at.elapsed().as_secs_f64() * 1e3,
-    });
-    let record = completed(shared, r, Some(key), Some(upload_hash), stats);
-    write_record(shared, &r.sha, &record).await?;
-    Ok(record)
-}
-
-/// Writes `status/<sha256>.json`. Records are create-only like every object: when one
-/// is already there, another worker finished the same content first, and that record
-/// stands.
+/// Writes `status/<sha256>.json`.
 async fn write_record(
     shared: &Shared,
     sha: &Sha256Digest,
     record: &ChunkCompressed,
 ) -> Result<(), String> {
+    let (key, bytes, meta) = record_item(sha, record)?;
+    record_written(sha, shared.config.store.put(&key, bytes, &meta).await)
+}
+
+/// The completion record `status/<sha256>.json` as an object to put.
+fn record_item(sha: &Sha256Digest, record: &ChunkCompressed) -> Result<PutItem, String> {
     let key = object_keys::status_record(sha);
     let bytes = serde_json::to_vec_pretty(record).map_err(|e| format!("serializing {key}: {e}"))?;
     let meta = ObjectMeta::plain(&bytes);
-    match shared
-        .config
-        .store
-        .put(&key, Bytes::from(bytes), &meta)
-        .await
-    {
+    Ok((key, Bytes::from(bytes), meta))
+}
+
+/// Whether a completion record's put succeeded. Records are create-only like every
+/// object: when one is already there, another worker finished the same content first,
+/// and that record stands.
+fn record_written(
+    sha: &Sha256Digest,
+    outcome: Result<uploader::PutOutcome, StoreError>,
+) -> Result<(), String> {
+    match outcome {
         Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
-        Err(e) => Err(format!("writing the completion record {key}: {e}")),
+        Err(e) => Err(format!(
+            "writing the completion record {}: {e}",
+            object_keys::status_record(sha)
+        )),
     }
 }
 

@@ -518,3 +518,72 @@ async fn corrupt_chunk_fails_with_the_reason_and_its_neighbours_complete() {
         "{failure:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_that_cannot_be_stored_fails_without_a_completion_record() {
+    let tree = make_tree(1, 4, 4000);
+    let bucket = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalDir::new(bucket.path()).unwrap());
+    let worker = RunningWorker::start(support::config(&tree, store.clone())).await;
+    let infos = tree.infos();
+    // A directory under every name the second chunk's object could take: its put
+    // fails in the store (the name is taken, but not by an object), while its
+    // neighbours in the same batched put are stored.
+    let blocked = infos[1].hash.unwrap();
+    for codec in chunk_model::Codec::ALL {
+        let key = chunk_model::object_keys::chunk_object(&blocked, codec);
+        std::fs::create_dir_all(bucket.path().join(key).join("in-the-way")).unwrap();
+    }
+
+    let (status, _, _) = Post {
+        sign: false,
+        ..Post::default()
+    }
+    .send(&worker, &batch(&infos))
+    .await;
+    assert_eq!(status, 202);
+    let status = worker.wait_reported(4).await;
+    assert_eq!(
+        (status["completed"].as_u64(), status["failed"].as_u64()),
+        (Some(3), Some(1)),
+        "{status}"
+    );
+    // A completion record only for each chunk whose object is stored.
+    let records = store.list("status/").await.unwrap();
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert_eq!(
+        store
+            .stat(&chunk_model::object_keys::status_record(&blocked))
+            .await
+            .unwrap(),
+        None
+    );
+    for info in infos.iter().filter(|c| c.hash != Some(blocked)) {
+        let sha = info.hash.unwrap();
+        let record = store
+            .get(&chunk_model::object_keys::status_record(&sha))
+            .await
+            .unwrap();
+        let record: chunk_model::ChunkCompressed = serde_json::from_slice(&record.bytes).unwrap();
+        let object = store
+            .get(record.upload_path.as_deref().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(object.info.meta.unwrap().original_sha256, sha);
+    }
+    let failures: serde_json::Value = reqwest::Client::new()
+        .get(worker.url("/failures"))
+        .timeout(TIMEOUT)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reason = failures["failures"][0]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.starts_with("storing chunks/"), "{failures}");
+    let summary = worker.stop().await;
+    assert_eq!((summary.completed, summary.failed), (3, 1));
+}
