@@ -20,6 +20,7 @@ use serde_json::Value;
 use tempfile::TempPath;
 
 use crate::ModelError;
+use crate::fs_batch::{self, UnflushedFile, copy_error, flush_filesystem};
 
 /// Reads and parses `path`.
 pub fn read<T: DeserializeOwned>(path: &Path) -> Result<T, ModelError> {
@@ -50,12 +51,15 @@ fn to_pretty_bytes<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<Vec<
     Ok(bytes)
 }
 
+/// How temporary files beside their targets begin (hidden, and never a chunk tree).
+const TEMP_PREFIX: &str = ".panini-tmp-";
+
 /// Writes `bytes` to `path` atomically: temporary file in the same directory, fsync,
 /// rename, fsync of the directory.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     let dir = parent_dir(path);
     let mut temp = tempfile::Builder::new()
-        .prefix(".panini-tmp-")
+        .prefix(TEMP_PREFIX)
         .tempfile_in(dir)
         .map_err(|e| ModelError::io(dir, e))?;
     temp.write_all(bytes)
@@ -178,14 +182,18 @@ where
     let to_write: Vec<usize> = (0..docs.len())
         .filter(|&doc| !docs[doc].results.is_empty())
         .collect();
-    let written = crate::fs_parallel::map(to_write.clone(), |doc| {
-        write_temp(docs[doc].path, &docs[doc].bytes)
+    let written = fs_batch::map(to_write.clone(), |doc| {
+        fs_batch::write_unflushed(parent_dir(docs[doc].path), TEMP_PREFIX, &docs[doc].bytes)
     });
     let mut staged: Vec<Staged> = Vec::new();
     let mut groups: Vec<Group> = Vec::new();
     for (doc, written) in to_write.into_iter().zip(written) {
         let d = &docs[doc];
-        let (file, temp, device) = match written {
+        let UnflushedFile {
+            file,
+            path: temp,
+            device,
+        } = match written {
             Ok(written) => written,
             Err(e) => {
                 fail(d, &e);
@@ -219,7 +227,7 @@ where
 
     // Renames; a temporary file not renamed is deleted as its `TempPath` drops.
     let staged: Vec<Staged> = staged.into_iter().filter(|s| groups[s.group].ok).collect();
-    let persisted = crate::fs_parallel::map(staged.iter().collect(), |s: &Staged| {
+    let persisted = fs_batch::map(staged.iter().collect(), |s: &Staged| {
         std::fs::rename(&s.temp, docs[s.doc].path)
     });
     let mut renamed: Vec<(usize, usize)> = Vec::new();
@@ -278,32 +286,6 @@ struct Group {
     ok: bool,
 }
 
-/// Writes `bytes` to a new temporary file beside `target`, without flushing it.
-/// Returns the open file, its path and its filesystem.
-fn write_temp(target: &Path, bytes: &[u8]) -> io::Result<(fs::File, TempPath, u64)> {
-    let mut temp = tempfile::Builder::new()
-        .prefix(".panini-tmp-")
-        .tempfile_in(parent_dir(target))?;
-    temp.write_all(bytes)?;
-    // Without a batch-wide flush, each file is flushed here, before it is closed.
-    #[cfg(not(target_os = "linux"))]
-    temp.as_file().sync_all()?;
-    let (file, path) = temp.into_parts();
-    let device = device_of(&file)?;
-    Ok((file, path, device))
-}
-
-#[cfg(unix)]
-fn device_of(file: &fs::File) -> io::Result<u64> {
-    use std::os::unix::fs::MetadataExt as _;
-    Ok(file.metadata()?.dev())
-}
-
-#[cfg(not(unix))]
-fn device_of(_: &fs::File) -> io::Result<u64> {
-    Ok(0)
-}
-
 /// Makes a group's temporary files durable.
 fn flush_files(group: &Group) -> io::Result<()> {
     #[cfg(target_os = "linux")]
@@ -311,7 +293,7 @@ fn flush_files(group: &Group) -> io::Result<()> {
         if group.files == 1 {
             group.fd.sync_all()
         } else {
-            Ok(rustix::fs::syncfs(&group.fd)?)
+            flush_filesystem(&group.fd)
         }
     }
     // Each file was flushed as it was written.
@@ -326,21 +308,13 @@ fn flush_files(group: &Group) -> io::Result<()> {
 fn flush_renames(group: &Group, dirs: &BTreeSet<&Path>) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     if group.files > 1 {
-        return Ok(rustix::fs::syncfs(&group.fd)?);
+        return flush_filesystem(&group.fd);
     }
     let _ = group;
     for dir in dirs {
         sync_dir_io(dir)?;
     }
     Ok(())
-}
-
-/// An I/O error again, for each of the files one failure covers.
-fn copy_error(error: &io::Error) -> io::Error {
-    match error.raw_os_error() {
-        Some(code) => io::Error::from_raw_os_error(code),
-        None => io::Error::new(error.kind(), error.to_string()),
-    }
 }
 
 /// Applies `change` to the document `bytes` read from `path`. Returns what `change`

@@ -13,7 +13,7 @@
 
 pub mod digest;
 pub mod error;
-pub mod fs_parallel;
+pub mod fs_batch;
 pub mod json_file;
 pub mod layout;
 pub mod manifest;

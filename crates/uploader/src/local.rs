@@ -26,8 +26,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chunk_model::fs_batch::{self, copy_error};
 use serde::{Deserialize, Serialize};
-
 use tempfile::TempPath;
 
 use crate::store::{
@@ -222,7 +222,7 @@ impl LocalDir {
             (0..items.len()).partition(|&index| seen.insert(items[index].0.as_str()));
 
         // What each new key needs written; an existing key is answered here.
-        let prepared = chunk_model::fs_parallel::map(first.clone(), |index| {
+        let prepared = fs_batch::map(first.clone(), |index| {
             let (key, bytes, meta) = &items[index];
             self.prepare(index, key, bytes, meta)
         });
@@ -252,9 +252,13 @@ impl LocalDir {
         to_write.retain(|w| results[w.index].is_none());
 
         // Temporary files, not yet durable, grouped by filesystem.
-        let written = chunk_model::fs_parallel::map(to_write.iter().collect(), |w: &Write| {
-            let data = write_temp_unflushed(w.dir(), &items[w.index].1)?;
-            let sidecar = write_temp_unflushed(w.sidecar_dir(), &w.sidecar)?;
+        let written = fs_batch::map(to_write.iter().collect(), |w: &Write| {
+            let unflushed = |dir: &Path, bytes: &[u8]| {
+                fs_batch::write_unflushed(dir, TEMP_PREFIX, bytes)
+                    .map_err(|e| StoreError::io(dir, e))
+            };
+            let data = unflushed(w.dir(), &items[w.index].1)?;
+            let sidecar = unflushed(w.sidecar_dir(), &w.sidecar)?;
             Ok::<_, StoreError>([data, sidecar])
         });
         let mut groups: Vec<Group> = Vec::new();
@@ -304,7 +308,7 @@ impl LocalDir {
         // writer can see the objects and answer "already stored".
         match self.lock() {
             Ok(lock) => {
-                let committed = chunk_model::fs_parallel::map(ready, commit);
+                let committed = fs_batch::map(ready, commit);
                 for (write, in_groups, outcome) in &committed {
                     if matches!(outcome, Ok(true)) {
                         groups[in_groups[0]].dirs.insert(write.dir().to_owned());
@@ -653,14 +657,6 @@ impl Write {
     }
 }
 
-/// A temporary file, written and not yet flushed (except where there is no batch-wide
-/// flush), still open.
-struct Temp {
-    file: fs::File,
-    path: TempPath,
-    device: u64,
-}
-
 /// A batch item whose temporary files are written.
 struct Staged {
     write: Write,
@@ -679,41 +675,11 @@ struct Group {
     dirs: BTreeSet<PathBuf>,
 }
 
-/// Writes `bytes` to a new temporary file in `dir`.
-fn write_temp_unflushed(dir: &Path, bytes: &[u8]) -> Result<Temp, StoreError> {
-    let mut temp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(|e| StoreError::io(dir, e))?;
-    temp.write_all(bytes)
-        .map_err(|e| StoreError::io(temp.path(), e))?;
-    // Without a filesystem-wide flush, each file is flushed as it is written.
-    #[cfg(not(target_os = "linux"))]
-    temp.as_file()
-        .sync_all()
-        .map_err(|e| StoreError::io(temp.path(), e))?;
-    let (file, path) = temp.into_parts();
-    let device = device_of(&file).map_err(|e| StoreError::io(&path, e))?;
-    Ok(Temp { file, path, device })
-}
-
-#[cfg(unix)]
-fn device_of(file: &fs::File) -> io::Result<u64> {
-    use std::os::unix::fs::MetadataExt as _;
-    Ok(file.metadata()?.dev())
-}
-
-#[cfg(not(unix))]
-fn device_of(_: &fs::File) -> io::Result<u64> {
-    Ok(0)
-}
-
 /// Makes a group's temporary files durable.
 fn flush_files(group: &Group) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        let fd = group.fd.as_ref().map_err(copy_error)?;
-        Ok(rustix::fs::syncfs(fd)?)
+        fs_batch::flush_filesystem(group.fd.as_ref().map_err(copy_error)?)
     }
     // Each file was flushed as it was written.
     #[cfg(not(target_os = "linux"))]
@@ -730,8 +696,7 @@ fn flush_renames(group: &Group) -> io::Result<()> {
     }
     #[cfg(target_os = "linux")]
     {
-        let fd = group.fd.as_ref().map_err(copy_error)?;
-        Ok(rustix::fs::syncfs(fd)?)
+        fs_batch::flush_filesystem(group.fd.as_ref().map_err(copy_error)?)
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -767,12 +732,4 @@ fn commit(staged: Staged) -> (Write, [usize; 2], Result<bool, StoreError>) {
         }
     })();
     (write, groups, outcome)
-}
-
-/// An I/O error again, for each of the items one failure covers.
-fn copy_error(error: &io::Error) -> io::Error {
-    match error.raw_os_error() {
-        Some(code) => io::Error::from_raw_os_error(code),
-        None => io::Error::new(error.kind(), error.to_string()),
-    }
 }

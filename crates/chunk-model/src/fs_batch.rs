@@ -1,0 +1,123 @@
+//! The pieces of writing many files durably at once, shared by the batched writers
+//! (`json_file::update_many`, the uploader's local-directory store): temporary files
+//! written without a flush, one flush per filesystem for all of them, and the file work
+//! spread over a few threads.
+//!
+//! Creating, renaming and deleting many small files is mostly kernel time (on ext4 after
+//! heavy churn, finding a free inode among recently deleted ones), which overlaps well
+//! across threads even on two cores: four threads measured 1.8× one for 10,000
+//! metadata updates.
+
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::path::Path;
+
+use tempfile::TempPath;
+
+/// Below this many items per thread, a thread costs more than it saves.
+const PER_THREAD: usize = 16;
+/// Threads at most: enough to overlap kernel work, few enough not to crowd the CPUs.
+const THREADS: usize = 4;
+
+/// `f` applied to every item on up to four threads; the results in item order. A panic
+/// in `f` is resumed on the calling thread.
+pub fn map<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> U + Sync) -> Vec<U> {
+    let threads = (items.len() / PER_THREAD).clamp(1, THREADS);
+    if threads == 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let per_part = items.len().div_ceil(threads);
+    let mut items = items.into_iter();
+    let parts: Vec<Vec<T>> = (0..threads)
+        .map(|_| items.by_ref().take(per_part).collect())
+        .collect();
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| scope.spawn(move || part.into_iter().map(f).collect::<Vec<U>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+/// A temporary file written but, on Linux, not yet flushed: [`flush_filesystem`] makes
+/// a whole batch of them durable at once. Deleted when dropped unless renamed away.
+#[derive(Debug)]
+pub struct UnflushedFile {
+    /// The open file: what [`flush_filesystem`] needs.
+    pub file: File,
+    /// Its path.
+    pub path: TempPath,
+    /// Its filesystem, to group a batch's files by flush.
+    pub device: u64,
+}
+
+/// Writes `bytes` to a new temporary file named `<prefix>…` in `dir`. Where there is no
+/// filesystem-wide flush (not Linux), the file is flushed here instead.
+pub fn write_unflushed(dir: &Path, prefix: &str, bytes: &[u8]) -> io::Result<UnflushedFile> {
+    let mut temp = tempfile::Builder::new().prefix(prefix).tempfile_in(dir)?;
+    temp.write_all(bytes)?;
+    #[cfg(not(target_os = "linux"))]
+    temp.as_file().sync_all()?;
+    let (file, path) = temp.into_parts();
+    let device = device_of(&file)?;
+    Ok(UnflushedFile { file, path, device })
+}
+
+#[cfg(unix)]
+fn device_of(file: &File) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    Ok(file.metadata()?.dev())
+}
+
+#[cfg(not(unix))]
+fn device_of(_: &File) -> io::Result<u64> {
+    Ok(0)
+}
+
+/// Makes everything written on `file`'s filesystem durable: one `syncfs` on Linux.
+/// Elsewhere files were flushed as they were written, and renames need their
+/// directories flushed by the caller.
+pub fn flush_filesystem(file: &File) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        Ok(rustix::fs::syncfs(file)?)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        Ok(())
+    }
+}
+
+/// The same I/O error again, for each of the files one failure covers.
+pub fn copy_error(error: &io::Error) -> io::Error {
+    match error.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(error.kind(), error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn results_keep_the_order_of_the_items_whatever_the_split() {
+        for n in [0, 1, 15, 16, 33, 64, 65, 1000] {
+            let items: Vec<usize> = (0..n).collect();
+            let doubled = super::map(items, |i| i * 2);
+            assert_eq!(
+                doubled,
+                (0..n).map(|i| i * 2).collect::<Vec<_>>(),
+                "n = {n}"
+            );
+        }
+    }
+}
