@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,36 +122,6 @@ fn storage_answering_503_for_a_while_delays_the_pipeline_but_loses_nothing() {
     assert_bucket_rebuilds(&bucket, Some(&emulator.endpoint()), work.path(), 4);
 }
 
-/// `xtask worker` on `port`, serving the repository at `root` with `bucket` reached at
-/// `endpoint`.
-fn start_worker(port: u16, root: &Path, bucket: &str, endpoint: &str, token: &str) -> Running {
-    let listen = format!("127.0.0.1:{port}");
-    let mut command = support::command(
-        &[
-            "worker",
-            "--listen",
-            &listen,
-            "--source-root",
-            root.to_str().unwrap(),
-            "--bucket",
-            bucket,
-            "--engine",
-            "cpu",
-        ],
-        root,
-    );
-    command
-        .env("COLAB_AUTH_TOKEN", token)
-        .env("STORAGE_EMULATOR_HOST", endpoint);
-    let mut worker = Running::spawn(command);
-    let addr: SocketAddr = listen.parse().unwrap();
-    wait_until("the worker answers /healthz", LIMIT, || {
-        assert!(worker.is_running(), "worker on {listen} exited");
-        support::http_get(addr, "/healthz").is_some()
-    });
-    worker
-}
-
 fn worker_status(port: u16) -> Option<serde_json::Value> {
     let body = support::http_get(([127, 0, 0, 1], port).into(), "/status")?;
     serde_json::from_str(&body).ok()
@@ -178,8 +147,8 @@ fn a_worker_killed_mid_run_and_restarted_loses_nothing() {
     let bucket = format!("gs://{BUCKET}/killed");
     let token = "test-token-for-the-killed-worker";
     let (port_a, port_b) = (support::free_port(), support::free_port());
-    let worker_a = start_worker(port_a, root, &bucket, &outage.endpoint(), token);
-    let worker_b = start_worker(port_b, root, &bucket, &emulator.endpoint(), token);
+    let worker_a = support::start_worker(port_a, root, &bucket, Some(&outage.endpoint()), token);
+    let worker_b = support::start_worker(port_b, root, &bucket, Some(&emulator.endpoint()), token);
 
     let (url_a, url_b) = (
         format!("http://127.0.0.1:{port_a}/webhook"),
@@ -202,7 +171,7 @@ fn a_worker_killed_mid_run_and_restarted_loses_nothing() {
     let killed = worker_a.kill();
     assert!(!killed.status.success(), "{}", killed.text());
     // Restarted on the same port, now with working storage.
-    let worker_a = start_worker(port_a, root, &bucket, &emulator.endpoint(), token);
+    let worker_a = support::start_worker(port_a, root, &bucket, Some(&emulator.endpoint()), token);
 
     let run = pipeline.wait(LIMIT);
     assert!(run.status.success(), "{}", run.text());

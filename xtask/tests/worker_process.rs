@@ -7,7 +7,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::{Running, wait_until, xtask};
+use support::{Running, xtask};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -31,27 +31,8 @@ fn sigterm_lets_the_worker_finish_what_it_accepted_and_sync_completes_every_chun
     let port = support::free_port();
     let listen = format!("127.0.0.1:{port}");
     let bucket = root.join("bucket");
-    let mut command = support::command(
-        &[
-            "worker",
-            "--listen",
-            &listen,
-            "--source-root",
-            root.to_str().unwrap(),
-            "--bucket",
-            bucket.to_str().unwrap(),
-            "--engine",
-            "cpu",
-        ],
-        root,
-    );
-    command.env("COLAB_AUTH_TOKEN", token);
-    let mut worker = Running::spawn(command);
+    let worker = support::start_worker(port, root, bucket.to_str().unwrap(), None, token);
     let addr: SocketAddr = listen.parse().unwrap();
-    wait_until("the worker answers /healthz", LIMIT, || {
-        assert!(worker.is_running(), "the worker exited");
-        support::http_get(addr, "/healthz").is_some()
-    });
 
     let detected = xtask(&["detect"], root, LIMIT);
     assert!(detected.status.success(), "{}", detected.text());

@@ -196,3 +196,45 @@ pub fn start_emulator() -> gcs_emulator::Emulator {
     let binary = gcs_emulator::find_binary(&root).unwrap_or_else(|e| panic!("{e}"));
     gcs_emulator::Emulator::start(&binary, &[BUCKET]).unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// `xtask worker` on 127.0.0.1:`port` (CPU engine), serving the repository at `root`
+/// into `bucket` (reached at `gcs_endpoint` when it is a `gs://` bucket), requiring
+/// `token`; returned once it answers `/healthz`.
+pub fn start_worker(
+    port: u16,
+    root: &Path,
+    bucket: &str,
+    gcs_endpoint: Option<&str>,
+    token: &str,
+) -> Running {
+    let listen = format!("127.0.0.1:{port}");
+    let mut command = command(
+        &[
+            "worker",
+            "--listen",
+            &listen,
+            "--source-root",
+            root.to_str().unwrap(),
+            "--bucket",
+            bucket,
+            "--engine",
+            "cpu",
+        ],
+        root,
+    );
+    command.env("COLAB_AUTH_TOKEN", token);
+    if let Some(endpoint) = gcs_endpoint {
+        command.env("STORAGE_EMULATOR_HOST", endpoint);
+    }
+    let mut worker = Running::spawn(command);
+    let addr: SocketAddr = listen.parse().unwrap();
+    wait_until(
+        "the worker answers /healthz",
+        Duration::from_secs(120),
+        || {
+            assert!(worker.is_running(), "worker on {listen} exited");
+            http_get(addr, "/healthz").is_some()
+        },
+    );
+    worker
+}
