@@ -1,6 +1,7 @@
 //! `cargo xtask compress` / `cargo xtask decompress`: one file through gpu-compress, with the
 //! engine, device and numbers printed.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -69,7 +70,7 @@ pub fn compress(args: CompressArgs) -> anyhow::Result<()> {
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let stats = compressor
-        .compress_stream(input, len, temp.as_file())
+        .compress_stream(input, len, WritebackAhead::new(temp.as_file()))
         .with_context(|| format!("compressing {}", args.input.display()))?;
     temp.as_file()
         .sync_all()
@@ -133,6 +134,67 @@ pub fn decompress(args: DecompressArgs) -> anyhow::Result<()> {
         mb_per_s(data.len(), secs)
     );
     Ok(())
+}
+
+/// A [`Write`] to a file that asks the kernel to start writing each [`WritebackAhead::STEP`]
+/// bytes to disk as soon as they are written (`sync_file_range(SYNC_FILE_RANGE_WRITE)`,
+/// which does not wait), so the disk works while compression goes on and the closing
+/// `fsync` waits for the last step only instead of the whole output: that `fsync` was
+/// 10–15% of the command on a 50 MB file here. Durability still comes from the `fsync`;
+/// this only moves the disk's work earlier.
+struct WritebackAhead<'a> {
+    file: &'a std::fs::File,
+    written: u64,
+    flushed: u64,
+}
+
+impl<'a> WritebackAhead<'a> {
+    /// Large enough that each call covers many pages, small enough to start early.
+    const STEP: u64 = 1 << 20;
+
+    fn new(file: &'a std::fs::File) -> Self {
+        WritebackAhead {
+            file,
+            written: 0,
+            flushed: 0,
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn start_writeback(&mut self) {
+        use std::os::fd::AsRawFd as _;
+        let len = self.written - self.flushed;
+        // SAFETY: a plain syscall on an open descriptor with in-range numbers; it reads
+        // no memory of ours. Its result is only advice taken or not: a failure leaves the
+        // work to the closing fsync, which reports real I/O errors.
+        unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                self.flushed as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+        self.flushed = self.written;
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn start_writeback(&mut self) {}
+}
+
+impl Write for WritebackAhead<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = (&mut &*self.file).write(buf)?;
+        self.written += n as u64;
+        if self.written - self.flushed >= Self::STEP {
+            self.start_writeback();
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Decimal megabytes per second, as the reference tools count.
