@@ -147,6 +147,15 @@ pub enum CallbackError {
         /// How it escapes.
         reason: String,
     },
+    /// The base directory cannot be used (no name, unreadable).
+    #[error("base {base}: {source}")]
+    InvalidBase {
+        /// The base directory.
+        base: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::DetectError,
+    },
     /// `chunk_path` names no chunk directory.
     #[error("chunk_path {chunk_path:?}: no chunk directory at {path}")]
     ChunkNotFound {
@@ -296,63 +305,135 @@ fn json_update(
 
 /// Resolves `chunk_path` (relative to the base's parent, the repository root) to the
 /// chunk's `metadata.json`, refusing anything that is absolute, climbs with `..`, or
-/// resolves through a symbolic link to somewhere outside the base.
+/// resolves through a symbolic link to somewhere outside the base. For many paths under
+/// one base, [`ChunkResolver`] does the base's share of the work once.
 pub fn resolve_metadata(base: &Path, chunk_path: &str) -> Result<PathBuf, CallbackError> {
-    let outside = |reason: String| CallbackError::OutsideBase {
+    // The path's own faults come first, whatever the state of the base.
+    check_relative(base, chunk_path)?;
+    ChunkResolver::new(base)?.metadata_path(chunk_path)
+}
+
+/// Resolves chunk paths to `metadata.json` files under one base, as
+/// [`resolve_metadata`] does, with the base's real path found once instead of per path.
+#[derive(Debug, Clone)]
+pub struct ChunkResolver {
+    /// The base as given, for messages.
+    base: PathBuf,
+    /// The repository root as given (the base's parent): chunk paths are relative to it.
+    root: PathBuf,
+    /// The root with every symbolic link resolved.
+    root_real: PathBuf,
+    /// The base with every symbolic link resolved.
+    base_real: PathBuf,
+}
+
+impl ChunkResolver {
+    /// Finds the real paths of `base` and of its parent.
+    pub fn new(base: &Path) -> Result<Self, CallbackError> {
+        let (root, name) = split_base(base).map_err(|source| CallbackError::InvalidBase {
+            base: base.to_owned(),
+            source,
+        })?;
+        let io = |source| CallbackError::Io {
+            path: base.to_owned(),
+            source,
+        };
+        let base_real = fs::canonicalize(root.join(&name)).map_err(io)?;
+        let root_real = fs::canonicalize(&root).map_err(io)?;
+        Ok(ChunkResolver {
+            base: base.to_owned(),
+            root,
+            root_real,
+            base_real,
+        })
+    }
+
+    /// The `metadata.json` of the chunk directory `chunk_path` names.
+    ///
+    /// Each component below the root is looked at without following links (one `lstat`
+    /// each, instead of resolving the whole absolute path again); only a path that
+    /// really goes through a symbolic link is resolved in full, and must still land
+    /// inside the base.
+    pub fn metadata_path(&self, chunk_path: &str) -> Result<PathBuf, CallbackError> {
+        check_relative(&self.base, chunk_path)?;
+        let candidate = self.root.join(chunk_path);
+        let not_found = |path: PathBuf| CallbackError::ChunkNotFound {
+            chunk_path: chunk_path.to_owned(),
+            path,
+        };
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| CallbackError::Io { path, source }
+        };
+        let mut real = self.root_real.clone();
+        let mut last = None;
+        for component in Path::new(chunk_path).components() {
+            let Component::Normal(part) = component else {
+                continue; // `.`; everything else was refused above
+            };
+            real.push(part);
+            let meta = match fs::symlink_metadata(&real) {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found(candidate)),
+                Err(e) => return Err(io(&candidate)(e)),
+            };
+            if meta.file_type().is_symlink() {
+                real = match fs::canonicalize(&candidate) {
+                    Ok(real) => real,
+                    Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found(candidate)),
+                    Err(e) => return Err(io(&candidate)(e)),
+                };
+                last = fs::metadata(&real).ok();
+                break;
+            }
+            last = Some(meta);
+        }
+        if real == self.base_real || !real.starts_with(&self.base_real) {
+            return Err(self.outside(chunk_path, format!("it resolves to {}", real.display())));
+        }
+        if !last.is_some_and(|meta| meta.is_dir()) {
+            return Err(not_found(candidate));
+        }
+        let metadata = real.join(METADATA_FILE);
+        match fs::symlink_metadata(&metadata) {
+            Ok(m) if m.file_type().is_symlink() => Err(self.outside(
+                chunk_path,
+                format!("{} is a symbolic link", metadata.display()),
+            )),
+            Ok(_) => Ok(metadata),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(not_found(metadata)),
+            Err(e) => Err(io(&metadata)(e)),
+        }
+    }
+
+    fn outside(&self, chunk_path: &str, reason: String) -> CallbackError {
+        CallbackError::OutsideBase {
+            chunk_path: chunk_path.to_owned(),
+            base: self.base.clone(),
+            reason,
+        }
+    }
+}
+
+/// Refuses a chunk path that is empty, absolute or climbs with `..`, before any file
+/// is looked at.
+fn check_relative(base: &Path, chunk_path: &str) -> Result<(), CallbackError> {
+    let outside = |reason: &str| CallbackError::OutsideBase {
         chunk_path: chunk_path.to_owned(),
         base: base.to_owned(),
-        reason,
+        reason: reason.to_owned(),
     };
-    let relative = Path::new(chunk_path);
     if chunk_path.is_empty() {
-        return Err(outside("it is empty".into()));
+        return Err(outside("it is empty"));
     }
-    for component in relative.components() {
+    for component in Path::new(chunk_path).components() {
         match component {
             Component::Prefix(_) | Component::RootDir => {
-                return Err(outside("it is an absolute path".into()));
+                return Err(outside("it is an absolute path"));
             }
-            Component::ParentDir => return Err(outside("it contains '..'".into())),
+            Component::ParentDir => return Err(outside("it contains '..'")),
             Component::CurDir | Component::Normal(_) => {}
         }
     }
-    let (root, name) = split_base(base).map_err(|e| outside(e.to_string()))?;
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| CallbackError::Io { path, source }
-    };
-    let base_real = fs::canonicalize(root.join(&name)).map_err(io(base))?;
-    let candidate = root.join(relative);
-    let chunk_real = match fs::canonicalize(&candidate) {
-        Ok(real) => real,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            return Err(CallbackError::ChunkNotFound {
-                chunk_path: chunk_path.to_owned(),
-                path: candidate,
-            });
-        }
-        Err(e) => return Err(io(&candidate)(e)),
-    };
-    if chunk_real == base_real || !chunk_real.starts_with(&base_real) {
-        return Err(outside(format!("it resolves to {}", chunk_real.display())));
-    }
-    if !chunk_real.is_dir() {
-        return Err(CallbackError::ChunkNotFound {
-            chunk_path: chunk_path.to_owned(),
-            path: candidate,
-        });
-    }
-    let metadata = chunk_real.join(METADATA_FILE);
-    match fs::symlink_metadata(&metadata) {
-        Ok(m) if m.file_type().is_symlink() => Err(outside(format!(
-            "{} is a symbolic link",
-            metadata.display()
-        ))),
-        Ok(_) => Ok(metadata),
-        Err(e) if e.kind() == ErrorKind::NotFound => Err(CallbackError::ChunkNotFound {
-            chunk_path: chunk_path.to_owned(),
-            path: metadata,
-        }),
-        Err(e) => Err(io(&metadata)(e)),
-    }
+    Ok(())
 }

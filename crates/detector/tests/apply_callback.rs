@@ -324,6 +324,58 @@ fn symbolic_links_out_of_the_base_are_refused() {
     assert!(matches!(ok.change, Change::Applied { .. }));
 }
 
+#[cfg(unix)]
+#[test]
+fn one_resolver_serves_many_chunks_and_agrees_with_resolve_metadata() {
+    use detector::{ChunkResolver, resolve_metadata};
+    use std::os::unix::fs::symlink;
+    let t = Tree::new();
+    for id in 0..3 {
+        t.chunk("movie", id, &python_metadata(id, 1, "X"));
+    }
+    let outside = t.root().join("elsewhere");
+    fs::create_dir_all(outside.join("chunk_0000")).unwrap();
+    fs::write(outside.join("chunk_0000/metadata.json"), "{}").unwrap();
+    symlink(&outside, t.base.join("linked")).unwrap();
+    symlink(t.base.join("movie"), t.base.join("alias")).unwrap();
+    // The base reached through a link resolves the same chunks.
+    let linked_base = t.root().join("via_link");
+    symlink(&t.base, &linked_base).unwrap();
+
+    for base in [t.base.clone(), linked_base] {
+        let resolver = ChunkResolver::new(&base).unwrap();
+        for id in 0..3 {
+            let chunk_path = format!("pending_compression/movie/chunk_{id:04}");
+            let path = resolver.metadata_path(&chunk_path).unwrap();
+            assert_eq!(path, resolve_metadata(&base, &chunk_path).unwrap());
+            assert_eq!(
+                fs::canonicalize(&path).unwrap(),
+                fs::canonicalize(t.chunk_dir("movie", id).join("metadata.json")).unwrap()
+            );
+        }
+        let aliased = resolver
+            .metadata_path("pending_compression/./alias/chunk_0001")
+            .unwrap();
+        assert!(
+            aliased.ends_with("movie/chunk_0001/metadata.json"),
+            "{aliased:?}"
+        );
+        for (chunk_path, outside_base) in [
+            ("pending_compression/linked/chunk_0000", true),
+            ("pending_compression", true),
+            ("elsewhere/chunk_0000", true),
+            ("pending_compression/movie/chunk_0009", false),
+        ] {
+            let err = resolver.metadata_path(chunk_path).unwrap_err();
+            assert_eq!(
+                matches!(err, CallbackError::OutsideBase { .. }),
+                outside_base,
+                "{chunk_path}: {err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn payload_is_read_alone_or_from_a_github_event_file() {
     let t = Tree::new();

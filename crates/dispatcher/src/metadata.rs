@@ -134,14 +134,16 @@ pub fn record_outcomes(
     base: &Path,
     deliveries: &[(&[String], &Outcome)],
 ) -> Vec<Vec<Result<bool, MetadataError>>> {
+    // One resolver for the batch; when the base itself cannot be resolved, each path
+    // gets that error on its own.
+    let resolver = detector::ChunkResolver::new(base);
+    let resolve = |chunk_path: &String| match &resolver {
+        Ok(resolver) => resolver.metadata_path(chunk_path),
+        Err(_) => detector::resolve_metadata(base, chunk_path),
+    };
     let resolved: Vec<Vec<Result<PathBuf, MetadataError>>> = deliveries
         .iter()
-        .map(|(paths, _)| {
-            paths
-                .iter()
-                .map(|chunk_path| Ok(detector::resolve_metadata(base, chunk_path)?))
-                .collect()
-        })
+        .map(|(paths, _)| paths.iter().map(|p| Ok(resolve(p)?)).collect())
         .collect();
     // `update_many` calls `change` for a file's occurrences in order (and for none of
     // them when the file cannot be read or parsed), so a queue per file says which
