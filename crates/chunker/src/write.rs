@@ -1,19 +1,19 @@
 //! Writing a file's chunk tree.
 //!
-//! The file is planned first (headers only), then streamed once in order: a reader
-//! thread reads each chunk into one of a small pool of buffers and updates the
-//! whole-file hash while the bytes are in cache, and rayon threads hash and write the
-//! chunks it has read. At most `2 × threads + 1` chunks are in memory. Everything goes to a hidden directory
+//! The file is planned first (headers only), then read once: one worker per rayon
+//! thread takes the next chunk, reads it at its offset into one of a small pool of
+//! buffers, hashes and writes it, and feeds it to the whole-file hash, which takes
+//! chunks in file order. At most `2 × threads + 1` chunks are in memory. Everything goes to a hidden directory
 //! `<output>/.<name>.tmp-XXXX` (names starting with `.` are never chunk trees), which is
 //! synced and renamed to `<output>/<name>` only when complete.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use chunk_model::json_file::sync_dir;
 use chunk_model::layout::{DATA_FILE, MANIFEST_FILE, METADATA_FILE, chunk_dir_name, validate_name};
@@ -21,7 +21,6 @@ use chunk_model::{
     ChunkMetadata, ExtraFields, Manifest, ManifestChunk, ModelError, Sha256Digest, Strategy,
     Timestamp,
 };
-use rayon::prelude::*;
 use serde::Serialize;
 use sha2::Digest as _;
 
@@ -259,17 +258,152 @@ pub fn chunk_file(path: &Path, options: &ChunkOptions) -> Result<ChunkReport, Ch
     })
 }
 
-/// Chunk buffers per rayon thread: one being written, one read ahead.
-const BUFFERS_PER_THREAD: usize = 2;
+/// Chunk buffers per worker: one being worked on, one waiting for the whole-file hash.
+const BUFFERS_PER_WORKER: usize = 2;
 
-/// How the reader of [`write_chunks`] ended early.
-enum ReadEnd {
-    /// Reading the input failed.
-    Failed(io::Error),
-    /// Writing failed and the reader was told to stop.
-    Stopped,
+/// A fixed set of chunk buffers: bounds memory and, reused, costs no page faults after
+/// the first chunks. Taking waits for a buffer to come back, or for the run to stop.
+struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+    returned: Condvar,
 }
 
+impl BufferPool {
+    fn new(buffers: usize) -> Self {
+        BufferPool {
+            free: Mutex::new(vec![Vec::new(); buffers]),
+            returned: Condvar::new(),
+        }
+    }
+
+    /// A free buffer, or `None` once `stop` is set.
+    fn take(&self, stop: &AtomicBool) -> Option<Vec<u8>> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if stop.load(Ordering::Acquire) {
+                return None;
+            }
+            if let Some(buf) = free.pop() {
+                return Some(buf);
+            }
+            free = self.returned.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn put(&self, buf: Vec<u8>) {
+        self.free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(buf);
+        self.returned.notify_one();
+    }
+
+    /// Wakes every waiting worker to see `stop`.
+    fn wake_all(&self) {
+        // Taking the lock orders the wake-up after a waiter's check of `stop`.
+        drop(self.free.lock().unwrap_or_else(|e| e.into_inner()));
+        self.returned.notify_all();
+    }
+}
+
+/// The whole-file SHA-256, fed with chunks in file order whatever order the workers
+/// finish them in. A chunk that arrives early waits; whichever worker brings the next
+/// chunk in order hashes it and every waiting successor (one worker at a time), so the
+/// one sequential part of the work moves between workers instead of being tied to one
+/// thread that the others crowd off the CPU.
+struct InOrderHash {
+    queue: Mutex<HashQueue>,
+    hasher: Mutex<sha2::Sha256>,
+}
+
+struct HashQueue {
+    /// The chunk the hash needs next.
+    next: usize,
+    /// Chunks that arrived before their turn.
+    waiting: BTreeMap<usize, Vec<u8>>,
+    /// A worker is hashing: the others only leave their chunks.
+    busy: bool,
+}
+
+impl InOrderHash {
+    fn new() -> Self {
+        InOrderHash {
+            queue: Mutex::new(HashQueue {
+                next: 0,
+                waiting: BTreeMap::new(),
+                busy: false,
+            }),
+            hasher: Mutex::new(Sha256Digest::hasher()),
+        }
+    }
+
+    /// Hands chunk `id` over; hashes it, and what waits behind it, when its turn has come
+    /// and no other worker is hashing. Hashed buffers go back to `pool`.
+    fn feed(&self, id: usize, buf: Vec<u8>, pool: &BufferPool) {
+        let lock = || self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queue = lock();
+        queue.waiting.insert(id, buf);
+        if queue.busy {
+            return;
+        }
+        queue.busy = true;
+        loop {
+            let next = queue.next;
+            let Some(buf) = queue.waiting.remove(&next) else {
+                queue.busy = false;
+                return;
+            };
+            drop(queue);
+            self.hasher
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .update(&buf);
+            pool.put(buf);
+            queue = lock();
+            queue.next += 1;
+        }
+    }
+
+    /// The digest, once all `chunks` chunks have been fed.
+    fn finish(self, chunks: usize) -> Sha256Digest {
+        let queue = self.queue.into_inner().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(queue.next, chunks, "every chunk is hashed once, in order");
+        Sha256Digest::from_hasher(self.hasher.into_inner().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`.
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`.
+#[cfg(windows)]
+fn read_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match std::os::windows::fs::FileExt::seek_read(file, buf, offset) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads, hashes and writes every chunk of `plan`; returns the manifest's chunks in
+/// order and the whole file's hash.
+///
+/// One worker per rayon thread takes the next chunk, reads it at its offset, hashes
+/// it, writes its directory, and hands it to the whole-file hash ([`InOrderHash`]).
+/// No thread is dedicated to reading or to the file hash: on two cores a third,
+/// dedicated thread was crowded off the CPU and became the bottleneck. The first
+/// failure stops every worker; a read failure is reported before the write failures
+/// it may have caused elsewhere.
 fn write_chunks(
     path: &Path,
     file: &File,
@@ -281,104 +415,99 @@ fn write_chunks(
 ) -> Result<(Vec<ManifestChunk>, Sha256Digest), ChunkerError> {
     let spans = &plan.spans;
     let total = spans.len() as u64;
-    // A fixed pool of chunk buffers bounds memory and, reused, costs no page faults
-    // after the first chunks.
-    let buffers = rayon::current_num_threads() * BUFFERS_PER_THREAD + 1;
-    let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
-    for _ in 0..buffers {
-        free_tx.send(Vec::new()).expect("receiver alive");
-    }
-    let (full_tx, full_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(buffers);
-
-    std::thread::scope(|scope| {
-        // The reader reads each chunk into a pooled buffer and feeds it to the whole-file
-        // hash while it is still in cache; each chunk's own hash and files are done on
-        // the rayon threads. The two halves of the work are about equal.
-        let reader = scope.spawn(move || -> Result<Sha256Digest, ReadEnd> {
-            let mut reader = file;
-            reader.seek(SeekFrom::Start(0)).map_err(ReadEnd::Failed)?;
-            let mut hasher = Sha256Digest::hasher();
-            for (id, span) in spans.iter().enumerate() {
-                // The writers have dropped their end: writing failed.
-                let mut buf = free_rx.recv().map_err(|_| ReadEnd::Stopped)?;
-                buf.clear();
-                buf.reserve_exact(span.size as usize);
-                let n = (&mut reader)
-                    .take(span.size)
-                    .read_to_end(&mut buf)
-                    .map_err(ReadEnd::Failed)?;
-                if n as u64 != span.size {
-                    return Err(ReadEnd::Failed(io::Error::new(
+    let workers = rayon::current_num_threads().clamp(1, spans.len().max(1));
+    let pool = BufferPool::new(workers * BUFFERS_PER_WORKER + 1);
+    let file_hash = InOrderHash::new();
+    let next_chunk = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let written = Mutex::new(Vec::with_capacity(spans.len()));
+    // The first read failure, else the first write failure.
+    let failure: Mutex<Option<ChunkerError>> = Mutex::new(None);
+    let progress = Mutex::new(Progress {
+        bytes_done: 0,
+        total_bytes: plan.file_size,
+        chunks_done: 0,
+        total_chunks: total,
+    });
+    let fail = |error: ChunkerError| {
+        let mut first = failure.lock().unwrap_or_else(|e| e.into_inner());
+        let is_read = matches!(error, ChunkerError::Read { .. });
+        if first.is_none() || (is_read && !matches!(*first, Some(ChunkerError::Read { .. }))) {
+            *first = Some(error);
+        }
+        stop.store(true, Ordering::Release);
+        pool.wake_all();
+    };
+    let work = || {
+        // A buffer first, then a chunk number: whoever holds the chunk the file hash
+        // needs next always has the buffer to read it into.
+        while let Some(mut buf) = pool.take(&stop) {
+            let id = next_chunk.fetch_add(1, Ordering::Relaxed);
+            let Some(span) = spans.get(id) else {
+                pool.put(buf);
+                return;
+            };
+            // Only grows ever zero-fill: a reused buffer keeps its length.
+            buf.resize(span.size as usize, 0);
+            if let Err(source) = read_at(file, &mut buf, span.offset) {
+                let source = if source.kind() == io::ErrorKind::UnexpectedEof {
+                    io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         format!(
                             "file shrank while being chunked: expected {} bytes",
                             plan.file_size
                         ),
-                    )));
+                    )
+                } else {
+                    source
+                };
+                pool.put(buf);
+                fail(ChunkerError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+                return;
+            }
+            match write_chunk(
+                dir,
+                span,
+                id as u64,
+                total,
+                &buf,
+                grammar_id,
+                created_at,
+                options.sync,
+            ) {
+                Ok(chunk) => written
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(chunk),
+                Err(error) => {
+                    pool.put(buf);
+                    fail(error);
+                    return;
                 }
-                hasher.update(&buf);
-                full_tx.send((id, buf)).map_err(|_| ReadEnd::Stopped)?;
             }
-            Ok(Sha256Digest::from_hasher(hasher))
-        });
-
-        let progress = std::sync::Mutex::new(Progress {
-            bytes_done: 0,
-            total_bytes: plan.file_size,
-            chunks_done: 0,
-            total_chunks: total,
-        });
-        // Both channel ends the reader waits on are dropped at the end of this block, so
-        // the reader stops as soon as writing fails.
-        let written = {
-            let free_tx = free_tx;
-            full_rx
-                .into_iter()
-                .par_bridge()
-                .map(|(id, buf)| {
-                    let span = &spans[id];
-                    let chunk = write_chunk(
-                        dir,
-                        span,
-                        id as u64,
-                        total,
-                        &buf,
-                        grammar_id,
-                        created_at,
-                        options.sync,
-                    );
-                    // After a failure the reader may be gone; the buffer is then dropped.
-                    let _ = free_tx.send(buf);
-                    if let (Ok(_), Some(report)) = (&chunk, &options.progress) {
-                        let mut done = progress.lock().unwrap_or_else(|e| e.into_inner());
-                        done.bytes_done += span.size;
-                        done.chunks_done += 1;
-                        report(*done);
-                    }
-                    chunk
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let read = reader
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        match (written, read) {
-            // A read error is the cause when both fail: writing then only saw the end.
-            (_, Err(ReadEnd::Failed(source))) => Err(ChunkerError::Read {
-                path: path.to_owned(),
-                source,
-            }),
-            (Err(e), _) => Err(e),
-            (Ok(mut chunks), Ok(hash)) => {
-                chunks.sort_unstable_by_key(|c| c.chunk_id);
-                Ok((chunks, hash))
+            if let Some(report) = &options.progress {
+                let mut done = progress.lock().unwrap_or_else(|e| e.into_inner());
+                done.bytes_done += span.size;
+                done.chunks_done += 1;
+                report(*done);
             }
-            // The writers end only when the reader has sent everything or one failed.
-            (Ok(_), Err(ReadEnd::Stopped)) => {
-                unreachable!("the reader stopped while writing went on")
-            }
+            file_hash.feed(id, buf, &pool);
         }
-    })
+    };
+    rayon::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|_| work());
+        }
+    });
+    if let Some(error) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(error);
+    }
+    let mut chunks = written.into_inner().unwrap_or_else(|e| e.into_inner());
+    chunks.sort_unstable_by_key(|c| c.chunk_id);
+    Ok((chunks, file_hash.finish(spans.len())))
 }
 
 #[allow(clippy::too_many_arguments)] // one chunk's whole context; a struct would only rename it

@@ -93,6 +93,44 @@ fn chunk_tree_reads_back_with_chunk_model_types_and_rebuilds_the_file() {
 }
 
 #[test]
+fn chunks_finished_out_of_order_still_hash_the_file_in_order() {
+    // 2,000 small chunks over eight workers: workers finish chunks out of order all the
+    // time, and the file hash must still be that of the bytes in file order.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("many.bin");
+    let bytes = random_bytes(2_000 * 4096 - 123, 11);
+    fs::write(&input, &bytes).unwrap();
+    let output = dir.path().join("out");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(8)
+        .build()
+        .unwrap();
+    let report = pool
+        .install(|| {
+            chunk_file(
+                &input,
+                &ChunkOptions {
+                    config: chunker::ChunkerConfig {
+                        strategy: Strategy::Size,
+                        max_chunk_size: 4096,
+                    },
+                    ..options(&output)
+                },
+            )
+        })
+        .unwrap();
+    assert_eq!(report.total_chunks, 2_000);
+    assert_eq!(report.file_hash, Sha256Digest::of(&bytes));
+    let manifest: Manifest =
+        json_file::read(&Layout::new(&output).manifest_path("many").unwrap()).unwrap();
+    for (id, chunk) in manifest.chunks.iter().enumerate() {
+        assert_eq!(chunk.chunk_id, id as u64);
+        let range = chunk.offset as usize..(chunk.offset + chunk.size) as usize;
+        assert_eq!(chunk.hash, Sha256Digest::of(&bytes[range]), "chunk {id}");
+    }
+}
+
+#[test]
 fn bad_inputs_name_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("out");
@@ -212,8 +250,8 @@ fn a_failure_mid_write_leaves_no_trace_and_keeps_the_old_tree() {
     chunk_file(&input, &options(&output)).unwrap();
     let old_manifest = fs::read(output.join("shrinking").join(layout::MANIFEST_FILE)).unwrap();
 
-    // 130 chunks: the reader holds at most a few buffers ahead of the writers, so it
-    // cannot have read the end before the first progress call truncates the file.
+    // 130 chunks: at most `2 × threads + 1` chunks are read ahead of the writes, so the
+    // end cannot have been read before the first progress call truncates the file.
     fs::write(&input, random_bytes(130 * MIB as usize, 4)).unwrap();
     let path = input.clone();
     let progress = Arc::new(move |_: chunker::Progress| {
