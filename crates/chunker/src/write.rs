@@ -306,6 +306,21 @@ impl BufferPool {
     }
 }
 
+/// Stops every worker when dropped during a panic.
+struct StopOnPanic<'a> {
+    stop: &'a AtomicBool,
+    pool: &'a BufferPool,
+}
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.stop.store(true, Ordering::Release);
+            self.pool.wake_all();
+        }
+    }
+}
+
 /// The whole-file SHA-256, fed with chunks in file order whatever order the workers
 /// finish them in. A chunk that arrives early waits; whichever worker brings the next
 /// chunk in order hashes it and every waiting successor (one worker at a time), so the
@@ -439,6 +454,13 @@ fn write_chunks(
         pool.wake_all();
     };
     let work = || {
+        // A worker that panics (in the progress callback, say) may hold the chunk the
+        // file hash waits for: the others would wait for buffers forever. Stop them;
+        // the scope then re-raises the panic.
+        let _stop_on_panic = StopOnPanic {
+            stop: &stop,
+            pool: &pool,
+        };
         // A buffer first, then a chunk number: whoever holds the chunk the file hash
         // needs next always has the buffer to read it into.
         while let Some(mut buf) = pool.take(&stop) {

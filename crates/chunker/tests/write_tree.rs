@@ -242,6 +242,43 @@ fn nothing_is_visible_before_the_rename() {
 }
 
 #[test]
+fn a_panicking_progress_callback_stops_every_worker_and_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out");
+    let input = dir.path().join("panics.bin");
+    fs::write(&input, random_bytes(40 * MIB as usize, 5)).unwrap();
+    // Only the third call panics: the other worker goes on, and must be stopped.
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let progress = Arc::new(move |_: chunker::Progress| {
+        let call = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        assert_ne!(call, 3, "the callback fails on its third call");
+    });
+    let options = ChunkOptions {
+        progress: Some(progress),
+        ..options(&output)
+    };
+    // On a thread with a deadline: a worker left waiting would hang the test otherwise.
+    // The thread sends only if `chunk_file` returns; its panic drops the sender.
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let chunking = std::thread::spawn(move || {
+        let _ = chunk_file(&input, &options);
+        done_tx.send(()).unwrap();
+    });
+    match done_rx.recv_timeout(std::time::Duration::from_secs(120)) {
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("chunk_file hung"),
+        Ok(()) => panic!("the callback's panic did not reach the caller"),
+    }
+    assert!(chunking.join().is_err());
+    assert!(visible_entries(&output).is_empty());
+    assert_eq!(
+        fs::read_dir(&output).unwrap().count(),
+        0,
+        "temporary directory removed"
+    );
+}
+
+#[test]
 fn a_failure_mid_write_leaves_no_trace_and_keeps_the_old_tree() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("out");
