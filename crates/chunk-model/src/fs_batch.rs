@@ -1,7 +1,7 @@
 //! The pieces of writing many files durably at once, shared by the batched writers
-//! (`json_file::update_many`, the uploader's local-directory store): temporary files
-//! written without a flush, one flush per filesystem for all of them, and the file work
-//! spread over a few threads.
+//! (`json_file::update_many`, the uploader's local-directory store, the chunker):
+//! temporary files written without a flush, writeback started early, one flush per
+//! filesystem for all of them, and the file work spread over a few threads.
 //!
 //! Creating, renaming and deleting many small files is mostly kernel time (on ext4 after
 //! heavy churn, finding a free inode among recently deleted ones), which overlaps well
@@ -96,6 +96,31 @@ pub fn flush_filesystem(file: &File) -> io::Result<()> {
         let _ = file;
         Ok(())
     }
+}
+
+/// Asks the kernel to start writing `len` bytes of `file` from `offset` to disk now,
+/// without waiting (`sync_file_range(SYNC_FILE_RANGE_WRITE)` on Linux; nothing
+/// elsewhere); `len` 0 means to the end of the file. The disk then works while the
+/// caller goes on, and a later flush has only the rest to wait for. Advice only: it
+/// makes nothing durable, and its errors are left to that flush to report.
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd as _;
+        let (Ok(offset), Ok(len)) = (
+            libc::off64_t::try_from(offset),
+            libc::off64_t::try_from(len),
+        ) else {
+            return;
+        };
+        // SAFETY: a plain syscall on a descriptor `file` keeps open for the call, with
+        // no pointers; it touches no memory of this process.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
 }
 
 /// The same I/O error again, for each of the files one failure covers.
