@@ -15,6 +15,7 @@ use chunk_model::{
     ChunkMetadata, Codec, Layout, Manifest, Recipe, RecipeChunk, Status, Strategy, json_file,
     layout,
 };
+use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use uploader::{ObjectStore, ReconstructOptions, StoreConfig, Which};
@@ -398,37 +399,65 @@ async fn run_async(args: Args, work: PathBuf) -> anyhow::Result<()> {
     let started = Instant::now();
     let rebuilt_dir = work.join("rebuilt");
     std::fs::create_dir_all(&rebuilt_dir)?;
-    let mut rebuilt_bytes = 0;
-    for (index, recipe) in &recipes {
-        let row = &mut rows[*index];
-        let output = rebuilt_dir.join(&recipe.name);
-        // Reconstruction checks every chunk's and the whole file's SHA-256 against the
-        // recipe; a file chunked in this run is also compared with its source.
-        let result = uploader::reconstruct(
-            store.as_ref(),
-            &recipe.name,
-            Which::File(recipe.file_sha256),
-            &output,
-            &ReconstructOptions::default(),
-            &|_| {},
-        )
+    // Files are rebuilt concurrently, one per core (each rebuild hashes its file in
+    // order, on one core), and a file chunked in this run has its source hashed beside
+    // its rebuild: the source must have the SHA-256 of the bytes rebuilt from the bucket.
+    let parallel_files = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let outcomes: Vec<_> = futures::stream::iter(&recipes)
+        .map(|(index, recipe)| {
+            let output = rebuilt_dir.join(&recipe.name);
+            let source = rows[*index].source.clone();
+            let store = store.as_ref();
+            async move {
+                let source_hash = source.map(|source| {
+                    tokio::task::spawn_blocking(move || {
+                        sha256_of_file(&source).map(|hash| (source, hash))
+                    })
+                });
+                // Checks every chunk's and the whole file's SHA-256 against the recipe.
+                let rebuilt = uploader::reconstruct(
+                    store,
+                    &recipe.name,
+                    Which::File(recipe.file_sha256),
+                    &output,
+                    &ReconstructOptions::default(),
+                    &|_| {},
+                )
+                .await;
+                let _ = std::fs::remove_file(&output);
+                let result = match (rebuilt, source_hash) {
+                    (Err(e), _) => Err(e.to_string()),
+                    (Ok(_), None) => Ok(()),
+                    (Ok(report), Some(hashing)) => match hashing.await {
+                        Ok(Ok((_, hash))) if hash == report.file_sha256 => Ok(()),
+                        Ok(Ok((source, hash))) => Err(format!(
+                            "{} rebuilt with SHA-256 {}, source {} has {hash}",
+                            output.display(),
+                            report.file_sha256,
+                            source.display()
+                        )),
+                        Ok(Err(e)) => Err(format!("{e:#}")),
+                        Err(e) => Err(e.to_string()),
+                    },
+                };
+                let stored = stored_size(store, recipe).await;
+                (*index, recipe.file_size, result, stored)
+            }
+        })
+        .buffer_unordered(parallel_files)
+        .collect()
         .await;
+    let mut rebuilt_bytes = 0;
+    for (index, file_size, result, stored) in outcomes {
+        let row = &mut rows[index];
         match result {
-            Ok(_) => match row
-                .source
-                .as_deref()
-                .map_or(Ok(()), |source| verify_against_source(&output, source))
-            {
-                Ok(()) => {
-                    row.verified = true;
-                    rebuilt_bytes += recipe.file_size;
-                }
-                Err(e) => row.error = Some(format!("{e:#}")),
-            },
-            Err(e) => row.error = Some(e.to_string()),
+            Ok(()) => {
+                row.verified = true;
+                rebuilt_bytes += file_size;
+            }
+            Err(e) => row.error = Some(e),
         }
-        row.stored_bytes = stored_size(store.as_ref(), recipe).await?;
-        let _ = std::fs::remove_file(&output);
+        row.stored_bytes = stored?;
     }
     stages.push(stage(
         "reconstruct+verify",
@@ -640,34 +669,23 @@ fn recipe_for(base: &Path, name: &str) -> anyhow::Result<Recipe> {
     })
 }
 
-/// The rebuilt file must be the source file, byte for byte.
-fn verify_against_source(rebuilt: &Path, source: &Path) -> anyhow::Result<()> {
-    let hash = |path: &Path| -> anyhow::Result<chunk_model::Sha256Digest> {
-        use std::io::Read;
-        let mut file =
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let mut hasher = chunk_model::Sha256Digest::hasher();
-        let mut buffer = vec![0u8; 1 << 20];
-        loop {
-            let n = file
-                .read(&mut buffer)
-                .with_context(|| format!("reading {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            sha2::Digest::update(&mut hasher, &buffer[..n]);
+/// The SHA-256 of the file at `path`, read in 1 MiB pieces.
+fn sha256_of_file(path: &Path) -> anyhow::Result<chunk_model::Sha256Digest> {
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = chunk_model::Sha256Digest::hasher();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buffer)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
         }
-        Ok(chunk_model::Sha256Digest::from_hasher(hasher))
-    };
-    let (rebuilt_hash, source_hash) = (hash(rebuilt)?, hash(source)?);
-    if rebuilt_hash != source_hash {
-        bail!(
-            "{} rebuilt with SHA-256 {rebuilt_hash}, source {} has {source_hash}",
-            rebuilt.display(),
-            source.display()
-        );
+        sha2::Digest::update(&mut hasher, &buffer[..n]);
     }
-    Ok(())
+    Ok(chunk_model::Sha256Digest::from_hasher(hasher))
 }
 
 /// Bytes the file's distinct chunk objects take in the store.
