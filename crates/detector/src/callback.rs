@@ -216,6 +216,20 @@ pub fn apply_callback(
     payload: &ChunkCompressed,
     now: DateTime<Utc>,
 ) -> Result<CallbackOutcome, CallbackError> {
+    check_payload(payload)?;
+    let metadata_path = resolve_metadata(base, &payload.chunk_path)?;
+    let change = chunk_model::json_file::update(&metadata_path, |meta: &mut ChunkMetadata| {
+        apply_to_metadata(meta, payload, &metadata_path, now)
+    })?;
+    Ok(CallbackOutcome {
+        metadata_path,
+        change,
+    })
+}
+
+/// Refuses a payload whose status is neither `completed` nor `failed`, or a `completed`
+/// one without its upload.
+pub fn check_payload(payload: &ChunkCompressed) -> Result<(), CallbackError> {
     if !matches!(payload.status, Status::Completed | Status::Failed) {
         return Err(CallbackError::UnsupportedStatus(payload.status));
     }
@@ -235,71 +249,67 @@ pub fn apply_callback(
             });
         }
     }
-    let metadata_path = resolve_metadata(base, &payload.chunk_path)?;
-    let change = json_update(&metadata_path, payload, now)?;
-    Ok(CallbackOutcome {
-        metadata_path,
-        change,
-    })
+    Ok(())
 }
 
-fn json_update(
-    path: &Path,
+/// The change [`apply_callback`] makes, on metadata in memory: for callers that write
+/// many chunks' metadata in one batch (`json_file::update_many`). `payload` must have
+/// passed [`check_payload`]; `path` names the metadata file in errors.
+pub fn apply_to_metadata(
+    meta: &mut ChunkMetadata,
     payload: &ChunkCompressed,
+    path: &Path,
     now: DateTime<Utc>,
 ) -> Result<Change, CallbackError> {
-    chunk_model::json_file::update(path, |meta: &mut ChunkMetadata| {
-        let from = meta.status;
-        if from == payload.status {
-            if from == Status::Completed
-                && (meta.upload_path != payload.upload_path
-                    || meta.upload_hash != payload.upload_hash)
-            {
-                let hash = |h: &Option<Sha256Digest>| {
-                    h.as_ref()
-                        .map_or_else(|| "no hash".to_owned(), |h| h.to_hex())
-                };
-                return Err(CallbackError::Conflict {
-                    path: path.to_owned(),
-                    existing_path: meta.upload_path.clone(),
-                    existing_hash: hash(&meta.upload_hash),
-                    incoming_path: payload.upload_path.clone(),
-                    incoming_hash: hash(&payload.upload_hash),
-                });
-            }
-            return Ok(Change::AlreadyApplied { status: from });
+    let from = meta.status;
+    if from == payload.status {
+        if from == Status::Completed
+            && (meta.upload_path != payload.upload_path || meta.upload_hash != payload.upload_hash)
+        {
+            let hash = |h: &Option<Sha256Digest>| {
+                h.as_ref()
+                    .map_or_else(|| "no hash".to_owned(), |h| h.to_hex())
+            };
+            return Err(CallbackError::Conflict {
+                path: path.to_owned(),
+                existing_path: meta.upload_path.clone(),
+                existing_hash: hash(&meta.upload_hash),
+                incoming_path: payload.upload_path.clone(),
+                incoming_hash: hash(&payload.upload_hash),
+            });
         }
-        meta.status =
-            from.transition_to(payload.status)
-                .map_err(|source| CallbackError::Transition {
-                    path: path.to_owned(),
-                    source,
-                })?;
-        meta.lease_expires_at = None;
-        if let Some(worker) = &payload.worker_id {
-            meta.worker_id = Some(worker.clone());
-        }
-        if !payload.stats.is_null() {
-            meta.extra
-                .insert(STATS_FIELD.to_owned(), payload.stats.clone());
-        }
-        if payload.status == Status::Completed {
-            meta.compressed_at = Some(Timestamp::from_utc(now));
-            meta.upload_path.clone_from(&payload.upload_path);
-            meta.upload_hash = payload.upload_hash;
-        } else {
-            let worker = payload.worker_id.as_deref().unwrap_or("unknown worker");
-            meta.last_error = Some(
-                payload
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| format!("{worker} reported failure without a reason")),
-            );
-        }
-        Ok(Change::Applied {
-            from,
-            to: meta.status,
-        })
+        return Ok(Change::AlreadyApplied { status: from });
+    }
+    meta.status =
+        from.transition_to(payload.status)
+            .map_err(|source| CallbackError::Transition {
+                path: path.to_owned(),
+                source,
+            })?;
+    meta.lease_expires_at = None;
+    if let Some(worker) = &payload.worker_id {
+        meta.worker_id = Some(worker.clone());
+    }
+    if !payload.stats.is_null() {
+        meta.extra
+            .insert(STATS_FIELD.to_owned(), payload.stats.clone());
+    }
+    if payload.status == Status::Completed {
+        meta.compressed_at = Some(Timestamp::from_utc(now));
+        meta.upload_path.clone_from(&payload.upload_path);
+        meta.upload_hash = payload.upload_hash;
+    } else {
+        let worker = payload.worker_id.as_deref().unwrap_or("unknown worker");
+        meta.last_error = Some(
+            payload
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("{worker} reported failure without a reason")),
+        );
+    }
+    Ok(Change::Applied {
+        from,
+        to: meta.status,
     })
 }
 

@@ -31,8 +31,8 @@ mod scan;
 mod select;
 
 pub use callback::{
-    CallbackError, CallbackOutcome, Change, ChunkResolver, apply_callback, payload_from_value,
-    read_payload, resolve_metadata,
+    CallbackError, CallbackOutcome, Change, ChunkResolver, apply_callback, apply_to_metadata,
+    check_payload, payload_from_value, read_payload, resolve_metadata,
 };
 pub use config::{
     DEFAULT_BASE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_OUTPUT, DetectConfig,

@@ -19,7 +19,7 @@ use serde::Serialize;
 use uploader::ObjectStore;
 
 use crate::DispatchError;
-use crate::metadata::{MetadataError, walk_to};
+use crate::metadata::walk_to;
 
 /// The prefix of completion records in the bucket.
 pub const STATUS_PREFIX: &str = "status/";
@@ -89,6 +89,8 @@ pub async fn sync(
     Ok(done)
 }
 
+/// Completes every open chunk that has a record, all in one batch of metadata writes
+/// (`json_file::update_many`: one flush for the batch instead of two per chunk).
 fn apply(
     base: &Path,
     records: &HashMap<Sha256Digest, ChunkCompressed>,
@@ -101,49 +103,57 @@ fn apply(
     };
     let scan = detector::scan(&config, now)?;
     report.open_chunks = scan.selected.len();
+    let resolver = detector::ChunkResolver::new(base);
+    // (chunk path, its metadata file, the payload to apply)
+    let mut changes: Vec<(&str, PathBuf, ChunkCompressed)> = Vec::new();
     for chunk in &scan.selected {
         let Some(record) = chunk.info.hash.as_ref().and_then(|h| records.get(h)) else {
             continue;
         };
-        match complete(base, &chunk.info.chunk_path, record, now) {
-            Ok(()) => report.completed.push(chunk.info.chunk_path.clone()),
-            Err(e) => report
-                .errors
-                .push(format!("{}: {e}", chunk.info.chunk_path)),
+        let chunk_path = chunk.info.chunk_path.as_str();
+        // The record may come from an identical chunk of another file: apply its upload
+        // to this chunk.
+        let payload = ChunkCompressed {
+            chunk_path: chunk_path.to_owned(),
+            error: None,
+            ..record.clone()
+        };
+        let resolved = detector::check_payload(&payload).and_then(|()| match &resolver {
+            Ok(resolver) => resolver.metadata_path(chunk_path),
+            Err(_) => detector::resolve_metadata(base, chunk_path),
+        });
+        match resolved {
+            Ok(path) => changes.push((chunk_path, path, payload)),
+            Err(e) => report.errors.push(format!("{chunk_path}: {e}")),
+        }
+    }
+    let payloads: HashMap<&Path, &ChunkCompressed> = changes
+        .iter()
+        .map(|(_, path, payload)| (path.as_path(), payload))
+        .collect();
+    let paths: Vec<&Path> = changes.iter().map(|(_, path, _)| path.as_path()).collect();
+    let written = chunk_model::json_file::update_many(&paths, |path, meta: &mut ChunkMetadata| {
+        // A chunk that is `pending` or `failed` (its dispatch was never recorded, or the
+        // record is for an identical chunk of another file) first takes the legal steps
+        // to `queued`, from where the record may complete it; both changes are written
+        // together.
+        if matches!(meta.status, Status::Pending | Status::Failed) {
+            walk_to(meta, Status::Queued).map_err(|source| {
+                detector::CallbackError::Transition {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
+        }
+        detector::apply_to_metadata(meta, payloads[path], path, now)
+    });
+    for ((chunk_path, ..), result) in changes.iter().zip(written) {
+        match result {
+            Ok(_) => report.completed.push((*chunk_path).to_owned()),
+            Err(e) => report.errors.push(format!("{chunk_path}: {e}")),
         }
     }
     Ok(report)
-}
-
-fn complete(
-    base: &Path,
-    chunk_path: &str,
-    record: &ChunkCompressed,
-    now: DateTime<Utc>,
-) -> Result<(), String> {
-    let path: PathBuf = detector::resolve_metadata(base, chunk_path).map_err(|e| e.to_string())?;
-    // A chunk that is `pending` or `failed` (its dispatch was never recorded, or the
-    // record is for an identical chunk of another file) first takes the legal steps to
-    // `queued`, from where the callback may complete it.
-    chunk_model::json_file::update(&path, |meta: &mut ChunkMetadata| {
-        if matches!(meta.status, Status::Pending | Status::Failed) {
-            walk_to(meta, Status::Queued).map_err(|source| MetadataError::Transition {
-                path: path.display().to_string(),
-                source,
-            })?;
-        }
-        Ok::<_, MetadataError>(())
-    })
-    .map_err(|e| e.to_string())?;
-    // The record may come from an identical chunk of another file: apply its upload to
-    // this chunk.
-    let payload = ChunkCompressed {
-        chunk_path: chunk_path.to_owned(),
-        error: None,
-        ..record.clone()
-    };
-    detector::apply_callback(base, &payload, now).map_err(|e| e.to_string())?;
-    Ok(())
 }
 
 fn sha_of_key(key: &str) -> Option<Sha256Digest> {
@@ -151,4 +161,108 @@ fn sha_of_key(key: &str) -> Option<Sha256Digest> {
         .strip_suffix(".json")?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chunk_model::{Codec, Timestamp};
+    use uploader::{LocalDir, ObjectMeta};
+
+    /// A chunk of `bytes` under `root/pending_compression/movie/chunk_<id>` in `status`.
+    fn chunk(root: &Path, id: u64, bytes: &[u8], status: Status) -> String {
+        let chunk_path = format!("pending_compression/movie/chunk_{id:04}");
+        let dir = root.join(&chunk_path);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("data.bin"), bytes).unwrap();
+        let mut meta = ChunkMetadata::new_pending(
+            id,
+            0,
+            bytes.len() as u64,
+            Sha256Digest::of(bytes),
+            "FIXED_SIZE",
+            None,
+            Timestamp::now(),
+        );
+        meta.status = status;
+        if status == Status::Completed {
+            meta.upload_path = Some("chunks/somewhere-else".into());
+            meta.upload_hash = Some(Sha256Digest::of(b"another upload"));
+        }
+        chunk_model::json_file::write_atomic(&dir.join("metadata.json"), &meta).unwrap();
+        chunk_path
+    }
+
+    fn read(root: &Path, chunk_path: &str) -> ChunkMetadata {
+        chunk_model::json_file::read(&root.join(chunk_path).join("metadata.json")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn records_complete_pending_and_failed_chunks_and_leave_completed_ones_alone() {
+        let repo = tempfile::tempdir().unwrap();
+        let bucket = tempfile::tempdir().unwrap();
+        let store = LocalDir::new(bucket.path()).unwrap();
+        let (a, b, c) = (
+            b"chunk a".as_slice(),
+            b"chunk b".as_slice(),
+            b"chunk c".as_slice(),
+        );
+        // A chunk never dispatched, one that failed before, and one already completed
+        // with another upload than its record names; the fourth has no record.
+        let pending = chunk(repo.path(), 0, a, Status::Pending);
+        let failed = chunk(repo.path(), 1, b, Status::Failed);
+        let conflicting = chunk(repo.path(), 2, c, Status::Completed);
+        let unrecorded = chunk(repo.path(), 3, b"no record", Status::Queued);
+        for bytes in [a, b, c] {
+            let sha = Sha256Digest::of(bytes);
+            let record = ChunkCompressed {
+                chunk_path: "pending_compression/other/chunk_0000".into(),
+                status: Status::Completed,
+                upload_path: Some(object_keys::chunk_object(&sha, Codec::Store)),
+                upload_hash: Some(Sha256Digest::of(bytes)),
+                original_hash: Some(sha),
+                worker_id: Some("w1".into()),
+                error: None,
+                stats: serde_json::Value::Null,
+            };
+            let json = serde_json::to_vec(&record).unwrap();
+            store
+                .put(
+                    &object_keys::status_record(&sha),
+                    json.clone().into(),
+                    &ObjectMeta::plain(&json),
+                )
+                .await
+                .unwrap();
+        }
+        let conflicting_before =
+            std::fs::read(repo.path().join(&conflicting).join("metadata.json")).unwrap();
+
+        let base = repo.path().join("pending_compression");
+        let report = sync(&base, &store, Utc::now()).await.unwrap();
+
+        assert_eq!(report.records, 3);
+        assert_eq!(report.open_chunks, 3, "{report:?}");
+        let mut completed = report.completed.clone();
+        completed.sort();
+        assert_eq!(completed, [pending.clone(), failed.clone()], "{report:?}");
+        assert!(report.errors.is_empty(), "{report:?}");
+        for (chunk_path, bytes) in [(&pending, a), (&failed, b)] {
+            let meta = read(repo.path(), chunk_path);
+            let sha = Sha256Digest::of(bytes);
+            assert_eq!(meta.status, Status::Completed, "{chunk_path}");
+            assert_eq!(
+                meta.upload_path,
+                Some(object_keys::chunk_object(&sha, Codec::Store))
+            );
+            assert_eq!(meta.worker_id.as_deref(), Some("w1"));
+            assert!(meta.compressed_at.is_some());
+        }
+        assert_eq!(
+            std::fs::read(repo.path().join(&conflicting).join("metadata.json")).unwrap(),
+            conflicting_before,
+            "a completed chunk is not completed again"
+        );
+        assert_eq!(read(repo.path(), &unrecorded).status, Status::Queued);
+    }
 }
