@@ -3,9 +3,10 @@
 //! The file is planned first (headers only), then read once: one worker per rayon
 //! thread takes the next chunk, reads it at its offset into one of a small pool of
 //! buffers, hashes and writes it, and feeds it to the whole-file hash, which takes
-//! chunks in file order. At most `2 × threads + 1` chunks are in memory. Everything goes to a hidden directory
-//! `<output>/.<name>.tmp-XXXX` (names starting with `.` are never chunk trees), which is
-//! synced and renamed to `<output>/<name>` only when complete.
+//! chunks in file order. At most `2 × threads + 1` chunks are in memory. Everything
+//! goes to a hidden directory `<output>/.<name>.tmp-XXXX` (names starting with `.` are
+//! never chunk trees), which is flushed and renamed to `<output>/<name>` only when
+//! complete.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -470,6 +471,7 @@ fn write_chunks(
 ) -> Result<(Vec<ManifestChunk>, Sha256Digest), ChunkerError> {
     let spans = &plan.spans;
     let total = spans.len() as u64;
+    let durability = Durability::of(options);
     let workers = rayon::current_num_threads().clamp(1, spans.len().max(1));
     let pool = BufferPool::new(workers * BUFFERS_PER_WORKER + 1);
     let file_hash = InOrderHash::new();
@@ -509,7 +511,8 @@ fn write_chunks(
                 pool.put(buf);
                 return;
             };
-            // Only grows ever zero-fill: a reused buffer keeps its length.
+            // Only growth is zero-filled: a reused buffer keeps its length, so refilling
+            // it costs no memset.
             buf.resize(span.size as usize, 0);
             if let Err(source) = read_at(file, &mut buf, span.offset) {
                 let source = if source.kind() == io::ErrorKind::UnexpectedEof {
@@ -531,14 +534,7 @@ fn write_chunks(
                 return;
             }
             match write_chunk(
-                dir,
-                span,
-                id as u64,
-                total,
-                &buf,
-                grammar_id,
-                created_at,
-                Durability::of(options),
+                dir, span, id as u64, total, &buf, grammar_id, created_at, durability,
             ) {
                 Ok(chunk) => written
                     .lock()
