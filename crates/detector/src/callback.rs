@@ -323,6 +323,16 @@ pub fn resolve_metadata(base: &Path, chunk_path: &str) -> Result<PathBuf, Callba
     ChunkResolver::new(base)?.metadata_path(chunk_path)
 }
 
+/// [`resolve_metadata`] for many chunk paths under `base`: one [`ChunkResolver`] for
+/// all of them, or, when the base itself cannot be resolved, that error for each path.
+pub fn metadata_resolver(base: &Path) -> impl Fn(&str) -> Result<PathBuf, CallbackError> + '_ {
+    let resolver = ChunkResolver::new(base);
+    move |chunk_path| match &resolver {
+        Ok(resolver) => resolver.metadata_path(chunk_path),
+        Err(_) => resolve_metadata(base, chunk_path),
+    }
+}
+
 /// Resolves chunk paths to `metadata.json` files under one base, as
 /// [`resolve_metadata`] does, with the base's real path found once instead of per path.
 #[derive(Debug, Clone)]

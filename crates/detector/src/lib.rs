@@ -32,7 +32,7 @@ mod select;
 
 pub use callback::{
     CallbackError, CallbackOutcome, Change, ChunkResolver, apply_callback, apply_to_metadata,
-    check_payload, payload_from_value, read_payload, resolve_metadata,
+    check_payload, metadata_resolver, payload_from_value, read_payload, resolve_metadata,
 };
 pub use config::{
     DEFAULT_BASE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_OUTPUT, DetectConfig,

@@ -134,13 +134,7 @@ pub fn record_outcomes(
     base: &Path,
     deliveries: &[(&[String], &Outcome)],
 ) -> Vec<Vec<Result<bool, MetadataError>>> {
-    // One resolver for the batch; when the base itself cannot be resolved, each path
-    // gets that error on its own.
-    let resolver = detector::ChunkResolver::new(base);
-    let resolve = |chunk_path: &String| match &resolver {
-        Ok(resolver) => resolver.metadata_path(chunk_path),
-        Err(_) => detector::resolve_metadata(base, chunk_path),
-    };
+    let resolve = detector::metadata_resolver(base);
     let resolved: Vec<Vec<Result<PathBuf, MetadataError>>> = deliveries
         .iter()
         .map(|(paths, _)| paths.iter().map(|p| Ok(resolve(p)?)).collect())

@@ -103,7 +103,7 @@ fn apply(
     };
     let scan = detector::scan(&config, now)?;
     report.open_chunks = scan.selected.len();
-    let resolver = detector::ChunkResolver::new(base);
+    let resolve = detector::metadata_resolver(base);
     // (chunk path, its metadata file, the payload to apply)
     let mut changes: Vec<(&str, PathBuf, ChunkCompressed)> = Vec::new();
     for chunk in &scan.selected {
@@ -118,10 +118,7 @@ fn apply(
             error: None,
             ..record.clone()
         };
-        let resolved = detector::check_payload(&payload).and_then(|()| match &resolver {
-            Ok(resolver) => resolver.metadata_path(chunk_path),
-            Err(_) => detector::resolve_metadata(base, chunk_path),
-        });
+        let resolved = detector::check_payload(&payload).and_then(|()| resolve(chunk_path));
         match resolved {
             Ok(path) => changes.push((chunk_path, path, payload)),
             Err(e) => report.errors.push(format!("{chunk_path}: {e}")),
