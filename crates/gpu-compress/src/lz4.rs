@@ -6,7 +6,6 @@
 //! OpenCL engines emit byte-compatible frames.
 
 use std::io::{Read, Write};
-use std::sync::mpsc;
 
 use chunk_model::Codec;
 use rayon::prelude::*;
@@ -144,60 +143,34 @@ where
     R: Read + Send,
     W: Write + Send,
 {
-    // One byte past `len` is enough to tell that the input runs on.
-    let input = input.take(len.saturating_add(1));
-    // Full segments travel reader → compressor → writer; emptied buffers travel back.
     let segment_len = stream_segment();
-    let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(pipeline::QUEUE);
-    let (free_in_tx, free_in_rx) = mpsc::channel::<Vec<u8>>();
-    let (frame_tx, frame_rx) = mpsc::sync_channel::<Vec<u8>>(pipeline::QUEUE);
-    let (free_out_tx, free_out_rx) = mpsc::channel::<Vec<u8>>();
-    std::thread::scope(|s| {
-        let reader =
-            s.spawn(move || pipeline::read_segments(input, segment_len, &full_tx, &free_in_rx));
-        let writer = s.spawn(move || pipeline::write_pieces(output, &frame_rx, &free_out_tx));
-
-        let compressed = (|| {
-            let piece_cap = frame_overhead(segment_len) + segment_len;
-            let mut piece = Vec::with_capacity(HEADER_LEN);
-            write_header(&mut piece, len);
-            // A closed channel means the writer stopped on an error, which its join reports.
-            if frame_tx.send(piece).is_err() {
+    pipeline::stream(input, len, segment_len, output, |stages| {
+        let piece_cap = frame_overhead(segment_len) + segment_len;
+        let mut piece = Vec::with_capacity(HEADER_LEN);
+        write_header(&mut piece, len);
+        // A closed channel means the writer stopped on an error, which `stream` reports.
+        if stages.pieces.send(piece).is_err() {
+            return Ok(());
+        }
+        let mut hasher = Xxh32::new(0);
+        let mut slots = vec![0u8; segment_len / BLOCK_SIZE * slot_len()];
+        for segment in &stages.segments {
+            let mut piece = stages
+                .free_pieces
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(piece_cap));
+            piece.clear();
+            compress_round(&segment, &mut slots, &mut hasher, &mut piece)?;
+            // The reader may have stopped; then the buffer is simply dropped.
+            let _ = stages.free_segments.send(segment);
+            if stages.pieces.send(piece).is_err() {
                 return Ok(());
             }
-            let mut hasher = Xxh32::new(0);
-            let mut slots = vec![0u8; segment_len / BLOCK_SIZE * slot_len()];
-            for segment in &full_rx {
-                let mut piece = free_out_rx
-                    .try_recv()
-                    .unwrap_or_else(|_| Vec::with_capacity(piece_cap));
-                piece.clear();
-                compress_round(&segment, &mut slots, &mut hasher, &mut piece)?;
-                // The reader may have stopped; then the buffer is simply dropped.
-                let _ = free_in_tx.send(segment);
-                if frame_tx.send(piece).is_err() {
-                    return Ok(());
-                }
-            }
-            let mut piece = Vec::with_capacity(8);
-            write_trailer(&mut piece, hasher.digest());
-            let _ = frame_tx.send(piece);
-            Ok(())
-        })();
-        // Unblock both threads whatever happened: the reader sees its receiver gone, the
-        // writer sees the end of its input.
-        drop(full_rx);
-        drop(frame_tx);
-        let read = reader.join().expect("reader thread does not panic")?;
-        let written = writer.join().expect("writer thread does not panic")?;
-        compressed?;
-        if read != len {
-            return Err(CompressError::InputLength {
-                expected: len,
-                read,
-            });
         }
-        Ok(written)
+        let mut piece = Vec::with_capacity(8);
+        write_trailer(&mut piece, hasher.digest());
+        let _ = stages.pieces.send(piece);
+        Ok(())
     })
 }
 

@@ -11,11 +11,72 @@ use crate::CompressError;
 
 /// Segments or pieces queued between two stages: enough to ride out a stall of one stage,
 /// few enough that memory stays bounded.
-pub(crate) const QUEUE: usize = 4;
+const QUEUE: usize = 4;
+
+/// The compressing thread's ends of the channels of [`stream`]. Dropping them (when the
+/// compressing step returns, whatever happened) lets both I/O stages end: the reader sees
+/// its receiver gone, the writer the end of its input.
+pub(crate) struct Stages {
+    /// Full input segments, in order.
+    pub(crate) segments: mpsc::Receiver<Vec<u8>>,
+    /// Emptied segments, back to the reader for reuse.
+    pub(crate) free_segments: mpsc::Sender<Vec<u8>>,
+    /// Output pieces, in order, to the writer.
+    pub(crate) pieces: mpsc::SyncSender<Vec<u8>>,
+    /// Written pieces, back for reuse.
+    pub(crate) free_pieces: mpsc::Receiver<Vec<u8>>,
+}
+
+/// Runs a streamed compression of `len` bytes from `input` to `output`: a reader thread
+/// fills `segment_len`-byte segments, `compress` turns them into output pieces on this
+/// thread, and a writer thread writes them. Returns the bytes written.
+///
+/// An input that ends early or runs on is [`CompressError::InputLength`] (the output
+/// written so far must then be discarded); `compress` may stop early on extra input and
+/// leave that error to this check. A writer failure makes the pieces channel close,
+/// which `compress` may take as a reason to stop; the writer's error is reported.
+pub(crate) fn stream<R, W>(
+    input: R,
+    len: u64,
+    segment_len: usize,
+    output: W,
+    compress: impl FnOnce(Stages) -> Result<(), CompressError>,
+) -> Result<u64, CompressError>
+where
+    R: Read + Send,
+    W: Write + Send,
+{
+    // One byte past `len` is enough to tell that the input runs on.
+    let input = input.take(len.saturating_add(1));
+    let (full_tx, segments) = mpsc::sync_channel::<Vec<u8>>(QUEUE);
+    let (free_segments, free_in_rx) = mpsc::channel::<Vec<u8>>();
+    let (pieces, pieces_rx) = mpsc::sync_channel::<Vec<u8>>(QUEUE);
+    let (free_out_tx, free_pieces) = mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || read_segments(input, segment_len, &full_tx, &free_in_rx));
+        let writer = s.spawn(move || write_pieces(output, &pieces_rx, &free_out_tx));
+        let compressed = compress(Stages {
+            segments,
+            free_segments,
+            pieces,
+            free_pieces,
+        });
+        let read = reader.join().expect("reader thread does not panic")?;
+        let written = writer.join().expect("writer thread does not panic")?;
+        if read != len {
+            return Err(CompressError::InputLength {
+                expected: len,
+                read,
+            });
+        }
+        compressed?;
+        Ok(written)
+    })
+}
 
 /// The reader stage: fills `segment_len`-byte buffers from `input` until its end and returns
 /// how many bytes it read.
-pub(crate) fn read_segments<R: Read>(
+fn read_segments<R: Read>(
     mut input: R,
     segment_len: usize,
     full: &mpsc::SyncSender<Vec<u8>>,
@@ -53,7 +114,7 @@ pub(crate) fn read_segments<R: Read>(
 
 /// The writer stage: writes every piece in order, hands the buffers back, flushes, and
 /// returns the bytes written.
-pub(crate) fn write_pieces<W: Write>(
+fn write_pieces<W: Write>(
     mut output: W,
     pieces: &mpsc::Receiver<Vec<u8>>,
     free: &mpsc::Sender<Vec<u8>>,

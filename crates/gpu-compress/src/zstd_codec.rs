@@ -2,7 +2,6 @@
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
-use std::sync::mpsc;
 
 use chunk_model::Codec;
 
@@ -86,54 +85,30 @@ where
         operation: "compress",
         source,
     };
-    // One byte past `len` is enough to tell that the input runs on.
-    let input = input.take(len.saturating_add(1));
-    let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(pipeline::QUEUE);
-    let (free_in_tx, free_in_rx) = mpsc::channel::<Vec<u8>>();
-    let (piece_tx, piece_rx) = mpsc::sync_channel::<Vec<u8>>(pipeline::QUEUE);
-    let (free_out_tx, free_out_rx) = mpsc::channel::<Vec<u8>>();
-    std::thread::scope(|s| {
-        let reader =
-            s.spawn(move || pipeline::read_segments(input, STREAM_PIECE, &full_tx, &free_in_rx));
-        let writer = s.spawn(move || pipeline::write_pieces(output, &piece_rx, &free_out_tx));
-
-        let compressed = (|| {
-            let pipe = pipeline::PipeWriter::new(STREAM_PIECE, piece_tx, free_out_rx);
-            let mut encoder = zstd::stream::write::Encoder::new(pipe, level).map_err(err)?;
-            encoder.include_checksum(true).map_err(err)?;
-            encoder.include_contentsize(true).map_err(err)?;
-            encoder.multithread(workers).map_err(err)?;
-            encoder.set_pledged_src_size(Some(len)).map_err(err)?;
-            let mut read = 0u64;
-            for segment in &full_rx {
-                read += segment.len() as u64;
-                if read > len {
-                    // zstd would refuse more than pledged; the length check below reports it.
-                    return Ok(());
-                }
-                encoder.write_all(&segment).map_err(err)?;
-                let _ = free_in_tx.send(segment);
+    pipeline::stream(input, len, STREAM_PIECE, output, |stages| {
+        let pipe = pipeline::PipeWriter::new(STREAM_PIECE, stages.pieces, stages.free_pieces);
+        let mut encoder = zstd::stream::write::Encoder::new(pipe, level).map_err(err)?;
+        encoder.include_checksum(true).map_err(err)?;
+        encoder.include_contentsize(true).map_err(err)?;
+        encoder.multithread(workers).map_err(err)?;
+        encoder.set_pledged_src_size(Some(len)).map_err(err)?;
+        let mut read = 0u64;
+        for segment in &stages.segments {
+            read += segment.len() as u64;
+            if read > len {
+                // zstd would refuse more than pledged; `stream`'s length check reports it.
+                return Ok(());
             }
-            if read == len {
-                encoder
-                    .finish()
-                    .and_then(|pipe| pipe.finish())
-                    .map_err(err)?;
-            }
-            Ok(())
-        })();
-        // Unblock both threads whatever happened (see `lz4::compress_stream`).
-        drop(full_rx);
-        let read = reader.join().expect("reader thread does not panic")?;
-        let written = writer.join().expect("writer thread does not panic")?;
-        if read != len {
-            return Err(CompressError::InputLength {
-                expected: len,
-                read,
-            });
+            encoder.write_all(&segment).map_err(err)?;
+            let _ = stages.free_segments.send(segment);
         }
-        compressed?;
-        Ok(written)
+        if read == len {
+            encoder
+                .finish()
+                .and_then(|pipe| pipe.finish())
+                .map_err(err)?;
+        }
+        Ok(())
     })
 }
 
