@@ -671,20 +671,13 @@ fn recipe_for(base: &Path, name: &str) -> anyhow::Result<Recipe> {
 
 /// The SHA-256 of the file at `path`, read in 1 MiB pieces.
 fn sha256_of_file(path: &Path) -> anyhow::Result<chunk_model::Sha256Digest> {
-    use std::io::Read;
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut hasher = chunk_model::Sha256Digest::hasher();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buffer)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        sha2::Digest::update(&mut hasher, &buffer[..n]);
-    }
+    std::io::copy(
+        &mut std::io::BufReader::with_capacity(1 << 20, file),
+        &mut hasher,
+    )
+    .with_context(|| format!("reading {}", path.display()))?;
     Ok(chunk_model::Sha256Digest::from_hasher(hasher))
 }
 
