@@ -60,10 +60,38 @@ pub struct UnflushedFile {
     pub device: u64,
 }
 
-/// Writes `bytes` to a new temporary file named `<prefix>…` in `dir`. Where there is no
-/// filesystem-wide flush (not Linux), the file is flushed here instead.
+/// Writes `bytes` to a new temporary file named `<prefix>…` in `dir`, with the mode `cp`
+/// gives a new file (0666 less the umask). Where there is no filesystem-wide flush (not
+/// Linux), the file is flushed here instead.
 pub fn write_unflushed(dir: &Path, prefix: &str, bytes: &[u8]) -> io::Result<UnflushedFile> {
-    let mut temp = tempfile::Builder::new().prefix(prefix).tempfile_in(dir)?;
+    write_temp(dir, prefix, bytes, None)
+}
+
+/// [`write_unflushed`] for a file that will be renamed over `target`: the temporary file
+/// is made beside `target` and gets `target`'s current mode when it exists, so that
+/// replacing a file keeps its permissions.
+pub fn write_unflushed_replacing(
+    target: &Path,
+    prefix: &str,
+    bytes: &[u8],
+) -> io::Result<UnflushedFile> {
+    let dir = match target.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    write_temp(dir, prefix, bytes, Some(target))
+}
+
+fn write_temp(
+    dir: &Path,
+    prefix: &str,
+    bytes: &[u8],
+    replacing: Option<&Path>,
+) -> io::Result<UnflushedFile> {
+    let mut temp = crate::file_mode::temp_file_in(dir, prefix)?;
+    if let Some(target) = replacing {
+        crate::file_mode::keep_mode_of(target, temp.as_file())?;
+    }
     temp.write_all(bytes)?;
     #[cfg(not(target_os = "linux"))]
     temp.as_file().sync_all()?;

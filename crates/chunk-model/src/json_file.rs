@@ -19,8 +19,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tempfile::TempPath;
 
-use crate::ModelError;
-use crate::fs_batch::{self, UnflushedFile, copy_error, flush_filesystem};
+use crate::fs_batch::{
+    self, UnflushedFile, copy_error, flush_filesystem, write_unflushed_replacing,
+};
+use crate::{ModelError, file_mode};
 
 /// Reads and parses `path`.
 pub fn read<T: DeserializeOwned>(path: &Path) -> Result<T, ModelError> {
@@ -55,14 +57,14 @@ fn to_pretty_bytes<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<Vec<
 const TEMP_PREFIX: &str = ".panini-tmp-";
 
 /// Writes `bytes` to `path` atomically: temporary file in the same directory, fsync,
-/// rename, fsync of the directory.
+/// rename, fsync of the directory. A file replaced keeps its permissions; a new one
+/// gets those `cp` would give it (see [`file_mode`]).
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     let dir = parent_dir(path);
-    let mut temp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(|e| ModelError::io(dir, e))?;
-    temp.write_all(bytes)
+    let mut temp = file_mode::temp_file_in(dir, TEMP_PREFIX).map_err(|e| ModelError::io(dir, e))?;
+    // A replaced document keeps its mode; a new one gets 0666 less the umask.
+    file_mode::keep_mode_of(path, temp.as_file())
+        .and_then(|()| temp.write_all(bytes))
         .and_then(|()| temp.as_file().sync_all())
         .map_err(|e| ModelError::io(temp.path(), e))?;
     temp.persist(path)
@@ -183,7 +185,7 @@ where
         .filter(|&doc| !docs[doc].results.is_empty())
         .collect();
     let written = fs_batch::map(to_write.clone(), |doc| {
-        fs_batch::write_unflushed(parent_dir(docs[doc].path), TEMP_PREFIX, &docs[doc].bytes)
+        write_unflushed_replacing(docs[doc].path, TEMP_PREFIX, &docs[doc].bytes)
     });
     let mut staged: Vec<Staged> = Vec::new();
     let mut groups: Vec<Group> = Vec::new();

@@ -13,6 +13,7 @@
 
 pub mod digest;
 pub mod error;
+pub mod file_mode;
 pub mod fs_batch;
 pub mod json_file;
 pub mod layout;
