@@ -24,6 +24,7 @@ pub mod recipe;
 pub mod schema;
 pub mod status;
 pub mod timestamp;
+pub mod tree_lock;
 pub mod webhook_signature;
 pub mod wire;
 

@@ -12,6 +12,20 @@ pub fn chunk_object(original: &Sha256Digest, codec: Codec) -> String {
 /// The prefix all chunk objects share.
 pub const CHUNKS_PREFIX: &str = "chunks/";
 
+/// The chunk hash and codec a chunk object key names, when `key` is exactly a key
+/// [`chunk_object`] makes (`chunks/`, 64 lowercase hex digits, `.`, a codec name);
+/// `None` for anything else: other prefixes, upper-case hex, `..`, extra path parts.
+///
+/// Keys come back from workers and callbacks, i.e. from outside; only the canonical
+/// spelling is accepted so that one chunk has exactly one key.
+pub fn parse_chunk_object(key: &str) -> Option<(Sha256Digest, Codec)> {
+    let (hex, codec) = key.strip_prefix(CHUNKS_PREFIX)?.split_once('.')?;
+    let digest: Sha256Digest = hex.parse().ok()?;
+    let codec: Codec = codec.parse().ok()?;
+    // The digest parser accepts either case; the key must be the one we would write.
+    (chunk_object(&digest, codec) == key).then_some((digest, codec))
+}
+
 /// `recipes/<name>/<file sha256>.json`.
 pub fn recipe(name: &str, file: &Sha256Digest) -> String {
     format!("{}{file}.json", recipe_prefix(name))
@@ -43,5 +57,32 @@ mod tests {
             format!("recipes/movie/{}.json", d.to_hex())
         );
         assert_eq!(status_record(&d), format!("status/{}.json", d.to_hex()));
+    }
+
+    #[test]
+    fn only_canonical_chunk_keys_parse() {
+        let d = Sha256Digest::of(b"abc");
+        for codec in Codec::ALL {
+            assert_eq!(
+                parse_chunk_object(&chunk_object(&d, codec)),
+                Some((d, codec))
+            );
+        }
+        let hex = d.to_hex();
+        for bad in [
+            String::new(),
+            "../../etc/passwd".to_owned(),
+            format!("chunks/{hex}"),
+            format!("chunks/{hex}.gz"),
+            format!("chunks/{}.lz4", hex.to_uppercase()),
+            format!("chunks/{hex}.lz4/x"),
+            format!("chunks/../{hex}.lz4"),
+            format!("/chunks/{hex}.lz4"),
+            format!("gs://bucket/chunks/{hex}.lz4"),
+            format!("status/{hex}.json"),
+            format!("chunks/{}.lz4", &hex[..63]),
+        ] {
+            assert_eq!(parse_chunk_object(&bad), None, "{bad:?}");
+        }
     }
 }
