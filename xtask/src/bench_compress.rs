@@ -13,8 +13,6 @@ use gpu_compress::{Codec, CodecChoice, Compressor, CompressorConfig, EngineChoic
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 use serde_json::json;
 
-use crate::compress::mb_per_s;
-
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Corpus size in MiB, split over logs, source, binaries, random, zeros, PNG- and MP4-like files.
@@ -639,7 +637,6 @@ pub fn write_corpus(dir: &Path, total: usize) -> anyhow::Result<Vec<(PathBuf, us
 }
 
 /// A mix of every corpus kind, for `gpu-check`.
-#[cfg_attr(not(feature = "opencl"), allow(dead_code))]
 pub fn mixed_data(len: usize) -> Vec<u8> {
     let piece = (16 << 20).min(len.max(1));
     let mut base = logs(piece / 4, 1);
@@ -831,4 +828,12 @@ fn png_crc(kind: &[u8], data: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+fn mb_per_s(bytes: usize, secs: f64) -> f64 {
+    if secs > 0.0 {
+        bytes as f64 / 1e6 / secs
+    } else {
+        0.0
+    }
 }

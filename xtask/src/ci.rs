@@ -17,14 +17,17 @@ use crate::codegen::project_root;
 
 /// Debian packages the tests and benchmarks call.
 const APT_PACKAGES: &[&str] = &[
-    // OpenCL headers/loader to link `ocl`, and PoCL so the kernels run on any CPU.
-    "ocl-icd-opencl-dev",
+    // The OpenCL loader (gpu-compress's build links the engine in when it finds it), and
+    // PoCL so the kernels run on any CPU.
+    "ocl-icd-libopencl1",
     "pocl-opencl-icd",
     "clinfo",
     // Reference tools: our frames must round-trip through them.
     "lz4",
     "zstd",
     "rclone",
+    // Real encoder output for the chunker's media tests, checked against ffprobe.
+    "ffmpeg",
     // The venv below.
     "python3",
     "python3-venv",

@@ -13,14 +13,6 @@ pub struct Args {
     pub chunk_kib: usize,
 }
 
-#[cfg(not(feature = "opencl"))]
-pub fn run(_: Args) -> anyhow::Result<()> {
-    bail!(
-        "xtask was built without its `opencl` feature: run `cargo run -p xtask --features opencl -- gpu-check`"
-    )
-}
-
-#[cfg(feature = "opencl")]
 pub fn run(args: Args) -> anyhow::Result<()> {
     use std::time::Instant;
 

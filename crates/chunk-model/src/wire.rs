@@ -134,6 +134,69 @@ pub struct ChunkCompressed {
     pub stats: serde_json::Value,
 }
 
+/// The body of a worker's `202 Accepted` answer to `POST /webhook`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WebhookAccepted {
+    /// Always `accepted`.
+    pub status: String,
+    /// The `chunk_path` of every chunk queued by this request, in request order.
+    pub accepted: Vec<String>,
+    /// True when this delivery id was seen before and nothing was queued again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+}
+
+/// The body of every worker error answer (`400`, `401`, `413`, `503` …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WorkerErrorBody {
+    /// What was wrong, for a person.
+    pub error: String,
+}
+
+/// `GET /status` of a worker: what it runs on and what it has done since it started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WorkerStatus {
+    /// `ok`, or `draining` after a shutdown signal.
+    pub status: String,
+    /// Whether LZ4 runs on a GPU.
+    pub gpu: bool,
+    /// The compression engine (`cpu`, `opencl`).
+    pub engine: String,
+    /// The device the engine runs on.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// The worker's name in reports.
+    pub worker_id: String,
+    /// Chunks accepted and not started.
+    pub queue_length: u64,
+    /// The most chunks the queue holds.
+    pub max_queue: u64,
+    /// Chunks being read, compressed or stored.
+    pub in_flight: u64,
+    /// Chunks accepted since the start.
+    pub accepted: u64,
+    /// Chunks reported completed (compressed now or found stored).
+    pub completed: u64,
+    /// Of `completed`, those found already stored.
+    pub deduplicated: u64,
+    /// Chunks reported failed.
+    pub failed: u64,
+    /// Original bytes compressed.
+    pub bytes_in: u64,
+    /// Compressed bytes stored.
+    pub bytes_out: u64,
+}
+
+/// `GET /failures` of a worker: how many chunks failed since it started, and the latest
+/// of them (oldest first), each as the `chunk_compressed` payload a callback carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WorkerFailures {
+    /// Failures since the start; a reader compares it with what it saw before.
+    pub total: u64,
+    /// The latest failures, at most the worker's memory of them.
+    pub failures: Vec<ChunkCompressed>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Why a dispatch or sync could not run at all. Problems with single chunks or requests
+/// Why a dispatch could not run at all. Problems with single chunks or requests
 /// are reported per chunk instead, and the run goes on.
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -21,9 +21,6 @@ pub enum DispatchError {
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
-    /// Listing or reading the bucket failed.
-    #[error("bucket: {0}")]
-    Store(#[from] uploader::StoreError),
     /// Scanning the chunk tree failed.
     #[error("chunk tree: {0}")]
     Detect(#[from] detector::DetectError),

@@ -7,12 +7,10 @@
 //! connections) with exponential backoff and jitter honouring `Retry-After`, cools off a
 //! worker that keeps failing and moves its work to the others, and writes each outcome
 //! into the chunk's `metadata.json` (`queued` with a lease on acceptance; `last_error`,
-//! and `failed` after the last attempt, on refusal). [`sync`] closes the loop from the
-//! other side: it marks chunks `completed` from the completion records workers leave in
-//! the bucket, so a lost callback loses nothing.
+//! and `failed` after the last attempt, on refusal). Completing chunks from the bucket's
+//! records (`sync`) is the `panini` crate's: this crate knows no storage.
 //!
-//! It must never know how chunks are compressed or stored (beyond reading completion
-//! records through the `uploader` interface), nor how they were selected: the detector
+//! It must never know how chunks are compressed or stored, nor how they were selected: the detector
 //! decides what to send, the worker what to do with it.
 
 mod config;
@@ -20,7 +18,6 @@ mod deliver;
 mod error;
 pub mod metadata;
 pub mod signing;
-pub mod sync;
 
 pub use config::{
     DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT, DispatchConfig, Endpoint, Mode, RetryPolicy,

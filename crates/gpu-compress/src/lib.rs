@@ -15,7 +15,6 @@
 mod auto;
 mod error;
 mod lz4;
-#[cfg(feature = "opencl")]
 pub mod opencl;
 mod pipeline;
 mod zstd_codec;
@@ -177,8 +176,8 @@ pub struct Compressed {
 #[derive(Debug, Clone, Copy)]
 enum EngineImpl {
     Cpu,
-    #[cfg(feature = "opencl")]
-    OpenCl(&'static opencl::ClEngine),
+    #[cfg(panini_opencl)]
+    OpenCl(&'static opencl::engine::ClEngine),
 }
 
 /// Compresses chunks with one configuration. Cheap to share: `Send + Sync`, and the OpenCL
@@ -225,7 +224,7 @@ impl Compressor {
     pub fn engine(&self) -> Engine {
         match self.engine {
             EngineImpl::Cpu => Engine::Cpu,
-            #[cfg(feature = "opencl")]
+            #[cfg(panini_opencl)]
             EngineImpl::OpenCl(_) => Engine::OpenCl,
         }
     }
@@ -239,7 +238,7 @@ impl Compressor {
     pub fn device(&self) -> String {
         match self.engine {
             EngineImpl::Cpu => cpu_device(),
-            #[cfg(feature = "opencl")]
+            #[cfg(panini_opencl)]
             EngineImpl::OpenCl(e) => e.description().name.clone(),
         }
     }
@@ -271,7 +270,7 @@ impl Compressor {
             chunks.par_iter().map(|c| self.choose(c)).collect();
         let mut frames: Vec<Option<(Vec<u8>, Engine)>> = vec![None; chunks.len()];
         match self.engine {
-            #[cfg(feature = "opencl")]
+            #[cfg(panini_opencl)]
             EngineImpl::OpenCl(cl) => {
                 let lz4_idx: Vec<usize> = (0..chunks.len())
                     .filter(|&i| choices[i].0 == Codec::Lz4)
@@ -424,7 +423,7 @@ impl Compressor {
     fn lz4(&self, data: &[u8]) -> Result<(Vec<u8>, Engine), CompressError> {
         match self.engine {
             EngineImpl::Cpu => Ok((lz4::compress_cpu(data)?, Engine::Cpu)),
-            #[cfg(feature = "opencl")]
+            #[cfg(panini_opencl)]
             EngineImpl::OpenCl(cl) => {
                 let (mut frames, _) = cl.compress_frames(&[data])?;
                 Ok((frames.pop().expect("one frame per chunk"), Engine::OpenCl))
@@ -523,17 +522,17 @@ fn cpu_device() -> String {
 }
 
 /// Picks the engine; for `auto` also the reason it fell back to the CPU, logged once here.
-#[cfg(feature = "opencl")]
+#[cfg(panini_opencl)]
 fn select_engine(choice: EngineChoice) -> Result<(EngineImpl, Option<String>), CompressError> {
     let reason = match choice {
         EngineChoice::Cpu => return Ok((EngineImpl::Cpu, None)),
         EngineChoice::OpenCl => {
-            return opencl::shared()
+            return opencl::engine::shared()
                 .map(|e| (EngineImpl::OpenCl(e), None))
                 .map_err(CompressError::OpenClUnavailable);
         }
-        EngineChoice::Auto => match opencl::shared() {
-            Ok(e) if e.description().is_gpu || opencl::device_chosen_by_env() => {
+        EngineChoice::Auto => match opencl::engine::shared() {
+            Ok(e) if e.description().is_gpu || opencl::engine::device_chosen_by_env() => {
                 return Ok((EngineImpl::OpenCl(e), None));
             }
             // PoCL and other CPU implementations run the kernel on the same cores rayon uses,
@@ -551,9 +550,9 @@ fn select_engine(choice: EngineChoice) -> Result<(EngineImpl, Option<String>), C
 }
 
 /// Picks the engine; without the `opencl` feature only the CPU exists.
-#[cfg(not(feature = "opencl"))]
+#[cfg(not(panini_opencl))]
 fn select_engine(choice: EngineChoice) -> Result<(EngineImpl, Option<String>), CompressError> {
-    const WHY: &str = "gpu-compress was built without the `opencl` cargo feature";
+    const WHY: &str = opencl::NOT_BUILT;
     match choice {
         EngineChoice::Cpu => Ok((EngineImpl::Cpu, None)),
         EngineChoice::OpenCl => Err(CompressError::OpenClUnavailable(WHY.into())),

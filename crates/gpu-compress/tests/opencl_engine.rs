@@ -1,6 +1,6 @@
 //! The OpenCL engine (PoCL in CI): its frames decode to the input with our decoder and with
 //! `lz4 -d`, single chunks and batches alike. Compiled only with the `opencl` feature.
-#![cfg(feature = "opencl")]
+#![cfg(panini_opencl)]
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! `cargo xtask worker`: runs the compression worker service until SIGTERM/Ctrl-C.
+//! `panini worker`: runs the compression worker service until SIGTERM/Ctrl-C.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,12 +43,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
+    super::init_tracing("info");
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let store = uploader::open(&args.bucket, &uploader::StoreConfig::default())
@@ -56,7 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("opening the bucket {}", args.bucket))?;
         let mut config = worker::WorkerConfig::new(&args.source_root, store);
         config.token = args.token.filter(|t| !t.is_empty());
-        config.signing_key = crate::dispatch::signing_key_from_env()?;
+        config.signing_key = super::dispatch::signing_key_from_env()?;
         config.engine = args.engine;
         config.max_queue = args.max_queue;
         config.max_batch = args.max_batch;

@@ -1,4 +1,4 @@
-//! `cargo xtask detect`: list the chunks to compress, in dispatch order.
+//! `panini detect`: list the chunks to compress, in dispatch order.
 //!
 //! The GitHub Actions step of the async compression workflow. Writes the list to
 //! `chunks_to_process.json`, appends `chunks_found`, `chunks_count` and `invalid_count`

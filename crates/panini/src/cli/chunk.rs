@@ -1,4 +1,4 @@
-//! `cargo xtask chunk FILE...`: cut files into the chunk tree under `pending_compression/`.
+//! `panini chunk FILE...`: cut files into the chunk tree under `pending_compression/`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,7 +65,8 @@ fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    crate::chunk::init_tracing();
+    // Warnings, so fallbacks to size chunking are seen.
+    super::init_tracing("warn");
     if args.name.is_some() && args.files.len() > 1 {
         bail!(
             "--name applies to one file; {} were given",
@@ -108,17 +109,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the default (warnings, so fallbacks to size
-/// chunking are seen).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 fn chunk_one(file: &Path, args: &Args) -> anyhow::Result<ChunkReport> {
     let len = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
     let bar = (!args.json && len >= PROGRESS_MIN_BYTES).then(|| {
@@ -139,6 +129,7 @@ fn chunk_one(file: &Path, args: &Args) -> anyhow::Result<ChunkReport> {
         config: ChunkerConfig {
             strategy: args.strategy,
             max_chunk_size: args.chunk_size,
+            ..ChunkerConfig::default()
         },
         force: args.force,
         sync: true,

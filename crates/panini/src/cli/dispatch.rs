@@ -1,15 +1,12 @@
-//! `cargo xtask dispatch`, `gen-token` and `sync`: the repository side of talking to
+//! `panini dispatch`, `gen-token` and `sync`: the repository side of talking to
 //! workers.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use base64::Engine as _;
-use chunk_model::wire::{RepositoryRef, WorkflowRef};
 use dispatcher::{DispatchConfig, Dispatcher, Endpoint, Mode};
-use rand::RngCore as _;
 
-/// `cargo xtask dispatch`.
+/// `panini dispatch`.
 #[derive(Debug, clap::Args)]
 pub struct DispatchArgs {
     /// The detector's list of chunks.
@@ -40,6 +37,11 @@ pub struct DispatchArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// The commit whose chunks are dispatched, for workers that fetch it (`worker
+    /// --repo`). Default: GITHUB_SHA in GitHub Actions, else HEAD of the repository the
+    /// chunk tree is in.
+    #[arg(long, value_name = "SHA")]
+    commit: Option<String>,
 }
 
 /// The signing key from `PANINI_WEBHOOK_SECRET`, if set.
@@ -51,30 +53,6 @@ pub fn signing_key_from_env() -> anyhow::Result<Option<Vec<u8>>> {
         )),
         _ => Ok(None),
     }
-}
-
-fn from_actions() -> (Option<RepositoryRef>, Option<WorkflowRef>) {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    if var("GITHUB_ACTIONS").as_deref() != Some("true") {
-        return (None, None);
-    }
-    let repository = var("GITHUB_REPOSITORY").and_then(|slug| {
-        let (owner, repo) = slug.split_once('/')?;
-        Some(RepositoryRef {
-            owner: owner.to_owned(),
-            repo: repo.to_owned(),
-            commit_sha: var("GITHUB_SHA").unwrap_or_default(),
-            git_ref: var("GITHUB_REF").unwrap_or_default(),
-        })
-    });
-    let workflow = match (var("GITHUB_RUN_ID"), var("GITHUB_RUN_NUMBER")) {
-        (Some(id), Some(number)) => Some(WorkflowRef {
-            run_id: id.parse().unwrap_or_default(),
-            run_number: number.parse().unwrap_or_default(),
-        }),
-        _ => None,
-    };
-    (repository, workflow)
 }
 
 pub fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
@@ -99,7 +77,16 @@ pub fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
     };
     config.concurrency = args.concurrency;
     config.base = (!args.no_metadata && !args.dry_run).then(|| args.base.clone());
-    (config.repository, config.workflow) = from_actions();
+    let (actions, workflow) = crate::actions::from_actions(|name| std::env::var(name).ok());
+    // The repository the tree lives in: the parent of the tree's root directory.
+    let repo_dir = args
+        .base
+        .canonicalize()
+        .ok()
+        .and_then(|base| base.parent().map(Path::to_owned))
+        .unwrap_or_else(|| PathBuf::from("."));
+    config.repository = crate::actions::repository_ref(actions, args.commit.as_deref(), &repo_dir)?;
+    config.workflow = workflow;
     let dispatcher = Dispatcher::new(config)?;
 
     if args.dry_run {
@@ -182,22 +169,13 @@ pub fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cargo xtask gen-token`.
+/// `panini gen-token`.
 pub fn gen_token() -> anyhow::Result<()> {
-    println!("{}", new_token()?);
+    println!("{}", crate::token::new_token()?);
     Ok(())
 }
 
-/// 32 random bytes from the operating system, URL-safe base64 (the seed's token format).
-pub fn new_token() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng
-        .try_fill_bytes(&mut bytes)
-        .context("reading the operating system's random source")?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// `cargo xtask sync`.
+/// `panini sync`.
 #[derive(Debug, clap::Args)]
 pub struct SyncArgs {
     /// The chunk tree.
@@ -217,7 +195,7 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<()> {
         let store = uploader::open(&args.bucket, &uploader::StoreConfig::default())
             .await
             .with_context(|| format!("opening the bucket {}", args.bucket))?;
-        dispatcher::sync::sync(&args.base, store.as_ref(), chrono::Utc::now())
+        crate::sync::sync(&args.base, store.as_ref(), chrono::Utc::now())
             .await
             .with_context(|| format!("syncing {} from {}", args.base.display(), args.bucket))
     })?;

@@ -8,7 +8,7 @@
 //! one mutex-guarded queue.
 
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ocl::enums::{DeviceInfo, DeviceInfoResult};
 use ocl::flags::{DeviceType, MemFlags};
@@ -16,46 +16,15 @@ use ocl::{Buffer, Context, Device, Kernel, Platform, Program, Queue};
 use rayon::prelude::*;
 use xxhash_rust::xxh32::xxh32;
 
+use super::{DEVICE_ENV, DeviceDescription, Timings};
 use crate::CompressError;
 use crate::lz4::{self, BLOCK_SIZE};
 
-/// Environment variable that picks the OpenCL device: an index into the list of all devices
-/// of all platforms, or a case-insensitive substring of the device or platform name.
-pub const DEVICE_ENV: &str = "PANINI_OPENCL_DEVICE";
-
-const KERNEL_SRC: &str = include_str!("kernels/lz4_blocks.cl");
+const KERNEL_SRC: &str = include_str!("../kernels/lz4_blocks.cl");
 /// Local memory one work-item's hash table takes (4096 × u16).
 const TABLE_BYTES: u64 = 4096 * 2;
 /// Upper bound on input bytes per launch, so input and output buffers stay allocatable.
 const MAX_LAUNCH_BYTES: u64 = 1 << 30;
-
-/// What the engine runs on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceDescription {
-    /// Device name as the driver reports it.
-    pub name: String,
-    /// Platform (driver) name.
-    pub platform: String,
-    /// True for GPUs and accelerators, false for CPU implementations such as PoCL.
-    pub is_gpu: bool,
-    /// Work-items per work-group the kernel is built for.
-    pub work_group_size: usize,
-}
-
-/// Where the time of one engine call went.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Timings {
-    /// Copying inputs to the device.
-    pub upload: Duration,
-    /// The kernel itself, from enqueue until the queue drained.
-    pub kernel: Duration,
-    /// Copying compressed blocks back.
-    pub download: Duration,
-    /// Content checksums and frame assembly on the host.
-    pub assemble: Duration,
-    /// Kernel launches made.
-    pub launches: usize,
-}
 
 struct State {
     queue: Queue,
@@ -84,8 +53,8 @@ pub(crate) fn shared() -> Result<&'static ClEngine, String> {
     ENGINE.get_or_init(init).as_ref().map_err(Clone::clone)
 }
 
-/// Describes the device the engine uses (setting it up if needed).
-pub fn device() -> Result<DeviceDescription, CompressError> {
+/// See [`super::device`].
+pub(super) fn device() -> Result<DeviceDescription, CompressError> {
     shared()
         .map(|e| e.description.clone())
         .map_err(CompressError::OpenClUnavailable)
@@ -205,10 +174,10 @@ struct BlockRef {
     len: usize,
 }
 
-/// Compresses each chunk into an LZ4 frame on the shared OpenCL engine (all blocks in one
-/// launch where they fit) and says where the time went. For `cargo xtask gpu-check` and
-/// benchmarks; the pipeline goes through [`crate::Compressor::compress_batch`].
-pub fn compress_frames_timed(chunks: &[&[u8]]) -> Result<(Vec<Vec<u8>>, Timings), CompressError> {
+/// See [`super::compress_frames_timed`].
+pub(super) fn compress_frames_timed(
+    chunks: &[&[u8]],
+) -> Result<(Vec<Vec<u8>>, Timings), CompressError> {
     shared()
         .map_err(CompressError::OpenClUnavailable)?
         .compress_frames(chunks)

@@ -18,8 +18,9 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use uploader::ObjectStore;
 
-use crate::DispatchError;
-use crate::metadata::walk_to;
+use dispatcher::metadata::walk_to;
+
+use crate::Error;
 
 /// The prefix of completion records in the bucket.
 pub const STATUS_PREFIX: &str = "status/";
@@ -43,7 +44,7 @@ pub async fn sync(
     base: &Path,
     store: &dyn ObjectStore,
     now: DateTime<Utc>,
-) -> Result<SyncReport, DispatchError> {
+) -> Result<SyncReport, Error> {
     let mut report = SyncReport::default();
     let listed = store.list(STATUS_PREFIX).await?;
     report.records = listed.len();
@@ -85,7 +86,7 @@ pub async fn sync(
     let base_owned = base.to_path_buf();
     let done = tokio::task::spawn_blocking(move || apply(&base_owned, &records, now, report))
         .await
-        .map_err(|e| DispatchError::InvalidConfig(format!("sync task failed: {e}")))??;
+        .map_err(|e| Error::Task(format!("sync: {e}")))??;
     Ok(done)
 }
 
@@ -96,7 +97,7 @@ fn apply(
     records: &HashMap<Sha256Digest, ChunkCompressed>,
     now: DateTime<Utc>,
     mut report: SyncReport,
-) -> Result<SyncReport, DispatchError> {
+) -> Result<SyncReport, Error> {
     let config = DetectConfig {
         force: true,
         ..DetectConfig::new(base)

@@ -1,4 +1,4 @@
-//! `cargo xtask upload` and `cargo xtask reconstruct`: a file's chunks to a bucket (or a
+//! `panini upload` and `panini reconstruct`: a file's chunks to a bucket (or a
 //! directory) and back, bit for bit.
 
 use std::path::PathBuf;
@@ -48,7 +48,7 @@ impl StoreArgs {
     }
 }
 
-/// `cargo xtask reconstruct NAME --bucket URL -o FILE`.
+/// `panini reconstruct NAME --bucket URL -o FILE`.
 #[derive(Debug, clap::Args)]
 pub struct ReconstructArgs {
     /// The file's name (its recipes are under recipes/NAME/).
@@ -63,7 +63,7 @@ pub struct ReconstructArgs {
     sha256: Option<Sha256Digest>,
 }
 
-/// `cargo xtask verify --bucket URL [NAME]`.
+/// `panini verify --bucket URL [NAME]`.
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     /// The file to check; without it, the newest recipe of every name in the bucket.
@@ -72,7 +72,7 @@ pub struct VerifyArgs {
     store: StoreArgs,
 }
 
-/// `cargo xtask upload NAME --bucket URL`.
+/// `panini upload NAME --bucket URL`.
 #[derive(Debug, clap::Args)]
 pub struct UploadArgs {
     /// The file's name in the chunk tree (its directory under --root).

@@ -1,4 +1,4 @@
-//! `cargo xtask status [DIR]`: chunks and bytes per status, per file of the chunk tree.
+//! `panini status [DIR]`: chunks and bytes per status, per file of the chunk tree.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -8,7 +8,7 @@ use anyhow::Context;
 use chunk_model::layout::{self, parse_chunk_dir_name};
 use chunk_model::{ChunkMetadata, Manifest, Status, json_file};
 
-use crate::chunk::human_bytes;
+use super::chunk::human_bytes;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -1,4 +1,4 @@
-//! `cargo xtask compress` / `cargo xtask decompress`: one file through gpu-compress, with the
+//! `panini compress` / `panini decompress`: one file through gpu-compress, with the
 //! engine, device and numbers printed.
 
 use std::io::Write;
@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use gpu_compress::{CodecChoice, Compressor, CompressorConfig, EngineChoice};
 
-/// `cargo xtask compress INPUT -o OUTPUT`.
+/// `panini compress INPUT -o OUTPUT`.
 #[derive(Debug, clap::Args)]
 pub struct CompressArgs {
     /// File to compress.
@@ -30,7 +30,7 @@ pub struct CompressArgs {
     pub verify: bool,
 }
 
-/// `cargo xtask decompress INPUT -o OUTPUT`: the codec is read from the frame's magic number.
+/// `panini decompress INPUT -o OUTPUT`: the codec is read from the frame's magic number.
 #[derive(Debug, clap::Args)]
 pub struct DecompressArgs {
     /// LZ4 or zstd frame.
@@ -186,7 +186,7 @@ impl Write for WritebackAhead<'_> {
 }
 
 /// Decimal megabytes per second, as the reference tools count.
-pub fn mb_per_s(bytes: usize, secs: f64) -> f64 {
+fn mb_per_s(bytes: usize, secs: f64) -> f64 {
     if secs > 0.0 {
         bytes as f64 / 1e6 / secs
     } else {

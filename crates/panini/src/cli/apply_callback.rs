@@ -1,4 +1,4 @@
-//! `cargo xtask apply-callback`: record a worker's `chunk_compressed` event in the
+//! `panini apply-callback`: record a worker's `chunk_compressed` event in the
 //! chunk's `metadata.json` (the compression callback workflow's step).
 
 use std::path::PathBuf;

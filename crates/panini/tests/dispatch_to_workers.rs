@@ -2,6 +2,8 @@
 //! and `sync`, refusals, failover to a live worker, retries, and a worker killed
 //! mid-batch whose chunks come back after their lease and complete with no loss.
 
+// The worker crate's test support: trees, gated stores, workers on 127.0.0.1.
+#[path = "../../worker/tests/support/mod.rs"]
 mod support;
 
 use std::sync::Arc;
@@ -70,7 +72,7 @@ async fn both_modes(mode: Mode, requests: usize) {
 
     worker.wait_reported(14).await;
     support::assert_all_stored(&tree, store.as_ref()).await;
-    let synced = dispatcher::sync::sync(&tree.base, store.as_ref(), chrono::Utc::now())
+    let synced = panini::sync::sync(&tree.base, store.as_ref(), chrono::Utc::now())
         .await
         .unwrap();
     assert_eq!(synced.completed.len(), 14, "{synced:?}");
@@ -82,7 +84,7 @@ async fn both_modes(mode: Mode, requests: usize) {
         assert!(meta.lease_expires_at.is_none());
     }
     // A second sync finds nothing left to do.
-    let again = dispatcher::sync::sync(&tree.base, store.as_ref(), chrono::Utc::now())
+    let again = panini::sync::sync(&tree.base, store.as_ref(), chrono::Utc::now())
         .await
         .unwrap();
     assert!(
@@ -292,7 +294,7 @@ async fn worker_killed_mid_batch_loses_nothing() {
     }
 
     support::assert_all_stored(&tree, store.as_ref()).await;
-    let synced = dispatcher::sync::sync(&tree.base, store.as_ref(), later)
+    let synced = panini::sync::sync(&tree.base, store.as_ref(), later)
         .await
         .unwrap();
     assert_eq!(synced.completed.len(), 12, "{synced:?}");

@@ -1,0 +1,694 @@
+//! The whole job on one machine: chunk → detect → dispatch over real HTTP to workers →
+//! compress and store (in the workers) → sync → recipes → rebuild every file from the
+//! bucket alone and check its SHA-256.
+//!
+//! The stages are the same library calls the deployed flow makes; only the transport
+//! between them is local: workers are served from this process on 127.0.0.1 (or given
+//! by URL), failures are read from the workers' `GET /failures` instead of arriving as
+//! GitHub callbacks.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chunk_model::{Sha256Digest, layout};
+use futures::StreamExt as _;
+use serde::Serialize;
+use uploader::{ObjectStore, ReconstructOptions, StoreConfig, Which};
+
+use crate::{Error, WorkerClient, recipes, tree};
+
+/// How a [`Pipeline`] runs. Build with [`PipelineConfig::new`] and adjust the fields.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// The work directory: the chunk tree (`pending_compression/`), rebuilt files, and
+    /// the default bucket.
+    pub work_dir: PathBuf,
+    /// Files to chunk now into `work_dir/pending_compression` (replacing a tree there).
+    pub files: Vec<PathBuf>,
+    /// Run on this existing chunk tree instead of chunking `files`: chunks already
+    /// completed stay as they are.
+    pub base: Option<PathBuf>,
+    /// Where chunk objects and recipes go: `gs://bucket[/prefix]`, `file:///path` or a
+    /// directory. `None`: `work_dir/bucket`.
+    pub bucket: Option<String>,
+    /// How the bucket is reached (a GCS endpoint override for an emulator, retries …).
+    pub store: StoreConfig,
+    /// In-process workers to start (when `worker_urls` is empty).
+    pub workers: usize,
+    /// Worker services to use instead of in-process ones (`http://host:port/webhook`);
+    /// they must read the same tree and store into the same bucket.
+    pub worker_urls: Vec<String>,
+    /// Bearer token for `worker_urls` (in-process workers get a generated one).
+    pub token: Option<String>,
+    /// How long a dispatched chunk may stay unreported before it is dispatched again.
+    pub lease: Duration,
+    /// Where LZ4 runs in in-process workers.
+    pub engine: gpu_compress::EngineChoice,
+    /// How files are cut.
+    pub chunker: chunker::ChunkerConfig,
+    /// Give up waiting for workers after this long.
+    pub timeout: Duration,
+}
+
+impl PipelineConfig {
+    /// Two in-process workers, a bucket under `work_dir`, the chunker's defaults.
+    pub fn new(work_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            work_dir: work_dir.into(),
+            files: Vec::new(),
+            base: None,
+            bucket: None,
+            store: StoreConfig::default(),
+            workers: 2,
+            worker_urls: Vec::new(),
+            token: None,
+            lease: Duration::from_secs(120),
+            engine: gpu_compress::EngineChoice::Auto,
+            chunker: chunker::ChunkerConfig::default(),
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What a running pipeline reports as it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PipelineEvent {
+    /// A stage with a known amount of work began (`total` in the stage's unit: bytes for
+    /// `chunk`, chunks for `compress`).
+    StageStarted {
+        /// The stage's name.
+        stage: &'static str,
+        /// How much work it has.
+        total: u64,
+    },
+    /// How far the current stage is.
+    Progress {
+        /// The stage's name.
+        stage: &'static str,
+        /// Work done so far.
+        done: u64,
+    },
+    /// A stage ended.
+    StageFinished {
+        /// The stage's name.
+        stage: &'static str,
+    },
+    /// Something went wrong with one chunk or file; the run goes on.
+    Warning(String),
+}
+
+/// One stage's line of the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageReport {
+    /// The stage's name.
+    pub stage: &'static str,
+    /// Wall-clock seconds it took.
+    pub seconds: f64,
+    /// Bytes it went through, where that means something.
+    pub bytes: u64,
+    /// `bytes` per second, in MB (10⁶).
+    pub mb_per_s: f64,
+    /// What it did, in words.
+    pub note: String,
+}
+
+impl StageReport {
+    /// A stage that took `elapsed` for `bytes`.
+    pub fn new(stage: &'static str, elapsed: Duration, bytes: u64, note: String) -> Self {
+        let seconds = elapsed.as_secs_f64();
+        Self {
+            stage,
+            seconds,
+            bytes,
+            mb_per_s: if seconds > 0.0 && bytes > 0 {
+                bytes as f64 / 1e6 / seconds
+            } else {
+                0.0
+            },
+            note,
+        }
+    }
+}
+
+/// One file's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileReport {
+    /// The file's name in the tree and the bucket.
+    pub name: String,
+    /// The original file, when this run chunked it.
+    pub source: Option<PathBuf>,
+    /// Detected format.
+    pub format: String,
+    /// Number of chunks.
+    pub chunks: u64,
+    /// Size of the file.
+    pub bytes: u64,
+    /// Bytes its distinct chunk objects take in the bucket.
+    pub stored_bytes: u64,
+    /// Rebuilt from the bucket alone, every chunk and the whole file checked (and, for a
+    /// file chunked in this run, its source has the same SHA-256).
+    pub verified: bool,
+    /// Why it was not verified.
+    pub error: Option<String>,
+}
+
+/// What a pipeline run did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PipelineReport {
+    /// The bucket.
+    pub bucket: String,
+    /// The first worker's compression engine.
+    pub engine: String,
+    /// Its device.
+    pub device: Option<String>,
+    /// Every file, in tree order.
+    pub files: Vec<FileReport>,
+    /// Every stage, in order.
+    pub stages: Vec<StageReport>,
+    /// Bytes of all files.
+    pub bytes_in: u64,
+    /// Compressed bytes the workers stored.
+    pub bytes_stored_now: u64,
+    /// Chunks the workers compressed and stored.
+    pub chunks_stored_now: u64,
+    /// Chunks the workers found stored already.
+    pub chunks_already_stored: u64,
+    /// `bytes_in` over the bytes the files' chunk objects take.
+    pub ratio: f64,
+}
+
+impl PipelineReport {
+    /// The files that were not rebuilt bit for bit.
+    pub fn unverified(&self) -> impl Iterator<Item = &FileReport> {
+        self.files.iter().filter(|f| !f.verified)
+    }
+}
+
+/// The whole job. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    config: PipelineConfig,
+}
+
+/// Where a run's events go.
+type EventSink = Arc<dyn Fn(PipelineEvent) + Send + Sync>;
+
+/// One file the run rebuilds: chunked now, or found in an existing tree.
+#[derive(Debug)]
+struct InputFile {
+    file: tree::TreeFile,
+    source: Option<PathBuf>,
+}
+
+impl Pipeline {
+    /// A pipeline that runs as `config` says.
+    pub fn new(config: PipelineConfig) -> Self {
+        Self { config }
+    }
+
+    /// Runs every stage and reports each file. A file that fails does not stop the
+    /// others; the error is on its [`FileReport`]. `Err` means the run as a whole could
+    /// not go on (no bucket, no worker, an unreadable tree).
+    pub async fn run(
+        &self,
+        on_event: impl Fn(PipelineEvent) + Send + Sync + 'static,
+    ) -> Result<PipelineReport, Error> {
+        let on_event: EventSink = Arc::new(on_event);
+        let config = &self.config;
+        if config.workers == 0 && config.worker_urls.is_empty() {
+            return Err(Error::InvalidConfig("at least one worker is needed".into()));
+        }
+        let work = &config.work_dir;
+        std::fs::create_dir_all(work).map_err(Error::io(work))?;
+        let work = work.canonicalize().map_err(Error::io(work))?;
+        let mut stages = Vec::new();
+        let bucket = config
+            .bucket
+            .clone()
+            .unwrap_or_else(|| work.join("bucket").display().to_string());
+        let store = uploader::open(&bucket, &config.store).await?;
+
+        let (base, inputs) = match &config.base {
+            Some(base) => {
+                let base = base.canonicalize().map_err(Error::io(base))?;
+                let files = tree::files(&base)?;
+                if files.is_empty() {
+                    return Err(Error::InvalidConfig(format!(
+                        "{}: no chunked files (no */{} under it)",
+                        base.display(),
+                        layout::MANIFEST_FILE
+                    )));
+                }
+                let inputs = files
+                    .into_iter()
+                    .map(|file| InputFile { file, source: None })
+                    .collect::<Vec<_>>();
+                (base, inputs)
+            }
+            None => {
+                let base = work.join(layout::DEFAULT_ROOT);
+                let started = Instant::now();
+                if base.exists() {
+                    std::fs::remove_dir_all(&base).map_err(Error::io(&base))?;
+                }
+                let inputs = self.chunk_all(&base, &on_event)?;
+                let bytes: u64 = inputs.iter().map(|f| f.file.bytes).sum();
+                let chunks: u64 = inputs.iter().map(|f| f.file.chunks).sum();
+                stages.push(StageReport::new(
+                    "chunk",
+                    started.elapsed(),
+                    bytes,
+                    format!("{chunks} chunks, {}", config.chunker.strategy),
+                ));
+                (base, inputs)
+            }
+        };
+        let repo_root = base
+            .parent()
+            .ok_or_else(|| {
+                Error::InvalidConfig(format!("{} has no parent directory", base.display()))
+            })?
+            .to_owned();
+        let bytes_in: u64 = inputs.iter().map(|f| f.file.bytes).sum();
+        let chunk_count: u64 = inputs.iter().map(|f| f.file.chunks).sum();
+
+        // Workers: real HTTP servers, in this process on loopback or given by URL.
+        let (mut workers, token) = if config.worker_urls.is_empty() {
+            let token = crate::token::new_token()?;
+            let mut workers = Vec::new();
+            for index in 0..config.workers {
+                workers.push(
+                    WorkerClient::start_local(
+                        index,
+                        &repo_root,
+                        store.clone(),
+                        &token,
+                        config.engine,
+                    )
+                    .await?,
+                );
+            }
+            (workers, Some(token))
+        } else {
+            let token = config.token.clone().filter(|t| !t.is_empty());
+            let workers = config
+                .worker_urls
+                .iter()
+                .map(|url| WorkerClient::remote(url, token.clone()))
+                .collect::<Result<Vec<_>, _>>()?;
+            (workers, token)
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::InvalidConfig(format!("building the HTTP client: {e}")))?;
+        let engine_status = first_status(&workers, &http).await?;
+        let repository = crate::actions::repository_ref(None, None, &repo_root)?;
+
+        // Detect → dispatch → wait → sync, until nothing is left to dispatch. A chunk a
+        // worker lost comes back when its lease runs out; one that keeps failing ends
+        // `failed` after the detector's maximum attempts.
+        let lease = config.lease.clamp(
+            Duration::from_secs(1),
+            config.timeout.max(Duration::from_secs(1)),
+        );
+        let deadline = Instant::now() + config.timeout;
+        let mut detect_time = Duration::ZERO;
+        let mut dispatch_time = Duration::ZERO;
+        let mut compress_time = Duration::ZERO;
+        let mut sync_time = Duration::ZERO;
+        let mut dispatched = 0usize;
+        on_event(PipelineEvent::StageStarted {
+            stage: "compress",
+            total: chunk_count,
+        });
+        loop {
+            let started = Instant::now();
+            let detect_config = detector::DetectConfig {
+                lease,
+                ..detector::DetectConfig::new(&base)
+            };
+            let report = detector::scan(&detect_config, chrono::Utc::now())?;
+            for invalid in &report.invalid {
+                on_event(PipelineEvent::Warning(format!(
+                    "{}: {}",
+                    invalid.path, invalid.reason
+                )));
+            }
+            detect_time += started.elapsed();
+            let chunks: Vec<_> = report.selected.into_iter().map(|c| c.info).collect();
+            if chunks.is_empty() {
+                if tree::open_chunks(&base, chrono::Utc::now())?.is_empty()
+                    || Instant::now() > deadline
+                {
+                    break;
+                }
+                // Queued chunks whose lease has not run out yet: wait for them.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+
+            // Workers start compressing as soon as they accept, so compress+upload is
+            // timed from the start of the dispatch to the last report.
+            let round_started = Instant::now();
+            let mut dispatch = dispatcher::DispatchConfig::new(
+                workers.iter().map(WorkerClient::endpoint).collect(),
+            );
+            dispatch.token = token.clone();
+            dispatch.base = Some(base.clone());
+            dispatch.lease = lease;
+            dispatch.repository = repository.clone();
+            let outcome = dispatcher::Dispatcher::new(dispatch)?
+                .run(chunks, |_| {})
+                .await;
+            dispatched += outcome.accepted_chunks;
+            dispatch_time += round_started.elapsed();
+
+            // Wait until every worker that answers has reported every chunk it accepted.
+            // A worker that stops answering has nothing more to report: what it held
+            // comes back through its lease.
+            loop {
+                let mut done = 0;
+                let mut accepted = 0;
+                for worker in &workers {
+                    if let Ok(status) = worker.status(&http).await {
+                        done += status.completed + status.failed;
+                        accepted += status.accepted;
+                    }
+                }
+                on_event(PipelineEvent::Progress {
+                    stage: "compress",
+                    done: done.min(chunk_count),
+                });
+                if done >= accepted || Instant::now() > deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            compress_time += round_started.elapsed();
+
+            let started = Instant::now();
+            crate::sync::sync(&base, store.as_ref(), chrono::Utc::now()).await?;
+            // Failures reach the repository by callback in Actions; here the workers are
+            // asked. Applying them now (instead of waiting for the lease) lets the
+            // detector retry at once and give up after its maximum attempts.
+            for worker in &mut workers {
+                let failures = match worker.new_failures(&http).await {
+                    Ok(failures) => failures,
+                    Err(e) => {
+                        on_event(PipelineEvent::Warning(e.to_string()));
+                        continue;
+                    }
+                };
+                for failure in failures {
+                    on_event(PipelineEvent::Warning(format!(
+                        "{} failed: {}",
+                        failure.chunk_path,
+                        failure.error.as_deref().unwrap_or("no reason given")
+                    )));
+                    if let Err(e) = detector::apply_callback(&base, &failure, chrono::Utc::now()) {
+                        on_event(PipelineEvent::Warning(format!(
+                            "recording that failure: {e}"
+                        )));
+                    }
+                }
+            }
+            sync_time += started.elapsed();
+            if Instant::now() > deadline {
+                break;
+            }
+        }
+        on_event(PipelineEvent::StageFinished { stage: "compress" });
+        let totals = WorkerTotals::collect(&workers, &http).await;
+        for worker in workers {
+            worker.stop().await?;
+        }
+        stages.push(StageReport::new("detect", detect_time, 0, String::new()));
+        stages.push(StageReport::new(
+            "dispatch",
+            dispatch_time,
+            0,
+            format!(
+                "{dispatched} chunks over HTTP to {} worker{}",
+                totals.workers,
+                if totals.workers == 1 { "" } else { "s" }
+            ),
+        ));
+        stages.push(StageReport::new(
+            "compress+upload",
+            compress_time,
+            totals.bytes_in,
+            format!(
+                "{} stored, {} already stored, {} failed",
+                totals.completed - totals.deduplicated,
+                totals.deduplicated,
+                totals.failed
+            ),
+        ));
+        stages.push(StageReport::new("sync", sync_time, 0, String::new()));
+
+        // Recipes (workers publish them as files complete; writing them here again is
+        // idempotent and covers workers that are not ours), then rebuild every file
+        // from the bucket alone.
+        let started = Instant::now();
+        let mut rows = Vec::new();
+        let mut recipes = Vec::new();
+        for input in inputs {
+            let mut row = FileReport {
+                name: input.file.name,
+                source: input.source,
+                format: input.file.format,
+                chunks: input.file.chunks,
+                bytes: input.file.bytes,
+                stored_bytes: 0,
+                verified: false,
+                error: input.file.error,
+            };
+            if row.error.is_none() {
+                match recipes::recipe_from_tree(&base, &row.name) {
+                    Ok(recipe) => match uploader::put_recipe(store.as_ref(), &recipe).await {
+                        Ok(_) => recipes.push((rows.len(), recipe)),
+                        Err(e) => row.error = Some(e.to_string()),
+                    },
+                    Err(e) => row.error = Some(e.to_string()),
+                }
+            }
+            rows.push(row);
+        }
+        stages.push(StageReport::new(
+            "recipes",
+            started.elapsed(),
+            0,
+            format!("{} written", recipes.len()),
+        ));
+
+        let started = Instant::now();
+        let rebuilt_dir = work.join("rebuilt");
+        std::fs::create_dir_all(&rebuilt_dir).map_err(Error::io(&rebuilt_dir))?;
+        // Files are rebuilt concurrently, one per core (each rebuild hashes its file in
+        // order, on one core), and a file chunked in this run has its source hashed
+        // beside its rebuild: the source must have the SHA-256 of the bytes rebuilt.
+        let parallel_files = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let outcomes: Vec<_> = futures::stream::iter(&recipes)
+            .map(|(index, recipe)| {
+                let output = rebuilt_dir.join(&recipe.name);
+                let source = rows[*index].source.clone();
+                let store = store.as_ref();
+                async move {
+                    let result = rebuild_and_compare(store, recipe, &output, source).await;
+                    let stored = stored_size(store, recipe).await;
+                    (*index, recipe.file_size, result, stored)
+                }
+            })
+            .buffer_unordered(parallel_files)
+            .collect()
+            .await;
+        let mut rebuilt_bytes = 0;
+        for (index, file_size, result, stored) in outcomes {
+            let row = &mut rows[index];
+            match result {
+                Ok(()) => {
+                    row.verified = true;
+                    rebuilt_bytes += file_size;
+                }
+                Err(e) => row.error = Some(e),
+            }
+            row.stored_bytes = stored?;
+        }
+        stages.push(StageReport::new(
+            "reconstruct+verify",
+            started.elapsed(),
+            rebuilt_bytes,
+            "SHA-256 of every chunk and file".into(),
+        ));
+
+        let stored: u64 = rows.iter().map(|r| r.stored_bytes).sum();
+        Ok(PipelineReport {
+            bucket,
+            engine: engine_status.engine,
+            device: engine_status.device,
+            stages,
+            bytes_in,
+            bytes_stored_now: totals.bytes_out,
+            chunks_stored_now: totals.completed - totals.deduplicated,
+            chunks_already_stored: totals.deduplicated,
+            ratio: if stored == 0 {
+                0.0
+            } else {
+                bytes_in as f64 / stored as f64
+            },
+            files: rows,
+        })
+    }
+
+    /// Chunks every file of the configuration into `base`, in order.
+    fn chunk_all(&self, base: &Path, on_event: &EventSink) -> Result<Vec<InputFile>, Error> {
+        let files = &self.config.files;
+        let mut total = 0;
+        for file in files {
+            total += std::fs::metadata(file).map_err(Error::io(file))?.len();
+        }
+        on_event(PipelineEvent::StageStarted {
+            stage: "chunk",
+            total,
+        });
+        let mut inputs = Vec::new();
+        let mut done_before = 0;
+        for file in files {
+            let mut options = chunker::ChunkOptions::new(base);
+            options.config = self.config.chunker.clone();
+            options.force = true;
+            let offset = done_before;
+            let sink = on_event.clone();
+            options.progress = Some(Arc::new(move |p: chunker::Progress| {
+                sink(PipelineEvent::Progress {
+                    stage: "chunk",
+                    done: offset + p.bytes_done,
+                });
+            }));
+            let report = chunker::chunk_file(file, &options)?;
+            done_before += report.file_size;
+            inputs.push(InputFile {
+                file: tree::TreeFile {
+                    name: report.name,
+                    format: report.format.name().to_owned(),
+                    chunks: report.total_chunks,
+                    bytes: report.file_size,
+                    error: None,
+                },
+                source: Some(report.source),
+            });
+        }
+        on_event(PipelineEvent::StageFinished { stage: "chunk" });
+        Ok(inputs)
+    }
+}
+
+/// Rebuilds `recipe` into `output` (checking every chunk and the whole file), removes the
+/// output again, and, when the file was chunked in this run, checks that its source has
+/// the SHA-256 of the rebuilt bytes.
+async fn rebuild_and_compare(
+    store: &dyn ObjectStore,
+    recipe: &chunk_model::Recipe,
+    output: &Path,
+    source: Option<PathBuf>,
+) -> Result<(), String> {
+    let source_hash = source.map(|source| {
+        tokio::task::spawn_blocking(move || sha256_of_file(&source).map(|hash| (source, hash)))
+    });
+    let rebuilt = uploader::reconstruct(
+        store,
+        &recipe.name,
+        Which::File(recipe.file_sha256),
+        output,
+        &ReconstructOptions::default(),
+        &|_| {},
+    )
+    .await;
+    let _ = std::fs::remove_file(output);
+    let report = rebuilt.map_err(|e| e.to_string())?;
+    let Some(hashing) = source_hash else {
+        return Ok(());
+    };
+    match hashing.await {
+        Ok(Ok((_, hash))) if hash == report.file_sha256 => Ok(()),
+        Ok(Ok((source, hash))) => Err(format!(
+            "{} rebuilt with SHA-256 {}, source {} has {hash}",
+            output.display(),
+            report.file_sha256,
+            source.display()
+        )),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The SHA-256 of the file at `path`, read in 1 MiB pieces.
+pub fn sha256_of_file(path: &Path) -> Result<Sha256Digest, Error> {
+    let file = std::fs::File::open(path).map_err(Error::io(path))?;
+    let mut hasher = Sha256Digest::hasher();
+    std::io::copy(
+        &mut std::io::BufReader::with_capacity(1 << 20, file),
+        &mut hasher,
+    )
+    .map_err(Error::io(path))?;
+    Ok(Sha256Digest::from_hasher(hasher))
+}
+
+/// Bytes the file's distinct chunk objects take in the store.
+async fn stored_size(store: &dyn ObjectStore, recipe: &chunk_model::Recipe) -> Result<u64, Error> {
+    let keys: std::collections::BTreeSet<&str> =
+        recipe.chunks.iter().map(|c| c.key.as_str()).collect();
+    let mut total = 0;
+    for key in keys {
+        if let Some(info) = store.stat(key).await? {
+            total += info.size;
+        }
+    }
+    Ok(total)
+}
+
+/// The first worker that answers: its engine and device head the report.
+async fn first_status(
+    workers: &[WorkerClient],
+    http: &reqwest::Client,
+) -> Result<chunk_model::wire::WorkerStatus, Error> {
+    let mut last_error = None;
+    for worker in workers {
+        match worker.status(http).await {
+            Ok(status) => return Ok(status),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| Error::InvalidConfig("no workers".into())))
+}
+
+/// What the workers that answer did. A restarted worker's counters start again at zero.
+#[derive(Debug, Default)]
+struct WorkerTotals {
+    workers: usize,
+    completed: u64,
+    deduplicated: u64,
+    failed: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl WorkerTotals {
+    async fn collect(workers: &[WorkerClient], http: &reqwest::Client) -> Self {
+        let mut totals = Self::default();
+        for worker in workers {
+            let Ok(status) = worker.status(http).await else {
+                continue;
+            };
+            totals.workers += 1;
+            totals.completed += status.completed;
+            totals.deduplicated += status.deduplicated;
+            totals.failed += status.failed;
+            totals.bytes_in += status.bytes_in;
+            totals.bytes_out += status.bytes_out;
+        }
+        totals
+    }
+}
