@@ -5,8 +5,9 @@
 //! ever losing or corrupting them: create-only writes (an object, once stored, never
 //! changes), CRC32C end to end, retries with backoff under a deadline, a bound on
 //! requests in flight, data before index (a file's recipe is written after all its
-//! chunks), and reconstruction that checks every chunk and the whole file before the
-//! output appears.
+//! chunks, by [`upload_file`] or, for chunks that workers stored, by
+//! [`publish_if_complete`]), and reconstruction that checks every chunk and the whole
+//! file before the output appears.
 //!
 //! It must never know how chunks are cut or which codec to pick: callers hand it
 //! encoded bytes and the codec's name ([`ChunkEncoder`] is theirs to implement), and it
@@ -21,6 +22,7 @@ mod error;
 pub mod gcs;
 pub mod limits;
 pub mod local;
+pub mod publish;
 pub mod reconstruct;
 pub mod retry;
 pub mod store;
@@ -32,6 +34,7 @@ pub use error::StoreError;
 pub use gcs::{Gcs, GcsConfig};
 pub use limits::{Limited, Limits};
 pub use local::LocalDir;
+pub use publish::{KnownObjects, Publish, PublishError, publish_if_complete};
 pub use reconstruct::{
     ReconstructError, ReconstructOptions, ReconstructProgress, ReconstructReport, VerifyReport,
     Which, reconstruct, verify,

@@ -299,7 +299,10 @@ pub async fn put_recipe(
 }
 
 /// Writes a recipe whose chunk objects are known to be stored.
-async fn write_recipe(store: &dyn ObjectStore, recipe: &Recipe) -> Result<PutOutcome, UploadError> {
+pub(crate) async fn write_recipe(
+    store: &dyn ObjectStore,
+    recipe: &Recipe,
+) -> Result<PutOutcome, UploadError> {
     recipe.validate()?;
     let key = object_keys::recipe(&recipe.name, &recipe.file_sha256);
     let mut json = serde_json::to_vec_pretty(recipe).map_err(|e| StoreError::InvalidMetadata {
