@@ -3,9 +3,15 @@
 //! A worker reports back through GitHub's `repository_dispatch`; the workflow hands the
 //! event file to [`apply_callback`]. The event comes from outside the repository, so it
 //! is checked before anything is written: `chunk_path` must resolve (symbolic links
-//! included) to a directory inside the base, the status change must be legal, and only
-//! the changed keys are written back, atomically. Replaying an event is harmless: the
-//! same `completed` event a second time changes nothing and succeeds.
+//! included) to a directory inside the base, a `completed` event must be about this
+//! chunk's content (its `original_hash` is the chunk's, and its `upload_path` is the
+//! chunk object key of that hash), the status change must be legal, and only the
+//! changed keys are written back, atomically, under the tree's lock. Replaying an event
+//! is harmless: the same `completed` event a second time changes nothing and succeeds.
+//!
+//! Error messages quote the payload's text escaped ([`crate::actions::escape_data`] or
+//! `{:?}`), never raw: they are printed in the callback job's log, where a line break
+//! followed by `::error` would be read as a workflow command.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -13,12 +19,15 @@ use std::path::{Component, Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use chunk_model::layout::METADATA_FILE;
+use chunk_model::object_keys::{self, parse_chunk_object};
+use chunk_model::tree_lock::{self, TreeLock, TreeLockError, Wait};
 use chunk_model::{
     ChunkCompressed, ChunkMetadata, ModelError, Sha256Digest, Status, Timestamp, TransitionError,
 };
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::actions::escape_data;
 use crate::config::split_base;
 
 /// The key under which a worker's free-form `stats` are kept in `metadata.json`.
@@ -36,9 +45,9 @@ pub fn read_payload(path: &Path) -> Result<ChunkCompressed, CallbackError> {
         source,
     })?;
     let value: Value =
-        serde_json::from_slice(&bytes).map_err(|source| CallbackError::InvalidPayload {
+        serde_json::from_slice(&bytes).map_err(|error| CallbackError::InvalidPayload {
             path: path.to_owned(),
-            source,
+            error,
         })?;
     payload_from_value(path, value)
 }
@@ -62,9 +71,9 @@ pub fn payload_from_value(
         }
         value = payload;
     }
-    serde_json::from_value(value).map_err(|e| CallbackError::InvalidPayload {
+    serde_json::from_value(value).map_err(|error| CallbackError::InvalidPayload {
         path: source.to_owned(),
-        source: e,
+        error,
     })
 }
 
@@ -107,14 +116,15 @@ pub enum CallbackError {
         #[source]
         source: std::io::Error,
     },
-    /// The payload is not JSON or lacks a field; serde's message names it.
-    #[error("invalid callback payload in {path}: {source}")]
+    /// The payload is not JSON or lacks a field; serde's message names it. The message
+    /// quotes the payload's text, so it is shown escaped, and the serde error is not a
+    /// `source` (error chains print sources raw).
+    #[error("invalid callback payload in {path}: {}", escape_data(&.error.to_string()))]
     InvalidPayload {
         /// The payload file.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: serde_json::Error,
+        /// serde's error (line, column, and the offending text).
+        error: serde_json::Error,
     },
     /// The event file is for another event type.
     #[error("{path}: event type {action:?} is not {EVENT_TYPE:?}")]
@@ -128,7 +138,7 @@ pub enum CallbackError {
     #[error("callback status {0} is not accepted (expected completed or failed)")]
     UnsupportedStatus(Status),
     /// A field the status requires is absent.
-    #[error("callback for {chunk_path} is {status} but has no {field}")]
+    #[error("callback for {chunk_path:?} is {status} but has no {field}")]
     MissingField {
         /// The chunk.
         chunk_path: String,
@@ -138,7 +148,7 @@ pub enum CallbackError {
         field: &'static str,
     },
     /// `chunk_path` does not lie inside the base directory.
-    #[error("chunk_path {chunk_path:?} is outside {base}: {reason}")]
+    #[error("chunk_path {chunk_path:?} is outside {base}: {}", escape_data(.reason))]
     OutsideBase {
         /// The path as given.
         chunk_path: String,
@@ -157,7 +167,10 @@ pub enum CallbackError {
         source: crate::DetectError,
     },
     /// `chunk_path` names no chunk directory.
-    #[error("chunk_path {chunk_path:?}: no chunk directory at {path}")]
+    #[error(
+        "chunk_path {chunk_path:?}: no chunk directory at {}",
+        escape_data(&.path.display().to_string())
+    )]
     ChunkNotFound {
         /// The path as given.
         chunk_path: String,
@@ -165,7 +178,7 @@ pub enum CallbackError {
         path: PathBuf,
     },
     /// A file system operation on the base or chunk failed.
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", escape_data(&.path.display().to_string()))]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -199,23 +212,71 @@ pub enum CallbackError {
         /// What the callback says.
         incoming_hash: String,
     },
+    /// A `completed` callback's `original_hash` is not the chunk's: the object it
+    /// reports holds other content.
+    #[error(
+        "{path}: the callback's original_hash {found} is not the chunk's original_hash \
+         {expected}; refusing to mark it completed"
+    )]
+    OriginalHashMismatch {
+        /// The metadata file.
+        path: PathBuf,
+        /// The chunk's `original_hash`, from its metadata.
+        expected: Sha256Digest,
+        /// The callback's `original_hash`.
+        found: Sha256Digest,
+    },
+    /// A `completed` callback's `upload_path` is not the object key of this chunk's
+    /// content (`chunks/<original_hash>.<codec>`).
+    #[error("callback for {chunk_path:?}: upload_path {upload_path:?} {reason}")]
+    InvalidUploadPath {
+        /// The chunk, as the payload names it.
+        chunk_path: String,
+        /// The payload's `upload_path`.
+        upload_path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Another run holds the chunk tree's lock (or this thread does already).
+    #[error(transparent)]
+    Locked(#[from] TreeLockError),
     /// Reading or writing the metadata failed.
     #[error(transparent)]
     Model(#[from] ModelError),
 }
 
-/// Applies `payload` to its chunk under `base` at time `now`.
+/// Applies `payload` to its chunk under `base` at time `now`, holding the tree's lock
+/// ([`TreeLock`], waiting at most [`tree_lock::DEFAULT_WAIT`] for another run) while it
+/// reads and writes the metadata.
 ///
 /// `completed` sets `status`, `compressed_at`, `upload_path`, `upload_hash`,
 /// `worker_id` and `compression_stats`, and clears `lease_expires_at`; `failed` sets
 /// `status`, `last_error`, `worker_id` and `compression_stats`, and clears the lease.
 /// `attempts` is the dispatcher's to count and is left alone. Every other key, known or
 /// not, is left exactly as it was.
+///
+/// A run that holds the lock already (a pipeline looping over detect, dispatch and
+/// sync) calls [`apply_callback_locked`] instead: taking it again from the same thread
+/// is refused ([`TreeLockError::HeldByThisThread`]) rather than waiting forever.
 pub fn apply_callback(
     base: &Path,
     payload: &ChunkCompressed,
     now: DateTime<Utc>,
 ) -> Result<CallbackOutcome, CallbackError> {
+    // A payload that is refused anyway need not wait for the lock.
+    check_payload(payload)?;
+    let lock = TreeLock::acquire(base, Wait::Timeout(tree_lock::DEFAULT_WAIT))?;
+    apply_callback_locked(&lock, payload, now)
+}
+
+/// [`apply_callback`] for a caller that holds the lock of the tree the payload is for;
+/// the base is the lock's.
+pub fn apply_callback_locked(
+    lock: &TreeLock,
+    payload: &ChunkCompressed,
+    now: DateTime<Utc>,
+) -> Result<CallbackOutcome, CallbackError> {
+    let base = lock.base();
     check_payload(payload)?;
     let metadata_path = resolve_metadata(base, &payload.chunk_path)?;
     let change = chunk_model::json_file::update(&metadata_path, |meta: &mut ChunkMetadata| {
@@ -228,25 +289,49 @@ pub fn apply_callback(
 }
 
 /// Refuses a payload whose status is neither `completed` nor `failed`, or a `completed`
-/// one without its upload.
+/// one without its upload and original hash, or whose `upload_path` is not a chunk
+/// object key made from its `original_hash` (`../../etc/passwd`, another chunk's key).
+/// Whether that hash is the chunk's own is for [`apply_to_metadata`], which has the
+/// chunk's metadata.
 pub fn check_payload(payload: &ChunkCompressed) -> Result<(), CallbackError> {
     if !matches!(payload.status, Status::Completed | Status::Failed) {
         return Err(CallbackError::UnsupportedStatus(payload.status));
     }
     if payload.status == Status::Completed {
-        let missing = if payload.upload_path.is_none() {
-            Some("upload_path")
-        } else if payload.upload_hash.is_none() {
-            Some("upload_hash")
-        } else {
-            None
+        let missing = |field| CallbackError::MissingField {
+            chunk_path: payload.chunk_path.clone(),
+            status: payload.status,
+            field,
         };
-        if let Some(field) = missing {
-            return Err(CallbackError::MissingField {
-                chunk_path: payload.chunk_path.clone(),
-                status: payload.status,
-                field,
-            });
+        let upload_path = payload
+            .upload_path
+            .as_deref()
+            .ok_or_else(|| missing("upload_path"))?;
+        if payload.upload_hash.is_none() {
+            return Err(missing("upload_hash"));
+        }
+        let original = payload
+            .original_hash
+            .ok_or_else(|| missing("original_hash"))?;
+        let invalid = |reason: String| CallbackError::InvalidUploadPath {
+            chunk_path: payload.chunk_path.clone(),
+            upload_path: upload_path.to_owned(),
+            reason,
+        };
+        match parse_chunk_object(upload_path) {
+            None => {
+                return Err(invalid(format!(
+                    "is not a chunk object key ({}<sha256>.<codec>)",
+                    object_keys::CHUNKS_PREFIX
+                )));
+            }
+            Some((named, _)) if named != original => {
+                return Err(invalid(format!(
+                    "is the object of chunk {named}, not of the callback's original_hash \
+                     {original}"
+                )));
+            }
+            Some(_) => {}
         }
     }
     Ok(())
@@ -261,6 +346,18 @@ pub fn apply_to_metadata(
     path: &Path,
     now: DateTime<Utc>,
 ) -> Result<Change, CallbackError> {
+    // A completion is accepted only for this chunk's content: `check_payload` tied the
+    // upload key to the payload's hash, and here that hash must be the chunk's own.
+    if payload.status == Status::Completed
+        && let Some(found) = payload.original_hash
+        && found != meta.original_hash
+    {
+        return Err(CallbackError::OriginalHashMismatch {
+            path: path.to_owned(),
+            expected: meta.original_hash,
+            found,
+        });
+    }
     let from = meta.status;
     if from == payload.status {
         if from == Status::Completed

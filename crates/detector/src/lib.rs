@@ -21,6 +21,7 @@
 //! # Ok::<(), detector::DetectError>(())
 //! ```
 
+pub mod actions;
 pub mod callback;
 mod config;
 mod dirfd;
@@ -31,8 +32,9 @@ mod scan;
 mod select;
 
 pub use callback::{
-    CallbackError, CallbackOutcome, Change, ChunkResolver, apply_callback, apply_to_metadata,
-    check_payload, metadata_resolver, payload_from_value, read_payload, resolve_metadata,
+    CallbackError, CallbackOutcome, Change, ChunkResolver, apply_callback, apply_callback_locked,
+    apply_to_metadata, check_payload, metadata_resolver, payload_from_value, read_payload,
+    resolve_metadata,
 };
 pub use config::{
     DEFAULT_BASE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_OUTPUT, DetectConfig,

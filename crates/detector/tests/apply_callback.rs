@@ -12,12 +12,29 @@ use serde_json::{Value, json};
 
 const HASH: &str = "aa00000000000000000000000000000000000000000000000000000000000001";
 
+/// The `original_hash` `python_metadata(id, …)` gives chunk `id`.
+fn original_hash(id: u64) -> String {
+    format!("{:064x}", id + 1)
+}
+
+/// The object key a worker stores chunk `id` under.
+fn object_key(id: u64) -> String {
+    format!("chunks/{}.zstd", original_hash(id))
+}
+
+/// The `completed` event a worker sends for the chunk at `chunk_path`: about the content
+/// of chunk `NNNN` when the path ends in `chunk_NNNN` (of chunk 0 otherwise).
 fn payload(chunk_path: &str) -> chunk_model::ChunkCompressed {
+    let id = chunk_path
+        .rsplit_once("chunk_")
+        .and_then(|(_, id)| id.parse().ok())
+        .unwrap_or(0);
     serde_json::from_value(json!({
         "chunk_path": chunk_path,
         "status": "completed",
-        "upload_path": "gs://panini-compressed-chunks/movie/chunk_0003.zst",
+        "upload_path": object_key(id),
         "upload_hash": HASH,
+        "original_hash": original_hash(id),
         "stats": {"ratio": 2.5, "gpu_ms": 12},
         "worker_id": "colab-1"
     }))
@@ -72,10 +89,7 @@ fn completed_event_sets_exactly_the_upload_fields_and_keeps_the_rest() {
     obj.insert("status".into(), json!("completed"));
     obj.insert("compressed_at".into(), json!("2026-01-01T12:00:00.000000Z"));
     obj.insert("worker_id".into(), json!("colab-1"));
-    obj.insert(
-        "upload_path".into(),
-        json!("gs://panini-compressed-chunks/movie/chunk_0003.zst"),
-    );
+    obj.insert("upload_path".into(), json!(object_key(3)));
     obj.insert("upload_hash".into(), json!(HASH));
     obj.insert(
         "compression_stats".into(),
@@ -384,8 +398,9 @@ fn payload_is_read_alone_or_from_a_github_event_file() {
     let inner = json!({
         "chunk_path": "pending_compression/movie/chunk_0003",
         "status": "completed",
-        "upload_path": "k",
+        "upload_path": object_key(3),
         "upload_hash": HASH,
+        "original_hash": original_hash(3),
         "some_future_field": 1
     });
     fs::write(&bare, inner.to_string()).unwrap();
@@ -405,7 +420,7 @@ fn payload_is_read_alone_or_from_a_github_event_file() {
     let a = detector::read_payload(&bare).unwrap();
     let b = detector::read_payload(&event).unwrap();
     assert_eq!(a, b);
-    assert_eq!(a.upload_path.as_deref(), Some("k"));
+    assert_eq!(a.upload_path, Some(object_key(3)));
     assert_eq!(a.stats, Value::Null);
 
     queued_chunk(&t);
@@ -428,4 +443,162 @@ fn payload_is_read_alone_or_from_a_github_event_file() {
 
     let err = detector::read_payload(&dir.path().join("absent.json")).unwrap_err();
     assert!(matches!(err, CallbackError::ReadPayload { .. }), "{err}");
+}
+
+#[test]
+fn a_completion_for_other_content_is_refused_and_nothing_is_written() {
+    let t = Tree::new();
+    let path = queued_chunk(&t);
+    let bytes = fs::read(&path).unwrap();
+    let chunk = "pending_compression/movie/chunk_0003";
+
+    // Another chunk's hash, with that chunk's own (well-formed) key.
+    let mut other = payload(chunk);
+    other.original_hash = Some(original_hash(7).parse().unwrap());
+    other.upload_path = Some(object_key(7));
+    let err = apply_callback(&t.base, &other, now()).unwrap_err();
+    assert!(
+        matches!(err, CallbackError::OriginalHashMismatch { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("original_hash"), "{err}");
+    assert!(err.to_string().contains(&original_hash(3)), "{err}");
+
+    // This chunk's hash, but the object of another chunk, or no object key at all.
+    for bad in [
+        object_key(7),
+        "../../etc/passwd".to_owned(),
+        "/etc/passwd".to_owned(),
+        format!("chunks/{}.zstd/../../x", original_hash(3)),
+        format!("chunks/{}.ZSTD", original_hash(3)),
+        format!("gs://bucket/chunks/{}.zstd", original_hash(3)),
+        format!("status/{}.json", original_hash(3)),
+    ] {
+        let mut event = payload(chunk);
+        event.upload_path = Some(bad.clone());
+        let err = apply_callback(&t.base, &event, now()).unwrap_err();
+        assert!(
+            matches!(err, CallbackError::InvalidUploadPath { .. }),
+            "{bad}: {err}"
+        );
+        assert!(err.to_string().contains("upload_path"), "{err}");
+    }
+
+    // A completion must say whose content it is.
+    let mut anonymous = payload(chunk);
+    anonymous.original_hash = None;
+    let err = apply_callback(&t.base, &anonymous, now()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallbackError::MissingField {
+                field: "original_hash",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    assert_eq!(fs::read(&path).unwrap(), bytes, "nothing was written");
+    // The right one still applies.
+    apply_callback(&t.base, &payload(chunk), now()).unwrap();
+}
+
+/// Every line the error prints, its causes included, as `{:#}` of anyhow shows them.
+fn printed(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[test]
+fn payload_text_in_errors_cannot_start_a_workflow_command() {
+    // The probe from the issue: a status that carries an annotation of its own.
+    const INJECTION: &str = "x\n::error title=INJECTED::the build is compromised";
+    let t = Tree::new();
+    queued_chunk(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("event.json");
+    fs::write(
+        &file,
+        json!({"action": "chunk_compressed", "client_payload": {
+            "chunk_path": "pending_compression/movie/chunk_0003",
+            "status": INJECTION,
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let err = detector::read_payload(&file).unwrap_err();
+    let text = printed(&err);
+    assert!(
+        text.contains("INJECTED"),
+        "the value is still shown: {text}"
+    );
+    assert!(!text.contains(['\n', '\r']), "{text}");
+
+    // The same through every field that reaches an error message.
+    let mut events = Vec::new();
+    for chunk_path in [
+        format!("pending_compression/movie/{INJECTION}"),
+        format!("pending_compression/{INJECTION}/../../x"),
+        INJECTION.to_owned(),
+    ] {
+        events.push(payload(&chunk_path));
+    }
+    let mut bad_upload = payload("pending_compression/movie/chunk_0003");
+    bad_upload.upload_path = Some(INJECTION.to_owned());
+    events.push(bad_upload);
+    let mut no_hash = payload(INJECTION);
+    no_hash.upload_hash = None;
+    events.push(no_hash);
+    for event in &events {
+        let err = apply_callback(&t.base, event, now()).unwrap_err();
+        let text = printed(&err);
+        assert!(!text.contains(['\n', '\r']), "{text}");
+    }
+}
+
+#[test]
+fn callbacks_take_the_tree_lock() {
+    use chunk_model::tree_lock::{TreeLock, TreeLockError, Wait};
+    use std::time::Duration;
+    let t = Tree::new();
+    queued_chunk(&t);
+    let event = payload("pending_compression/movie/chunk_0003");
+
+    // Held by this thread: refused at once instead of waiting for itself, and the lock
+    // held is the proof `apply_callback_locked` takes.
+    let lock = TreeLock::acquire(&t.base, Wait::No).unwrap();
+    let err = apply_callback(&t.base, &event, now()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallbackError::Locked(TreeLockError::HeldByThisThread { .. })
+        ),
+        "{err}"
+    );
+    drop(lock);
+
+    // Held by another run for a moment: the callback waits for it, then applies.
+    let base = t.base.clone();
+    let (taken, wait_taken) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let lock = TreeLock::acquire(&base, Wait::No).unwrap();
+        taken.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        drop(lock);
+    });
+    wait_taken.recv_timeout(Duration::from_secs(30)).unwrap();
+    let outcome = apply_callback(&t.base, &event, now()).unwrap();
+    assert!(matches!(outcome.change, Change::Applied { .. }));
+    holder.join().unwrap();
+
+    let lock = TreeLock::acquire(&t.base, Wait::No).unwrap();
+    let again = detector::apply_callback_locked(&lock, &event, now()).unwrap();
+    assert!(matches!(again.change, Change::AlreadyApplied { .. }));
 }

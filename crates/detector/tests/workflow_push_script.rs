@@ -123,12 +123,17 @@ fn remote() -> Remote {
     }
 }
 
+/// The `completed` event a worker sends for `chunk_NNNN` of the tree `remote` makes.
 fn completed(chunk: &str) -> chunk_model::ChunkCompressed {
+    let id: u64 = chunk.trim_start_matches("chunk_").parse().unwrap();
+    // `python_metadata(id, …)` gives chunk `id` the hash id + 1.
+    let original = format!("{:064x}", id + 1);
     serde_json::from_value(json!({
         "chunk_path": format!("pending_compression/movie/{chunk}"),
         "status": "completed",
-        "upload_path": format!("movie/{chunk}.lz4"),
+        "upload_path": format!("chunks/{original}.lz4"),
         "upload_hash": format!("{:064x}", 9),
+        "original_hash": original,
     }))
     .unwrap()
 }
@@ -224,7 +229,10 @@ fn a_conflicting_callback_is_applied_again_on_the_new_tip() {
         meta["worker_id"], "colab-7",
         "the other run's change survives: {log}"
     );
-    assert_eq!(meta["upload_path"], "movie/chunk_0000.lz4");
+    assert_eq!(
+        meta["upload_path"],
+        json!(completed("chunk_0000").upload_path)
+    );
 }
 
 /// Run by the script in the test above, as the reapply command; ignored otherwise.
