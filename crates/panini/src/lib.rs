@@ -7,7 +7,7 @@
 //!
 //! - [`sync`]: complete chunks from the completion records workers leave in the bucket,
 //!   and publish the recipes of files whose chunks are all stored;
-//! - [`recipes`]: a file's recipe from its chunk tree;
+//! - [`tree`]: the files and open chunks of a chunk tree;
 //! - [`actions`]: the GitHub Actions context a dispatch carries (repository, commit, run);
 //! - [`WorkerClient`]: a worker service seen over HTTP (`/status`, `/failures`), or one
 //!   served from this process;
@@ -33,7 +33,6 @@ pub mod actions;
 pub mod cli;
 mod error;
 pub mod pipeline;
-pub mod recipes;
 pub mod sync;
 pub mod token;
 pub mod tree;

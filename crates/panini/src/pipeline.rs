@@ -16,7 +16,8 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use uploader::{ObjectStore, ReconstructOptions, StoreConfig, Which};
 
-use crate::{Error, WorkerClient, recipes, tree};
+use crate::sync::{FileRecipe, RecipeState};
+use crate::{Error, WorkerClient, tree};
 
 /// How a [`Pipeline`] runs. Build with [`PipelineConfig::new`] and adjust the fields.
 #[derive(Debug, Clone)]
@@ -448,10 +449,11 @@ impl Pipeline {
         ));
         stages.push(StageReport::new("sync", sync_time, 0, String::new()));
 
-        // Recipes (workers publish them as files complete; writing them here again is
-        // idempotent and covers workers that are not ours), then rebuild every file
+        // Recipes: workers publish them as files complete; a last sync publishes any
+        // that are missing and says which files have one. Then every file is rebuilt
         // from the bucket alone.
         let started = Instant::now();
+        let synced = crate::sync::sync(&base, store.as_ref(), chrono::Utc::now()).await?;
         let mut rows = Vec::new();
         let mut recipes = Vec::new();
         for input in inputs {
@@ -465,22 +467,38 @@ impl Pipeline {
                 verified: false,
                 error: input.file.error,
             };
-            if row.error.is_none() {
-                match recipes::recipe_from_tree(&base, &row.name) {
-                    Ok(recipe) => match uploader::put_recipe(store.as_ref(), &recipe).await {
-                        Ok(_) => recipes.push((rows.len(), recipe)),
-                        Err(e) => row.error = Some(e.to_string()),
-                    },
-                    Err(e) => row.error = Some(e.to_string()),
+            let recipe = synced.recipes.iter().find(|r| r.name == row.name);
+            match recipe {
+                Some(FileRecipe {
+                    key: Some(_),
+                    file_sha256: Some(sha),
+                    ..
+                }) => recipes.push((rows.len(), *sha)),
+                Some(r) if row.error.is_none() => {
+                    row.error = Some(format!(
+                        "no recipe: {}",
+                        r.reason.as_deref().unwrap_or("unknown")
+                    ));
                 }
+                None if row.error.is_none() => row.error = Some("no recipe".into()),
+                _ => {}
             }
             rows.push(row);
         }
+        let published = synced
+            .recipes
+            .iter()
+            .filter(|r| r.state == RecipeState::Published)
+            .count();
         stages.push(StageReport::new(
             "recipes",
             started.elapsed(),
             0,
-            format!("{} written", recipes.len()),
+            format!(
+                "{} of {} files have one ({published} published by this sync)",
+                recipes.len(),
+                rows.len()
+            ),
         ));
 
         let started = Instant::now();
@@ -491,14 +509,18 @@ impl Pipeline {
         // beside its rebuild: the source must have the SHA-256 of the bytes rebuilt.
         let parallel_files = std::thread::available_parallelism().map_or(1, |n| n.get());
         let outcomes: Vec<_> = futures::stream::iter(&recipes)
-            .map(|(index, recipe)| {
-                let output = rebuilt_dir.join(&recipe.name);
+            .map(|(index, file_sha256)| {
+                let name = rows[*index].name.clone();
+                let output = rebuilt_dir.join(&name);
                 let source = rows[*index].source.clone();
                 let store = store.as_ref();
                 async move {
-                    let result = rebuild_and_compare(store, recipe, &output, source).await;
-                    let stored = stored_size(store, recipe).await;
-                    (*index, recipe.file_size, result, stored)
+                    let result =
+                        rebuild_and_compare(store, &name, *file_sha256, &output, source).await;
+                    match result {
+                        Ok((size, stored)) => (*index, size, Ok(()), stored),
+                        Err(e) => (*index, 0, Err(e), 0),
+                    }
                 }
             })
             .buffer_unordered(parallel_files)
@@ -514,7 +536,7 @@ impl Pipeline {
                 }
                 Err(e) => row.error = Some(e),
             }
-            row.stored_bytes = stored?;
+            row.stored_bytes = stored;
         }
         stages.push(StageReport::new(
             "reconstruct+verify",
@@ -585,22 +607,24 @@ impl Pipeline {
     }
 }
 
-/// Rebuilds `recipe` into `output` (checking every chunk and the whole file), removes the
-/// output again, and, when the file was chunked in this run, checks that its source has
-/// the SHA-256 of the rebuilt bytes.
+/// Rebuilds the file `name` with SHA-256 `file_sha256` into `output` (checking every
+/// chunk and the whole file), removes the output again, and, when the file was chunked
+/// in this run, checks that its source has the SHA-256 of the rebuilt bytes. Returns the
+/// file's size and the bytes its distinct chunk objects take in the store.
 async fn rebuild_and_compare(
     store: &dyn ObjectStore,
-    recipe: &chunk_model::Recipe,
+    name: &str,
+    file_sha256: Sha256Digest,
     output: &Path,
     source: Option<PathBuf>,
-) -> Result<(), String> {
+) -> Result<(u64, u64), String> {
     let source_hash = source.map(|source| {
         tokio::task::spawn_blocking(move || sha256_of_file(&source).map(|hash| (source, hash)))
     });
     let rebuilt = uploader::reconstruct(
         store,
-        &recipe.name,
-        Which::File(recipe.file_sha256),
+        name,
+        Which::File(file_sha256),
         output,
         &ReconstructOptions::default(),
         &|_| {},
@@ -608,11 +632,18 @@ async fn rebuild_and_compare(
     .await;
     let _ = std::fs::remove_file(output);
     let report = rebuilt.map_err(|e| e.to_string())?;
+    let (_, recipe) = uploader::reconstruct::find_recipe(store, name, Which::File(file_sha256))
+        .await
+        .map_err(|e| e.to_string())?;
+    let stored = stored_size(store, &recipe)
+        .await
+        .map_err(|e| e.to_string())?;
+    let sizes = (report.file_size, stored);
     let Some(hashing) = source_hash else {
-        return Ok(());
+        return Ok(sizes);
     };
     match hashing.await {
-        Ok(Ok((_, hash))) if hash == report.file_sha256 => Ok(()),
+        Ok(Ok((_, hash))) if hash == report.file_sha256 => Ok(sizes),
         Ok(Ok((source, hash))) => Err(format!(
             "{} rebuilt with SHA-256 {}, source {} has {hash}",
             output.display(),

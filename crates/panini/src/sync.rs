@@ -1,6 +1,10 @@
 //! `sync`: marks chunks `completed` from the completion records workers leave in the
 //! bucket (`status/<sha256>.json`), so that a lost or never-configured callback loses
-//! nothing.
+//! nothing, and publishes the recipe of every file whose chunk objects are all stored.
+//!
+//! Workers publish recipes themselves as files complete; publishing here again is
+//! idempotent (create-only, `uploader::publish_if_complete`) and covers files completed
+//! by workers that could not publish (an older version, a failure to read the manifest).
 //!
 //! Records are matched by content: every chunk of the tree that is not `completed` and
 //! whose `original_hash` has a record is completed with that record's upload, whichever
@@ -36,6 +40,92 @@ pub struct SyncReport {
     pub completed: Vec<String>,
     /// Records or chunks that could not be used, with why; the rest went on.
     pub errors: Vec<String>,
+    /// Every file of the tree and its recipe, in tree order.
+    pub recipes: Vec<FileRecipe>,
+}
+
+/// Whether a file of the tree has its recipe in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileRecipe {
+    /// The file's name (its directory under the tree).
+    pub name: String,
+    /// What happened.
+    pub state: RecipeState,
+    /// The recipe's key, once there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The file's SHA-256, from its manifest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_sha256: Option<Sha256Digest>,
+    /// Why there is none (incomplete: the first chunk not stored; or the error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// See [`FileRecipe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecipeState {
+    /// This sync wrote it.
+    Published,
+    /// It was there already.
+    AlreadyPublished,
+    /// Some chunk object is not stored yet.
+    Incomplete,
+    /// The manifest or the bucket failed.
+    Failed,
+}
+
+/// Publishes the recipe of every file under `base` whose chunk objects are all in
+/// `store` (see `uploader::publish_if_complete`); each file's outcome is reported, and
+/// one file's failure does not stop the others.
+pub async fn publish_recipes(
+    base: &Path,
+    store: &dyn ObjectStore,
+) -> Result<Vec<FileRecipe>, Error> {
+    let layout = chunk_model::Layout::new(base);
+    let mut known = uploader::KnownObjects::new();
+    let mut out = Vec::new();
+    for file in crate::tree::files(base)? {
+        let manifest = layout
+            .manifest_path(&file.name)
+            .and_then(|path| chunk_model::json_file::read::<chunk_model::Manifest>(&path));
+        let manifest = match manifest {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                out.push(FileRecipe {
+                    name: file.name,
+                    state: RecipeState::Failed,
+                    key: None,
+                    file_sha256: None,
+                    reason: Some(e.to_string()),
+                });
+                continue;
+            }
+        };
+        let published =
+            uploader::publish_if_complete(store, &file.name, &manifest, &mut known).await;
+        let (state, key, reason) = match published {
+            Ok(uploader::Publish::Published { key }) => (RecipeState::Published, Some(key), None),
+            Ok(uploader::Publish::AlreadyPublished { key }) => {
+                (RecipeState::AlreadyPublished, Some(key), None)
+            }
+            Ok(uploader::Publish::Incomplete { chunk_id, missing }) => (
+                RecipeState::Incomplete,
+                None,
+                Some(format!("chunk {chunk_id} ({missing}) is not stored")),
+            ),
+            Err(e) => (RecipeState::Failed, None, Some(e.to_string())),
+        };
+        out.push(FileRecipe {
+            name: file.name,
+            state,
+            key,
+            file_sha256: manifest.file_hash,
+            reason,
+        });
+    }
+    Ok(out)
 }
 
 /// Reads every completion record of `store` and completes the matching chunks under
@@ -84,9 +174,10 @@ pub async fn sync(
     }
 
     let base_owned = base.to_path_buf();
-    let done = tokio::task::spawn_blocking(move || apply(&base_owned, &records, now, report))
+    let mut done = tokio::task::spawn_blocking(move || apply(&base_owned, &records, now, report))
         .await
         .map_err(|e| Error::Task(format!("sync: {e}")))??;
+    done.recipes = publish_recipes(base, store).await?;
     Ok(done)
 }
 

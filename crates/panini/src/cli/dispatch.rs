@@ -208,6 +208,24 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<()> {
         for e in &report.errors {
             println!("✗ {e}");
         }
+        for recipe in &report.recipes {
+            use crate::sync::RecipeState;
+            match recipe.state {
+                RecipeState::Published => {
+                    println!(
+                        "✓ {}: recipe published ({})",
+                        recipe.name,
+                        recipe.key.as_deref().unwrap_or_default()
+                    )
+                }
+                RecipeState::AlreadyPublished => {}
+                RecipeState::Incomplete | RecipeState::Failed => println!(
+                    "· {}: no recipe yet: {}",
+                    recipe.name,
+                    recipe.reason.as_deref().unwrap_or_default()
+                ),
+            }
+        }
         println!(
             "Synced {} chunks from {} completion records ({} open before)",
             report.completed.len(),
