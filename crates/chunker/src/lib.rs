@@ -22,6 +22,7 @@
 
 mod error;
 mod format;
+mod pack;
 mod parse;
 mod plan;
 mod source;
@@ -31,7 +32,8 @@ pub use chunk_model::Strategy;
 pub use error::ChunkerError;
 pub use format::{Format, SNIFF_LEN, detect};
 pub use plan::{
-    ChunkerConfig, DEFAULT_MAX_CHUNK_SIZE, FIXED_SIZE, Fallback, Plan, PlanError, Span, plan,
+    ChunkerConfig, DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MIN_CHUNK_SIZE, FIXED_SIZE, Fallback, Plan,
+    PlanError, Span, Structure, plan,
 };
 pub use write::{
     ChunkOptions, ChunkReport, PatternStats, Progress, ProgressFn, chunk_file, plan_file,

@@ -4,17 +4,24 @@ use std::borrow::Cow;
 use std::io::{Read, Seek};
 
 use chunk_model::Strategy;
-use fastcdc::v2020;
 
 use crate::format::{Format, SNIFF_LEN, detect};
-use crate::parse::{self, Region, Regions};
+use crate::pack::{Cdc, label, pack};
+use crate::parse::{self, Flags, Regions, header_pattern};
 use crate::source::{Source, Stop};
 
 /// The default maximum chunk size: 1 MiB.
 pub const DEFAULT_MAX_CHUNK_SIZE: u64 = 1 << 20;
 
-/// The pattern of chunks cut by size (or by content, in `adaptive`) without a
-/// structure of their own.
+/// The default minimum chunk size: 256 KiB, a quarter of the default maximum. Each
+/// chunk costs a directory, two files, a webhook entry, an object and a completion
+/// record whatever its size, so chunks are packed at least this large where the file
+/// allows it; and content-defined cuts need room between the minimum and the maximum
+/// (FastCDC's average is half the maximum).
+pub const DEFAULT_MIN_CHUNK_SIZE: u64 = 256 << 10;
+
+/// The pattern of chunks cut by size (or by content) without a structure of their own:
+/// text, unknown binary, the unrecognized rest of a file.
 pub const FIXED_SIZE: &str = "FIXED_SIZE";
 
 /// How to cut.
@@ -24,6 +31,11 @@ pub struct ChunkerConfig {
     pub strategy: Strategy,
     /// No chunk is larger than this; at least 1.
     pub max_chunk_size: u64,
+    /// No chunk is smaller than this unless the file's structure forces it: its header,
+    /// a keyframe right after a short group of pictures, its end, a file smaller than
+    /// this. A minimum above a quarter of the maximum is lowered to a quarter of the
+    /// maximum (content-defined cuts need room between the two). Ignored by `size`.
+    pub min_chunk_size: u64,
 }
 
 impl Default for ChunkerConfig {
@@ -31,8 +43,35 @@ impl Default for ChunkerConfig {
         Self {
             strategy: Strategy::Semantic,
             max_chunk_size: DEFAULT_MAX_CHUNK_SIZE,
+            min_chunk_size: DEFAULT_MIN_CHUNK_SIZE,
         }
     }
+}
+
+impl ChunkerConfig {
+    /// `strategy` with the default maximum and minimum sizes.
+    pub fn new(strategy: Strategy) -> Self {
+        Self {
+            strategy,
+            ..Self::default()
+        }
+    }
+
+    /// The minimum actually used: `min_chunk_size`, at most a quarter of the maximum.
+    pub fn effective_min_chunk_size(&self) -> u64 {
+        self.min_chunk_size.min(self.max_chunk_size / 4)
+    }
+}
+
+/// Bytes of one kind of structure inside a chunk.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Structure {
+    /// The structures' pattern name.
+    pub pattern: Cow<'static, str>,
+    /// How many of them the chunk holds, whole or in part.
+    pub count: u64,
+    /// How many of the chunk's bytes they make up.
+    pub bytes: u64,
 }
 
 /// One chunk to be: a byte range of the file and what it holds.
@@ -42,10 +81,14 @@ pub struct Span {
     pub offset: u64,
     /// Length in bytes, 1 to the maximum chunk size.
     pub size: u64,
-    /// Pattern name (`PNG_IDAT`, `ISOBMFF_MDAT_KEYFRAMES`, `FIXED_SIZE`, …).
+    /// Pattern name (`PNG_IDAT`, `ISOBMFF_MDAT_KEYFRAMES`, `FIXED_SIZE`, …): the header
+    /// chunk's name (`PNG_HEADER`, …), else that of the structure the span starts in.
     pub pattern: Cow<'static, str>,
     /// The span starts with a video keyframe.
     pub is_keyframe: bool,
+    /// The structures the span holds, by pattern, in file order (for `size`, one
+    /// `FIXED_SIZE`).
+    pub structures: Vec<Structure>,
 }
 
 impl Span {
@@ -64,6 +107,8 @@ pub struct Plan {
     pub strategy: Strategy,
     /// The maximum chunk size used.
     pub max_chunk_size: u64,
+    /// The minimum chunk size used (see [`ChunkerConfig::min_chunk_size`]); 0 for `size`.
+    pub min_chunk_size: u64,
     /// The file's length.
     pub file_size: u64,
     /// The spans, in file order.
@@ -134,9 +179,13 @@ impl Plan {
 }
 
 /// Plans the chunks of the `len`-byte input `reader`: detects the format, parses its
-/// structure (reading headers, never the whole input at once), merges small neighbouring
-/// structures of one kind, splits those larger than the maximum (by size, or by content
-/// in `adaptive`), and checks the invariants.
+/// structure (reading headers, never the whole input at once), then packs the
+/// structures into chunks between the minimum and maximum sizes, cutting spans without
+/// finer structure by content (see the `pack` module), and checks the invariants. With
+/// `size`, the file is cut every `max_chunk_size` bytes and nothing is parsed.
+///
+/// `semantic` and `adaptive` make the same plan: content-defined cuts, once what
+/// `adaptive` added, are part of the semantic plan.
 pub fn plan<R: Read + Seek>(
     reader: R,
     len: u64,
@@ -147,6 +196,7 @@ pub fn plan<R: Read + Seek>(
             "max chunk size must be at least 1 byte".into(),
         ));
     }
+    let max = config.max_chunk_size;
     let mut src = Source::new(reader, len)?;
     let head = match src.read_upto(0, SNIFF_LEN) {
         Ok(head) => head,
@@ -155,9 +205,23 @@ pub fn plan<R: Read + Seek>(
     };
     let format = detect(&head);
 
+    if config.strategy == Strategy::Size {
+        let plan = Plan {
+            format,
+            strategy: config.strategy,
+            max_chunk_size: max,
+            min_chunk_size: 0,
+            file_size: len,
+            spans: fixed_size(len, max),
+            fallback: None,
+        };
+        plan.check()?;
+        return Ok(plan);
+    }
+
     let mut regions = Regions::default();
     let mut fallback = None;
-    if config.strategy != Strategy::Size && format.is_structured() {
+    if format.is_structured() {
         match parse::parse(format, &mut src, &mut regions) {
             Ok(()) if regions.end < len => {
                 fallback = Some(Fallback {
@@ -183,37 +247,27 @@ pub fn plan<R: Read + Seek>(
             format = format.name(),
             offset = fallback.offset,
             reason = %fallback.reason,
-            "structure not recognized to the end; cutting the rest by size"
+            "structure not recognized to the end; cutting the rest by content"
         );
     }
     debug_assert!(regions.end <= len);
-    regions.push(len - regions.end, FIXED_SIZE);
+    regions.add(len - regions.end, FIXED_SIZE, Flags::opaque());
 
-    let max = config.max_chunk_size;
-    let merged = if config.strategy == Strategy::Size {
-        regions.list
-    } else {
-        coalesce(regions.list, max)
-    };
-    let mut spans = Vec::with_capacity(merged.len() + (len / max) as usize);
-    for region in merged {
-        if region.size <= max {
-            spans.push(Span {
-                offset: region.offset,
-                size: region.size,
-                pattern: region.pattern,
-                is_keyframe: region.keyframe,
-            });
-        } else if config.strategy == Strategy::Adaptive && cdc_sizes(max).is_some() {
-            split_by_content(&mut src, &region, max, &mut spans)?;
-        } else {
-            split_by_size(&region, max, &mut spans);
-        }
-    }
+    let min = config.effective_min_chunk_size();
+    let cdc = Cdc::new(min, max);
+    // A header that is the whole file is no header.
+    let header_end = regions.header_end.filter(|&h| h < len);
+    let ends = pack(&mut src, &regions.list, header_end, min, max, cdc.as_ref())?;
+    let spans = label(
+        &regions.list,
+        &ends,
+        header_end.map(|h| (h, header_pattern(format))),
+    );
     let plan = Plan {
         format,
         strategy: config.strategy,
         max_chunk_size: max,
+        min_chunk_size: min,
         file_size: len,
         spans,
         fallback,
@@ -222,89 +276,24 @@ pub fn plan<R: Read + Seek>(
     Ok(plan)
 }
 
-/// Merges runs of neighbouring regions with the same pattern while the result stays
-/// within `max`, so a PNG's hundreds of 8 KiB IDATs or an AVI's frames make a few
-/// chunks instead of thousands. A keyframe region never joins a chunk that does not
-/// start with a keyframe.
-fn coalesce(regions: Vec<Region>, max: u64) -> Vec<Region> {
-    let mut out: Vec<Region> = Vec::with_capacity(regions.len());
-    for region in regions {
-        if let Some(last) = out.last_mut()
-            && last.pattern == region.pattern
-            && last.size + region.size <= max
-            && (last.keyframe || !region.keyframe)
-        {
-            last.size += region.size;
-            continue;
-        }
-        out.push(region);
-    }
-    out
-}
-
-fn split_by_size(region: &Region, max: u64, spans: &mut Vec<Span>) {
-    let end = region.offset + region.size;
-    let mut at = region.offset;
-    while at < end {
-        let size = max.min(end - at);
-        spans.push(piece(region, at, size));
+/// `len` bytes cut every `max` bytes.
+fn fixed_size(len: u64, max: u64) -> Vec<Span> {
+    let mut spans = Vec::with_capacity(len.div_ceil(max) as usize);
+    let mut at = 0;
+    while at < len {
+        let size = max.min(len - at);
+        spans.push(Span {
+            offset: at,
+            size,
+            pattern: FIXED_SIZE.into(),
+            is_keyframe: false,
+            structures: vec![Structure {
+                pattern: FIXED_SIZE.into(),
+                count: 1,
+                bytes: size,
+            }],
+        });
         at += size;
     }
-}
-
-/// The span for `[at, at + size)` of `region`: the first piece keeps the keyframe
-/// flag, later ones take the region's rest pattern.
-fn piece(region: &Region, at: u64, size: u64) -> Span {
-    let first = at == region.offset;
-    Span {
-        offset: at,
-        size,
-        pattern: match (&region.rest_pattern, first) {
-            (Some(rest), false) => rest.clone(),
-            _ => region.pattern.clone(),
-        },
-        is_keyframe: region.keyframe && first,
-    }
-}
-
-/// FastCDC's (min, avg, max) for a maximum chunk size, or `None` when the maximum is
-/// below what FastCDC supports. The max is capped at FastCDC's own limit, so chunks
-/// never exceed `max`.
-pub(crate) fn cdc_sizes(max: u64) -> Option<(u32, u32, u32)> {
-    if max < u64::from(v2020::MAXIMUM_MIN) {
-        return None;
-    }
-    let cdc_max = max.min(u64::from(v2020::MAXIMUM_MAX)) as u32;
-    let avg = (cdc_max / 2).clamp(v2020::AVERAGE_MIN, v2020::AVERAGE_MAX);
-    let min = (cdc_max / 4).clamp(v2020::MINIMUM_MIN, v2020::MINIMUM_MAX);
-    Some((min, avg, cdc_max))
-}
-
-/// Splits `region` at content-defined cut points: they depend only on the bytes near
-/// them, so inserting bytes early in a region moves only the cuts near the insertion.
-fn split_by_content<R: Read + Seek>(
-    src: &mut Source<R>,
-    region: &Region,
-    max: u64,
-    spans: &mut Vec<Span>,
-) -> Result<(), PlanError> {
-    let (min, avg, cdc_max) = cdc_sizes(max).expect("checked by the caller");
-    let reader = src.reader_at(region.offset)?.take(region.size);
-    let mut at = region.offset;
-    for chunk in v2020::StreamCDC::new(reader, min, avg, cdc_max) {
-        let chunk = chunk.map_err(std::io::Error::from)?;
-        spans.push(piece(region, at, chunk.length as u64));
-        at += chunk.length as u64;
-    }
-    src.moved(at);
-    if at != region.offset + region.size {
-        return Err(PlanError::Io(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!(
-                "input ended at {at} inside a span ending at {}",
-                region.offset + region.size
-            ),
-        )));
-    }
-    Ok(())
+    spans
 }

@@ -57,17 +57,6 @@ impl<R: Read + Seek> Source<R> {
         self.len
     }
 
-    /// Gives back the reader, for streaming whole spans (content-defined chunking).
-    pub(crate) fn reader_at(&mut self, offset: u64) -> io::Result<&mut BufReader<R>> {
-        self.seek(offset)?;
-        Ok(&mut self.inner)
-    }
-
-    /// Forgets the tracked position after the reader was used directly.
-    pub(crate) fn moved(&mut self, pos: u64) {
-        self.pos = pos;
-    }
-
     fn seek(&mut self, offset: u64) -> io::Result<()> {
         if offset != self.pos {
             // Relative seeks keep BufReader's buffer when the target lies inside it,

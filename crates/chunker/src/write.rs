@@ -115,6 +115,8 @@ pub struct ChunkReport {
     pub strategy: Strategy,
     /// The maximum chunk size used.
     pub max_chunk_size: u64,
+    /// The minimum chunk size used (0 for `size`).
+    pub min_chunk_size: u64,
     /// The input's size.
     pub file_size: u64,
     /// SHA-256 of the whole input.
@@ -226,7 +228,10 @@ pub fn chunk_file(path: &Path, options: &ChunkOptions) -> Result<ChunkReport, Ch
         format: Some(plan.format.name().to_owned()),
         strategy: Some(plan.strategy),
         max_chunk_size: Some(plan.max_chunk_size),
-        extra: ExtraFields::new(),
+        extra: ExtraFields::from_iter([(
+            "min_chunk_size".to_owned(),
+            serde_json::Value::from(plan.min_chunk_size),
+        )]),
     };
     write_json(&tmp.path().join(MANIFEST_FILE), &manifest, durability)?;
     flush_tree(tmp.path(), durability)?;
@@ -246,6 +251,7 @@ pub fn chunk_file(path: &Path, options: &ChunkOptions) -> Result<ChunkReport, Ch
         grammar_id,
         strategy: plan.strategy,
         max_chunk_size: plan.max_chunk_size,
+        min_chunk_size: plan.min_chunk_size,
         file_size: len,
         file_hash,
         total_chunks: manifest.total_chunks,
@@ -599,6 +605,12 @@ fn write_chunk(
     meta.is_keyframe = span.is_keyframe;
     // The design's detector reads `pattern` for its priority order.
     meta.pattern = Some(pattern.clone());
+    // A packed chunk holds many structures; `pattern_type` names one of them. The
+    // Python chunker had no such field: readers keep fields they do not know.
+    meta.extra.insert(
+        "structures".to_owned(),
+        serde_json::to_value(&span.structures).expect("plain data serializes"),
+    );
     write_json(&chunk_dir.join(METADATA_FILE), &meta, durability)?;
     if durability == Durability::EachFile {
         sync_dir(&chunk_dir)?;

@@ -1,5 +1,5 @@
-//! Content-defined chunking in the `adaptive` strategy: an insertion early in a file
-//! leaves the later chunks unchanged.
+//! Content-defined cuts in the default strategy: an edit early in a file changes only
+//! the chunks around it.
 
 mod common;
 
@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use chunk_model::Sha256Digest;
 use chunker::{FIXED_SIZE, Strategy};
 use common::{MIB, assert_tiles, plan_bytes};
-use samples::{PngSpec, png, random_bytes};
+use samples::{PngSpec, png, random_bytes, text_log};
 
 fn chunk_hashes(bytes: &[u8], strategy: Strategy) -> Vec<Sha256Digest> {
     let plan = plan_bytes(bytes, strategy, MIB);
@@ -19,70 +19,99 @@ fn chunk_hashes(bytes: &[u8], strategy: Strategy) -> Vec<Sha256Digest> {
         .collect()
 }
 
-/// Fraction of `after`'s chunks that also appear in `before`.
-fn shared(before: &[Sha256Digest], after: &[Sha256Digest]) -> f64 {
+/// Chunks of `after` that are not chunks of `before`: what an edit costs to store.
+fn changed(before: &[Sha256Digest], after: &[Sha256Digest]) -> usize {
     let known: HashSet<_> = before.iter().collect();
-    after.iter().filter(|h| known.contains(h)).count() as f64 / after.len() as f64
+    after.iter().filter(|h| !known.contains(h)).count()
 }
 
 #[test]
-fn insertion_early_in_a_file_changes_only_nearby_chunks() {
+fn a_line_inserted_near_the_start_of_a_20_mib_log_changes_at_most_3_chunks() {
+    let original = text_log(20 * MIB as usize, 106);
+    let line_end = original.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let mut edited = original.clone();
+    edited.splice(line_end..line_end, b"inserted log line\n".iter().copied());
+
+    for strategy in [Strategy::Semantic, Strategy::Adaptive] {
+        let (before, after) = (
+            chunk_hashes(&original, strategy),
+            chunk_hashes(&edited, strategy),
+        );
+        assert!(before.len() >= 20, "{} chunks", before.len());
+        let n = changed(&before, &after);
+        eprintln!(
+            "{strategy}: {n} of {} chunks changed by the insertion",
+            after.len()
+        );
+        assert!(n <= 3, "{strategy}: {n} of {} chunks changed", after.len());
+    }
+    // Fixed-size chunks all shift: the contrast is the point.
+    let before = chunk_hashes(&original, Strategy::Size);
+    let after = chunk_hashes(&edited, Strategy::Size);
+    assert_eq!(changed(&before, &after), after.len());
+}
+
+#[test]
+fn insertion_early_in_random_data_changes_only_nearby_chunks() {
     let original = random_bytes(16 * MIB as usize, 101);
     let mut edited = original.clone();
     edited.splice(100_000..100_000, random_bytes(777, 102));
-
     let (before, after) = (
-        chunk_hashes(&original, Strategy::Adaptive),
-        chunk_hashes(&edited, Strategy::Adaptive),
+        chunk_hashes(&original, Strategy::Semantic),
+        chunk_hashes(&edited, Strategy::Semantic),
     );
     assert!(before.len() >= 16, "{} chunks", before.len());
-    let adaptive = shared(&before, &after);
     assert!(
-        adaptive >= 0.85,
-        "adaptive kept {adaptive:.2} of the chunks"
+        changed(&before, &after) <= 2,
+        "{:?}",
+        changed(&before, &after)
     );
-
-    // Fixed-size chunks all shift: the contrast is the point of adaptive.
-    let fixed = shared(
-        &chunk_hashes(&original, Strategy::Size),
-        &chunk_hashes(&edited, Strategy::Size),
-    );
-    assert!(fixed < 0.1, "size kept {fixed:.2}");
 }
 
 #[test]
-fn adaptive_keeps_the_structure_and_splits_large_spans_by_content() {
-    let s = png(&PngSpec::with_approx_size(6 * MIB as usize, 103));
-    let plan = plan_bytes(&s.bytes, Strategy::Adaptive, MIB);
+fn a_png_idat_run_is_cut_by_content_between_the_minimum_and_the_maximum() {
+    let s = png(&PngSpec {
+        idat_chunk_size: 8192,
+        ..PngSpec::with_approx_size(6 * MIB as usize, 103)
+    });
+    let plan = plan_bytes(&s.bytes, Strategy::Semantic, MIB);
     assert_tiles(&plan, s.bytes.len() as u64);
-    let patterns: Vec<_> = plan.spans.iter().map(|s| s.pattern.as_ref()).collect();
-    assert_eq!(&patterns[..2], ["PNG_SIGNATURE", "PNG_IHDR"]);
-    assert_eq!(patterns.last(), Some(&"PNG_IEND"));
-    let idat: Vec<_> = plan
-        .spans
-        .iter()
-        .filter(|s| s.pattern == "PNG_IDAT")
-        .collect();
-    assert!(idat.len() >= 6);
-    // Content-defined pieces vary in size, unlike fixed-size ones.
+    assert_eq!(plan.spans[0].pattern, "PNG_HEADER");
+    let idat: Vec<_> = plan.spans[1..].iter().collect();
+    assert!(idat.iter().all(|s| s.pattern == "PNG_IDAT"), "{idat:?}");
+    // Cut by content: the pieces vary in size and fall inside IDAT chunks, not at
+    // their boundaries; all but the last are at least the minimum.
     let sizes: HashSet<_> = idat.iter().map(|s| s.size).collect();
     assert!(sizes.len() > idat.len() / 2, "{sizes:?}");
-    assert!(!patterns.contains(&FIXED_SIZE));
+    let boundaries: HashSet<u64> = s.parts_named("IDAT").map(|p| p.offset).collect();
+    assert!(
+        idat[1..].iter().any(|sp| !boundaries.contains(&sp.offset)),
+        "every cut on an IDAT boundary"
+    );
+    assert!(
+        idat[..idat.len() - 1]
+            .iter()
+            .all(|sp| sp.size >= plan.min_chunk_size)
+    );
+    // IEND went with the last piece.
+    let last = plan.spans.last().unwrap();
+    assert_eq!(last.end(), s.bytes.len() as u64);
+    assert!(last.structures.iter().any(|st| st.pattern == "PNG_IEND"));
 }
 
 #[test]
 fn maxima_below_fastcdc_limits_fall_back_to_size() {
     let bytes = random_bytes(10_000, 104);
-    let plan = plan_bytes(&bytes, Strategy::Adaptive, 1000);
+    let plan = plan_bytes(&bytes, Strategy::Semantic, 1000);
     assert_tiles(&plan, bytes.len() as u64);
     assert!(
         plan.spans[..plan.spans.len() - 1]
             .iter()
-            .all(|s| s.size == 1000)
+            .all(|s| s.size == 1000 && s.pattern == FIXED_SIZE)
     );
     // FastCDC caps its maximum at 16 MiB; a larger maximum still holds.
     let big = random_bytes(30 * MIB as usize, 105);
-    let plan = plan_bytes(&big, Strategy::Adaptive, 20 * MIB);
+    let plan = plan_bytes(&big, Strategy::Semantic, 20 * MIB);
     assert_tiles(&plan, big.len() as u64);
     assert!(plan.spans.len() >= 2);
     assert!(plan.spans.iter().all(|s| s.size <= 16 * MIB));

@@ -86,7 +86,22 @@ fn chunk_tree_reads_back_with_chunk_model_types_and_rebuilds_the_file() {
     assert_eq!(first.file_name().unwrap(), "chunk_0000");
     assert_eq!(raw["dependencies"], serde_json::json!([]));
     assert_eq!(raw["status"], "pending");
-    assert_eq!(raw["pattern_type"], "ISOBMFF_FTYP");
+    // The header chunk, and the structures it packs (a field of Panini's own).
+    assert_eq!(raw["pattern_type"], "ISOBMFF_HEADER");
+    assert_eq!(raw["pattern"], "ISOBMFF_HEADER");
+    assert_eq!(raw["structures"][0]["pattern"], "ISOBMFF_FTYP");
+    assert_eq!(raw["structures"][0]["count"], 1);
+    let packed: u64 = raw["structures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(packed, raw["size"].as_u64().unwrap());
+    assert_eq!(
+        manifest.extra["min_chunk_size"],
+        chunker::DEFAULT_MIN_CHUNK_SIZE
+    );
     assert!(raw["compression_status"].is_null() && raw["worker_id"].is_null());
     // Nothing else is left in the output root.
     assert_eq!(visible_entries(&output), ["holiday"]);
@@ -113,6 +128,7 @@ fn chunks_finished_out_of_order_still_hash_the_file_in_order() {
                     config: chunker::ChunkerConfig {
                         strategy: Strategy::Size,
                         max_chunk_size: 4096,
+                        ..Default::default()
                     },
                     ..options(&output)
                 },
@@ -177,7 +193,8 @@ fn name_collision_is_an_error_unless_forced_and_force_replaces_atomically() {
     let manifest_path = output.join("blob").join(layout::MANIFEST_FILE);
     let first = fs::read(&manifest_path).unwrap();
 
-    fs::write(&input, random_bytes(2 * MIB as usize, 2)).unwrap();
+    // Smaller than the minimum: one chunk.
+    fs::write(&input, random_bytes(200_000, 2)).unwrap();
     let err = chunk_file(&input, &options(&output)).unwrap_err();
     assert!(matches!(err, ChunkerError::NameCollision { .. }), "{err}");
     assert!(err.to_string().contains("blob"), "{err}");
@@ -197,10 +214,10 @@ fn name_collision_is_an_error_unless_forced_and_force_replaces_atomically() {
     .unwrap();
     assert!(report.replaced);
     let manifest: Manifest = json_file::read(&manifest_path).unwrap();
-    assert_eq!(manifest.file_size, Some(2 * MIB));
-    assert_eq!(manifest.total_chunks, 2);
+    assert_eq!(manifest.file_size, Some(200_000));
+    assert_eq!(manifest.total_chunks, 1);
     assert!(
-        !output.join("blob").join("chunk_0002").exists(),
+        !output.join("blob").join("chunk_0001").exists(),
         "old chunks gone"
     );
     assert_eq!(

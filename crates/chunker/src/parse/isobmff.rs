@@ -4,11 +4,17 @@
 //! (`trak>mdia>minf>stbl`): `stss` names the sync samples, `stsz` gives every sample's
 //! size, `stsc` maps samples to chunks and `stco`/`co64` gives each chunk's file offset;
 //! together they give the absolute offset of every keyframe.
+//!
+//! A fragmented file (`moof`+`mdat` pairs) has no sample tables in `moov`: whether a
+//! fragment starts with a keyframe comes from its video track's first sample flags
+//! (`moof>traf>trun`, `tfhd` or `moov>mvex>trex` defaults). A fragment's `mdat`
+//! travels with its `moof`, and a fragment that does not start with a keyframe with
+//! the fragments before it.
 
 use std::borrow::Cow;
 use std::io::{Read, Seek};
 
-use super::{Regions, fourcc_pattern};
+use super::{Flags, Regions, fourcc_pattern};
 use crate::source::{Parsed, Source, Stop, corrupt};
 
 /// Largest `moov` read into memory for its sample tables. A movie of several hours has
@@ -20,6 +26,11 @@ const MAX_SAMPLES: u64 = 50_000_000;
 
 const MDAT_KEYFRAMES: &str = "ISOBMFF_MDAT_KEYFRAMES";
 const MDAT_MEDIA: &str = "ISOBMFF_MDAT_MEDIA";
+const MOOF: &str = "ISOBMFF_MOOF_FRAGMENT";
+/// Largest `moof` read to find its first video sample's flags.
+const MAX_MOOF: u64 = 16 << 20;
+/// `sample_is_non_sync_sample` in ISO BMFF sample flags.
+const NON_SYNC: u32 = 0x0001_0000;
 
 struct TopBox {
     offset: u64,
@@ -32,6 +43,7 @@ struct TopBox {
 /// `ISOBMFF_MOOF_FRAGMENT`, `ISOBMFF_SIDX_INDEX`, `ISOBMFF_BOX_<TYPE>` for other boxes,
 /// and `mdat` as `ISOBMFF_MDAT_MEDIA` up to the first keyframe, then one
 /// `ISOBMFF_MDAT_KEYFRAMES` region per keyframe (the planner packs them into chunks).
+/// The header is everything before the first `mdat` or `moof`.
 pub(crate) fn parse<R: Read + Seek>(src: &mut Source<R>, out: &mut Regions) -> Parsed {
     // Walk first, emit after: moov may come after mdat.
     let mut boxes = Vec::new();
@@ -40,9 +52,11 @@ pub(crate) fn parse<R: Read + Seek>(src: &mut Source<R>, out: &mut Regions) -> P
         return Err(Stop::Io(e));
     }
     let mut keyframes = Vec::new();
+    let mut tracks = Tracks::default();
     if let Some(moov) = boxes.iter().find(|b| &b.kind == b"moov") {
         let payload = moov.size - moov.header;
         if payload > MAX_MOOV {
+            tracks.unknown = true;
             tracing::warn!(
                 size = moov.size,
                 "moov too large to read; mdat is cut without keyframes"
@@ -56,15 +70,174 @@ pub(crate) fn parse<R: Read + Seek>(src: &mut Source<R>, out: &mut Regions) -> P
                     tracing::warn!(%reason, "unreadable sample tables; mdat is cut without keyframes")
                 }
             }
+            tracks = Tracks::of(&bytes).unwrap_or_else(|reason| {
+                tracing::warn!(%reason, "unreadable track headers; fragments are cut without keyframes");
+                Tracks {
+                    unknown: true,
+                    ..Tracks::default()
+                }
+            });
         }
+    } else {
+        tracks.unknown = true;
     }
+    let mut in_fragment = false;
     for b in &boxes {
         match &b.kind {
-            b"mdat" => mdat(out, b, &keyframes),
-            kind => out.push(b.size, pattern(kind)),
+            b"mdat" if in_fragment => {
+                in_fragment = false;
+                out.add(b.size, MDAT_MEDIA, Flags::inner());
+            }
+            b"mdat" => {
+                out.end_header();
+                mdat(out, b, &keyframes);
+            }
+            b"moof" => {
+                out.end_header();
+                in_fragment = true;
+                let keyframe = fragment_starts_with_keyframe(src, b, &tracks)?;
+                // Without video (or without readable track headers) every fragment is a
+                // cut point; with video, only those that open with a keyframe.
+                let inner = !keyframe && !tracks.video.is_empty() && !tracks.unknown;
+                out.add(
+                    b.size,
+                    MOOF,
+                    Flags {
+                        keyframe,
+                        inner,
+                        ..Flags::default()
+                    },
+                );
+            }
+            kind => {
+                in_fragment = false;
+                out.push(b.size, pattern(kind));
+            }
         }
     }
     stop
+}
+
+/// What the fragments need from `moov`: the video tracks and their default sample
+/// flags (`mvex>trex`).
+#[derive(Debug, Default)]
+struct Tracks {
+    /// (track ID, default sample flags from `trex`) of each video track.
+    video: Vec<(u32, Option<u32>)>,
+    /// `moov` was missing or unreadable.
+    unknown: bool,
+}
+
+impl Tracks {
+    fn of(moov: &[u8]) -> Result<Tracks, String> {
+        let mut video = Vec::new();
+        for item in children(moov) {
+            let (kind, trak) = item?;
+            if &kind != b"trak" {
+                continue;
+            }
+            let Some(mdia) = child(trak, b"mdia")? else {
+                continue;
+            };
+            if child(mdia, b"hdlr")?.and_then(|h| h.get(8..12)) != Some(b"vide") {
+                continue;
+            }
+            let tkhd = child(trak, b"tkhd")?.ok_or("trak without tkhd")?;
+            let id_at = if tkhd.first() == Some(&1) { 20 } else { 12 };
+            video.push((be32(tkhd, id_at)?, None));
+        }
+        if let Some(mvex) = child(moov, b"mvex")? {
+            for item in children(mvex) {
+                let (kind, trex) = item?;
+                if &kind != b"trex" {
+                    continue;
+                }
+                let id = be32(trex, 4)?;
+                let flags = be32(trex, 20)?;
+                for track in video.iter_mut().filter(|(t, _)| *t == id) {
+                    track.1 = Some(flags);
+                }
+            }
+        }
+        Ok(Tracks {
+            video,
+            unknown: false,
+        })
+    }
+}
+
+/// Whether the fragment `moof` opens with a video keyframe: the flags of the first
+/// sample of its first video track run are those of a sync sample.
+fn fragment_starts_with_keyframe<R: Read + Seek>(
+    src: &mut Source<R>,
+    moof: &TopBox,
+    tracks: &Tracks,
+) -> Result<bool, Stop> {
+    let payload = moof.size - moof.header;
+    if tracks.video.is_empty() || payload > MAX_MOOF {
+        return Ok(false);
+    }
+    let mut bytes = vec![0; payload as usize];
+    src.read_at(moof.offset + moof.header, &mut bytes)?;
+    Ok(first_video_sample_flags(&bytes, tracks)
+        .ok()
+        .flatten()
+        .is_some_and(|flags| flags & NON_SYNC == 0))
+}
+
+/// The sample flags of the first sample of the first video `traf` in a `moof` payload.
+fn first_video_sample_flags(moof: &[u8], tracks: &Tracks) -> Result<Option<u32>, String> {
+    for item in children(moof) {
+        let (kind, traf) = item?;
+        if &kind != b"traf" {
+            continue;
+        }
+        let tfhd = child(traf, b"tfhd")?.ok_or("traf without tfhd")?;
+        let tf_flags = be32(tfhd, 0)? & 0x00FF_FFFF;
+        let id = be32(tfhd, 4)?;
+        let Some(&(_, trex_flags)) = tracks.video.iter().find(|(t, _)| *t == id) else {
+            continue;
+        };
+        // tfhd: base data offset (8), sample description index (4), default
+        // duration (4), default size (4), then default flags (4), each if flagged.
+        let mut at = 8;
+        for (bit, len) in [(0x01, 8), (0x02, 4), (0x08, 4), (0x10, 4)] {
+            if tf_flags & bit != 0 {
+                at += len;
+            }
+        }
+        let default_flags = if tf_flags & 0x20 != 0 {
+            Some(be32(tfhd, at)?)
+        } else {
+            trex_flags
+        };
+        let Some(trun) = child(traf, b"trun")? else {
+            continue;
+        };
+        let tr_flags = be32(trun, 0)? & 0x00FF_FFFF;
+        if be32(trun, 4)? == 0 {
+            continue; // no samples in this run
+        }
+        // trun: sample count (4), data offset (4) and first sample flags (4) if
+        // flagged, then per sample: duration, size, flags, composition offset.
+        let mut at = 8;
+        if tr_flags & 0x01 != 0 {
+            at += 4;
+        }
+        if tr_flags & 0x04 != 0 {
+            return Ok(Some(be32(trun, at)?));
+        }
+        if tr_flags & 0x400 != 0 {
+            for (bit, len) in [(0x100, 4), (0x200, 4)] {
+                if tr_flags & bit != 0 {
+                    at += len;
+                }
+            }
+            return Ok(Some(be32(trun, at)?));
+        }
+        return Ok(default_flags);
+    }
+    Ok(None)
 }
 
 fn pattern(kind: &[u8; 4]) -> Cow<'static, str> {
@@ -120,12 +293,18 @@ fn walk<R: Read + Seek>(src: &mut Source<R>, boxes: &mut Vec<TopBox>) -> Parsed 
     Ok(())
 }
 
+/// One `mdat`: a region per group of pictures, each starting at its keyframe; without
+/// keyframes inside, one opaque region (audio, or video whose tables were unreadable).
 fn mdat(out: &mut Regions, b: &TopBox, keyframes: &[u64]) {
     let payload = b.offset + b.header;
     let end = b.offset + b.size;
     let first = keyframes.partition_point(|&k| k < payload);
     let last = keyframes.partition_point(|&k| k < end);
     let inside = &keyframes[first..last];
+    if inside.is_empty() {
+        out.add(b.size, MDAT_MEDIA, Flags::opaque());
+        return;
+    }
     // A keyframe right at the payload start makes the header part of its group.
     let mut start = b.offset;
     let mut key = inside.first() == Some(&payload);
@@ -139,9 +318,14 @@ fn mdat(out: &mut Regions, b: &TopBox, keyframes: &[u64]) {
 
 fn push(out: &mut Regions, size: u64, key: bool) {
     if key {
-        out.push_region(size, MDAT_KEYFRAMES.into(), true, Some(MDAT_MEDIA.into()));
+        let flags = Flags {
+            keyframe: true,
+            rest_pattern: Some(MDAT_MEDIA.into()),
+            ..Flags::default()
+        };
+        out.add(size, MDAT_KEYFRAMES, flags);
     } else {
-        out.push_region(size, MDAT_MEDIA.into(), false, None);
+        out.push(size, MDAT_MEDIA);
     }
 }
 

@@ -3,13 +3,14 @@
 use std::borrow::Cow;
 use std::io::{Read, Seek};
 
-use super::{Pattern, Regions};
+use super::{Flags, Pattern, Regions};
 use crate::source::{Parsed, Source, corrupt};
 
 /// `JPEG_SOI`, `JPEG_<marker>` per marker segment (`JPEG_APP0`, `JPEG_DQT`,
 /// `JPEG_SOF0`, `JPEG_DHT`, `JPEG_SOS`, …; `JPEG_MARKER_XX` for markers without a
-/// name), `JPEG_SCAN_DATA` after each SOS, `JPEG_EOI`. Bytes after EOI are left to the
-/// planner.
+/// name), `JPEG_SCAN_DATA` after each SOS, `JPEG_EOI`. The header ends with the first
+/// SOS; scan data is opaque (entropy-coded, cut by content). Bytes after EOI are left to
+/// the planner.
 pub(crate) fn parse<R: Read + Seek>(src: &mut Source<R>, out: &mut Regions) -> Parsed {
     let mut soi = [0; 2];
     src.read_at(0, &mut soi)?;
@@ -53,11 +54,12 @@ pub(crate) fn parse<R: Read + Seek>(src: &mut Source<R>, out: &mut Regions) -> P
                 }
                 out.push(size, name(code));
                 if code == 0xDA {
+                    out.end_header();
                     let scan_start = out.end;
                     match scan_end(src, scan_start)? {
-                        Some(end) => out.push(end - scan_start, "JPEG_SCAN_DATA"),
+                        Some(end) => out.add(end - scan_start, "JPEG_SCAN_DATA", Flags::opaque()),
                         None => {
-                            out.push(src.len() - scan_start, "JPEG_SCAN_DATA");
+                            out.add(src.len() - scan_start, "JPEG_SCAN_DATA", Flags::opaque());
                             return corrupt(
                                 "JPEG scan data runs to the end of the file without EOI",
                             );

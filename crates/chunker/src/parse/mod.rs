@@ -30,9 +30,51 @@ pub(crate) struct Region {
     pub(crate) pattern: Pattern,
     /// The region starts with a video keyframe.
     pub(crate) keyframe: bool,
-    /// The pattern of the pieces after the first when the region must be split (a
-    /// keyframe group's later pieces no longer start with the keyframe).
+    /// The pattern of a chunk that starts inside the region rather than at its start
+    /// (a keyframe group's later pieces no longer start with the keyframe).
     pub(crate) rest_pattern: Option<Pattern>,
+    /// A chunk may start here. False for the structures inside a group of pictures (a
+    /// frame that is not a keyframe, the audio between two keyframes, a `moof`'s
+    /// `mdat`): they travel with the structures before them.
+    pub(crate) cut: bool,
+    /// The region has no finer structure worth keeping (image data, scan data, a
+    /// stream, unknown bytes): the planner may cut it anywhere, by content.
+    pub(crate) opaque: bool,
+}
+
+impl Region {
+    /// One past the last byte.
+    pub(crate) fn end(&self) -> u64 {
+        self.offset + self.size
+    }
+}
+
+/// How a region may be cut and named, beyond its pattern (see [`Region`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Flags {
+    pub(crate) keyframe: bool,
+    pub(crate) rest_pattern: Option<Pattern>,
+    /// The region travels with the one before it (no chunk starts here).
+    pub(crate) inner: bool,
+    pub(crate) opaque: bool,
+}
+
+impl Flags {
+    /// A region inside a group of pictures.
+    pub(crate) fn inner() -> Self {
+        Flags {
+            inner: true,
+            ..Flags::default()
+        }
+    }
+
+    /// A region without finer structure.
+    pub(crate) fn opaque() -> Self {
+        Flags {
+            opaque: true,
+            ..Flags::default()
+        }
+    }
 }
 
 /// The regions a parser recorded, contiguous from offset 0.
@@ -40,32 +82,41 @@ pub(crate) struct Region {
 pub(crate) struct Regions {
     pub(crate) list: Vec<Region>,
     pub(crate) end: u64,
+    /// Where the file's header (the small structures before its first media, image
+    /// or body structure) ends, when the parser got that far: the planner puts the
+    /// header in a chunk of its own.
+    pub(crate) header_end: Option<u64>,
 }
 
 impl Regions {
-    /// Records the next `size` bytes as `pattern`.
+    /// Records the next `size` bytes as a structure a chunk may start at.
     pub(crate) fn push(&mut self, size: u64, pattern: impl Into<Pattern>) {
-        self.push_region(size, pattern.into(), false, None);
+        self.add(size, pattern, Flags::default());
     }
 
-    pub(crate) fn push_region(
-        &mut self,
-        size: u64,
-        pattern: Pattern,
-        keyframe: bool,
-        rest_pattern: Option<Pattern>,
-    ) {
+    /// Records the next `size` bytes as `pattern` with `flags`.
+    pub(crate) fn add(&mut self, size: u64, pattern: impl Into<Pattern>, flags: Flags) {
         if size == 0 {
             return;
         }
         self.list.push(Region {
             offset: self.end,
             size,
-            pattern,
-            keyframe,
-            rest_pattern,
+            pattern: pattern.into(),
+            keyframe: flags.keyframe,
+            rest_pattern: flags.rest_pattern,
+            cut: !flags.inner,
+            opaque: flags.opaque,
         });
         self.end += size;
+    }
+
+    /// Marks the current end as the end of the file's header (the first call wins;
+    /// an empty header is none).
+    pub(crate) fn end_header(&mut self) {
+        if self.header_end.is_none() && self.end > 0 {
+            self.header_end = Some(self.end);
+        }
     }
 }
 
@@ -89,6 +140,28 @@ pub(crate) fn parse<R: Read + Seek>(
         | Format::Bmp
         | Format::Text
         | Format::Binary => Ok(()),
+    }
+}
+
+/// The pattern of a file's header chunk: the small structures before its first media,
+/// image or body structure, packed together. It contains `HEADER`, which the detector's
+/// priority order looks for; where the format already had such a name it is reused.
+pub(crate) fn header_pattern(format: Format) -> &'static str {
+    match format {
+        Format::Png => "PNG_HEADER",
+        Format::Jpeg => "JPEG_HEADER",
+        Format::Mp4 | Format::Mov => "ISOBMFF_HEADER",
+        Format::Webm | Format::Mkv => "EBML_HEADER",
+        Format::Avi => "AVI_RIFF_HEADER",
+        Format::Wav | Format::Webp => "RIFF_HEADER",
+        Format::Pdf => "PDF_HEADER",
+        Format::Gif87
+        | Format::Gif89
+        | Format::Zip
+        | Format::Gzip
+        | Format::Bmp
+        | Format::Text
+        | Format::Binary => "HEADER",
     }
 }
 

@@ -9,7 +9,7 @@ use std::io::{Read, Seek};
 
 use memchr::memmem;
 
-use super::{Pattern, Regions};
+use super::{Flags, Pattern, Regions};
 use crate::source::{Parsed, Source, Stop, corrupt};
 
 const HEADER: &str = "PDF_HEADER";
@@ -18,23 +18,32 @@ const OBJECT: &str = "PDF_OBJECT";
 /// name for them because it dropped these bytes.
 const XREF: &str = "PDF_XREF";
 
-/// `PDF_HEADER`, `PDF_OBJECT` per object, `PDF_XREF` per cross-reference section.
+/// `PDF_HEADER`, `PDF_OBJECT` per object, `PDF_XREF` per cross-reference section. An
+/// object with a stream is opaque (compressed page content, an image, a font: cut by
+/// content when large). No header is marked: the first chunk starts with `PDF_HEADER`
+/// and takes the objects after it.
 pub(crate) fn parse<R: Read + Seek>(src: &mut Source<R>, out: &mut Regions) -> Parsed {
     let mut start = 0u64; // start of the region being built
     let mut pattern: Pattern = HEADER.into();
+    let mut opaque = false;
     let mut cursor = 5u64; // past "%PDF-"
     loop {
+        let flags = || Flags {
+            opaque,
+            ..Flags::default()
+        };
         let Some((token, at)) = next_top_token(src, cursor)? else {
             // The rest (line ends, a final comment) belongs to the last region.
-            out.push(src.len() - start, pattern);
+            out.add(src.len() - start, pattern, flags());
             return Ok(());
         };
-        out.push(at - start, pattern);
+        out.add(at - start, pattern, flags());
         start = at;
+        opaque = false;
         match token {
             Token::Object { after_obj } => {
                 pattern = OBJECT.into();
-                cursor = object_end(src, after_obj)?;
+                (cursor, opaque) = object_end(src, after_obj)?;
             }
             Token::Xref => {
                 pattern = XREF.into();
@@ -142,8 +151,9 @@ fn object_start<R: Read + Seek>(src: &mut Source<R>, at: u64) -> Result<Option<u
     Ok(boundary.then(|| at - back + i as u64))
 }
 
-/// The offset just past the `endobj` of the object whose `obj` keyword ends at `from`.
-fn object_end<R: Read + Seek>(src: &mut Source<R>, from: u64) -> Result<u64, Stop> {
+/// The offset just past the `endobj` of the object whose `obj` keyword ends at `from`,
+/// and whether the object has a stream.
+fn object_end<R: Read + Seek>(src: &mut Source<R>, from: u64) -> Result<(u64, bool), Stop> {
     match find_any(src, from, &[b"stream", b"endobj"])? {
         Some((0, at)) => {
             // Stream data is binary: skip to its endstream before looking for endobj.
@@ -151,11 +161,11 @@ fn object_end<R: Read + Seek>(src: &mut Source<R>, from: u64) -> Result<u64, Sto
                 return corrupt(format!("PDF stream at offset {at} has no endstream"));
             };
             match find_any(src, end + 9, &[b"endobj"])? {
-                Some((_, e)) => Ok(e + 6),
+                Some((_, e)) => Ok((e + 6, true)),
                 None => corrupt(format!("PDF object before offset {from} has no endobj")),
             }
         }
-        Some((_, at)) => Ok(at + 6),
+        Some((_, at)) => Ok((at + 6, false)),
         None => corrupt(format!("PDF object before offset {from} has no endobj")),
     }
 }

@@ -2,13 +2,16 @@
 
 use std::io::{Read, Seek};
 
-use super::{Regions, fourcc_pattern};
+use super::{Flags, Regions, fourcc_pattern};
 use crate::source::{Parsed, Source, corrupt};
 
 const SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
 
 /// `PNG_SIGNATURE`, then `PNG_<type>` per chunk (`PNG_IHDR`, `PNG_IDAT`, `PNG_IEND`, …).
-/// Bytes after `IEND` are left to the planner.
+/// The header ends at the first image data chunk; image data (`IDAT`, and an animated
+/// PNG's `fdAT`) is opaque: one compressed stream split across chunks at arbitrary
+/// points, so a run of them is cut by content. Bytes after `IEND` are left to the
+/// planner.
 pub(crate) fn parse<R: Read + Seek>(src: &mut Source<R>, out: &mut Regions) -> Parsed {
     let mut sig = [0; 8];
     src.read_at(0, &mut sig)?;
@@ -35,7 +38,12 @@ pub(crate) fn parse<R: Read + Seek>(src: &mut Source<R>, out: &mut Regions) -> P
                 String::from_utf8_lossy(kind)
             ));
         }
-        out.push(size, fourcc_pattern("PNG_", kind, false));
+        if kind == b"IDAT" || kind == b"fdAT" {
+            out.end_header();
+            out.add(size, fourcc_pattern("PNG_", kind, false), Flags::opaque());
+        } else {
+            out.push(size, fourcc_pattern("PNG_", kind, false));
+        }
         if kind == b"IEND" {
             return Ok(());
         }

@@ -14,6 +14,7 @@ pub fn plan_bytes(bytes: &[u8], strategy: Strategy, max_chunk_size: u64) -> Plan
         &ChunkerConfig {
             strategy,
             max_chunk_size,
+            ..ChunkerConfig::default()
         },
     )
     .expect("plan")
