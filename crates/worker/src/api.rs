@@ -1,6 +1,5 @@
 //! The HTTP interface: `POST /webhook`, `GET /status`, `/healthz`, `/metrics`.
 
-use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -11,15 +10,17 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chunk_model::WebhookRequest;
 use chunk_model::layout::DATA_FILE;
+use chunk_model::wire::RepositoryRef;
+use chunk_model::{ChunkInfo, WebhookRequest};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::Shared;
 use crate::auth::{self, ReplayCache};
-use crate::process::Job;
+use crate::process::{Job, Location};
+use crate::source::{self, Source, resolve_in_tree};
 
 #[derive(Clone)]
 pub(crate) struct App {
@@ -141,12 +142,18 @@ async fn handle_webhook(app: &App, headers: &HeaderMap, body: Body) -> Response 
             );
         }
     };
-    // `repository`/`workflow` are accepted for the record but do not steer the work:
-    // callbacks go to the repository this worker was configured for, never to one a
-    // request names.
-    let chunks = match request {
-        WebhookRequest::CompressChunk { chunk_info, .. } => vec![chunk_info],
-        WebhookRequest::CompressBatch { chunks, .. } => chunks,
+    // `workflow` is accepted for the record; `repository` steers nothing but which
+    // commit a repository-backed worker reads. Callbacks go to the repository this
+    // worker was configured for, never to one a request names.
+    let (chunks, repository) = match request {
+        WebhookRequest::CompressChunk {
+            chunk_info,
+            repository,
+            ..
+        } => (vec![chunk_info], repository),
+        WebhookRequest::CompressBatch {
+            chunks, repository, ..
+        } => (chunks, repository),
     };
     if chunks.is_empty() {
         return error(StatusCode::BAD_REQUEST, "compress_batch has no chunks");
@@ -162,29 +169,39 @@ async fn handle_webhook(app: &App, headers: &HeaderMap, body: Body) -> Response 
         );
     }
 
-    // Canonicalizing touches the file system; keep it off the async threads.
-    let root = app.shared.root.clone();
-    let resolved = tokio::task::spawn_blocking(move || {
-        chunks
-            .into_iter()
-            .enumerate()
-            .map(|(i, chunk)| {
-                resolve_data(&root, &chunk.chunk_path)
-                    .map(|data| (chunk, data))
-                    .map_err(|reason| format!("chunks[{i}]: {reason}"))
+    let resolved = match &app.shared.source {
+        Source::Tree(root) => {
+            // Canonicalizing touches the file system; keep it off the async threads.
+            let root = root.clone();
+            let resolved = tokio::task::spawn_blocking(move || {
+                chunks
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, chunk)| {
+                        resolve_in_tree(&root, "chunk_path", &chunk.chunk_path, DATA_FILE)
+                            .map(|data| (chunk, Location::Tree(data)))
+                            .map_err(|reason| format!("chunks[{i}]: {reason}"))
+                    })
+                    .collect::<Result<Vec<_>, String>>()
             })
-            .collect::<Result<Vec<_>, String>>()
-    })
-    .await;
-    let resolved = match resolved {
-        Ok(Ok(resolved)) => resolved,
-        Ok(Err(message)) => return error(StatusCode::BAD_REQUEST, message),
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("path check failed: {e}"),
-            );
+            .await;
+            match resolved {
+                Ok(resolved) => resolved,
+                Err(e) => {
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("path check failed: {e}"),
+                    );
+                }
+            }
         }
+        // Only the grammar is checked here: whether the commit has the chunk is known
+        // once the commit is fetched, which may be after this request is answered.
+        Source::Repo(_) => repo_locations(repository.as_ref(), chunks),
+    };
+    let resolved = match resolved {
+        Ok(resolved) => resolved,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let paths: Vec<String> = resolved.iter().map(|(c, _)| c.chunk_path.clone()).collect();
 
@@ -202,10 +219,10 @@ async fn handle_webhook(app: &App, headers: &HeaderMap, body: Body) -> Response 
     match app.tx.try_reserve_many(resolved.len()) {
         Ok(permits) => {
             let now = Instant::now();
-            for (permit, (chunk, data_path)) in permits.zip(resolved) {
+            for (permit, (chunk, location)) in permits.zip(resolved) {
                 permit.send(Job {
                     chunk,
-                    data_path,
+                    location,
                     accepted_at: now,
                 });
             }
@@ -226,35 +243,34 @@ async fn handle_webhook(app: &App, headers: &HeaderMap, body: Body) -> Response 
     accepted(&paths, false)
 }
 
-/// Resolves a request's `chunk_path` to its `data.bin`, refusing anything that is not a
-/// plain relative path or that resolves (through symbolic links too) outside `root`.
-pub(crate) fn resolve_data(root: &Path, chunk_path: &str) -> Result<PathBuf, String> {
-    let refuse = |why: &str| Err(format!("chunk_path {chunk_path:?} {why}"));
-    if chunk_path.is_empty() {
-        return refuse("is empty");
-    }
-    for component in Path::new(chunk_path).components() {
-        match component {
-            Component::Prefix(_) | Component::RootDir => return refuse("is absolute"),
-            Component::ParentDir => return refuse("contains '..'"),
-            Component::CurDir | Component::Normal(_) => {}
-        }
-    }
-    let data = root.join(chunk_path).join(DATA_FILE);
-    let real = match std::fs::canonicalize(&data) {
-        Ok(real) => real,
-        Err(e) => return refuse(&format!("has no readable {DATA_FILE}: {e}")),
+/// Where each chunk of a request to a repository-backed worker is: the request's
+/// commit, and the chunk's directory in it. Refuses a request without a commit id and
+/// any `chunk_path` that is not a plain relative path.
+fn repo_locations(
+    repository: Option<&RepositoryRef>,
+    chunks: Vec<ChunkInfo>,
+) -> Result<Vec<(ChunkInfo, Location)>, String> {
+    let Some(repository) = repository else {
+        return Err(
+            "this worker reads chunks from a git repository: the request must name \
+             the commit in repository.commit_sha"
+                .into(),
+        );
     };
-    if !real.starts_with(root) {
-        return refuse(&format!(
-            "resolves outside the source root (to {})",
-            real.display()
-        ));
-    }
-    if !real.is_file() {
-        return refuse(&format!("{DATA_FILE} is not a regular file"));
-    }
-    Ok(real)
+    let commit: Arc<str> = source::commit_id(&repository.commit_sha)?.into();
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let dir = source::relative_path("chunk_path", &chunk.chunk_path)
+                .map_err(|reason| format!("chunks[{i}]: {reason}"))?;
+            let location = Location::Repo {
+                commit: commit.clone(),
+                dir,
+            };
+            Ok((chunk, location))
+        })
+        .collect()
 }
 
 fn unix_now() -> i64 {

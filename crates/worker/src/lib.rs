@@ -6,8 +6,15 @@
 //! request into stored objects plus a completion report (a record `status/<sha256>.json`
 //! in the bucket, and a GitHub `repository_dispatch` when configured). Requests are
 //! checked before anything is queued (token, signature, replay, body size, that every
-//! `chunk_path` stays inside the source root); accepted chunks go into a bounded queue,
-//! and a full queue is answered `503` with `Retry-After` rather than buffered without end.
+//! `chunk_path` stays inside the source root, or names a commit when chunks are read from
+//! a repository); accepted chunks go into a bounded queue, and a full queue is answered
+//! `503` with `Retry-After` rather than buffered without end.
+//!
+//! Chunks are read from a [`ChunkSource`]: a checkout under a root, or a git repository at
+//! the commit each request names, fetched on demand (a webhook that arrives before its
+//! push is visible waits for it rather than failing). Once every chunk object a file
+//! needs is stored, the worker publishes the file's recipe
+//! ([`uploader::publish_if_complete`]), so the bucket alone rebuilds the file.
 //!
 //! It must never write the chunk tree (`metadata.json` belongs to the repository side:
 //! the detector's callback and `sync` apply the reports), never know how work was
@@ -28,6 +35,7 @@ pub mod auth;
 mod github;
 pub mod metrics;
 mod process;
+pub mod source;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -42,6 +50,7 @@ use uploader::ObjectStore;
 
 pub use github::{DEFAULT_GITHUB_API, GithubConfig};
 pub use metrics::Metrics;
+pub use source::{ChunkSource, RepoSource, SourceError};
 
 /// How many failures `GET /failures` remembers.
 pub const RECENT_FAILURES: usize = 1024;
@@ -58,9 +67,9 @@ pub const DEFAULT_MAX_BATCH_BYTES: u64 = 256 << 20;
 /// How a worker runs. Build with [`WorkerConfig::new`] and adjust the public fields.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// The repository checkout whose `chunk_path`s requests name; nothing outside it is
-    /// ever read.
-    pub source_root: PathBuf,
+    /// Where the chunks that requests name are read: a checkout (nothing outside its
+    /// root is ever read) or a git repository at the dispatched commit.
+    pub source: ChunkSource,
     /// Where compressed chunks and completion records go.
     pub store: Arc<dyn ObjectStore>,
     /// Required `Authorization: Bearer` token; `None` accepts unauthenticated requests.
@@ -93,10 +102,21 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// Defaults for a worker reading `source_root` and writing to `store`.
+    /// Defaults for a worker reading the checkout `source_root` and writing to `store`.
     pub fn new(source_root: impl Into<PathBuf>, store: Arc<dyn ObjectStore>) -> Self {
+        Self::with_source(ChunkSource::Tree(source_root.into()), store)
+    }
+
+    /// Defaults for a worker reading chunks from the git repository `repo`, at the commit
+    /// each request names, and writing to `store`.
+    pub fn with_repo(repo: RepoSource, store: Arc<dyn ObjectStore>) -> Self {
+        Self::with_source(ChunkSource::Repo(repo), store)
+    }
+
+    /// Defaults for a worker reading from `source` and writing to `store`.
+    pub fn with_source(source: ChunkSource, store: Arc<dyn ObjectStore>) -> Self {
         Self {
-            source_root: source_root.into(),
+            source,
             store,
             token: None,
             signing_key: None,
@@ -137,6 +157,9 @@ pub enum WorkerError {
         #[source]
         source: std::io::Error,
     },
+    /// The repository cache could not be created.
+    #[error("repository cache: {0}")]
+    Source(#[from] SourceError),
     /// The compressor could not be built (no OpenCL device for `--engine opencl`, …).
     #[error("compressor: {0}")]
     Compressor(#[from] gpu_compress::CompressError),
@@ -174,10 +197,10 @@ pub(crate) struct RecentFailures {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: WorkerConfig,
-    /// The canonical source root, computed once.
-    pub(crate) root: PathBuf,
+    /// Where chunks are read (a tree's root is canonical, computed once).
+    pub(crate) source: source::Source,
     pub(crate) compressor: Arc<Compressor>,
-    pub(crate) metrics: Metrics,
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) draining: AtomicBool,
     /// The latest failures, newest last, for `GET /failures`: a caller without a GitHub
     /// callback (the local pipeline) learns which chunks failed and why.
@@ -199,12 +222,21 @@ impl Worker {
                 "max_queue, max_batch and upload_concurrency must be at least 1".into(),
             ));
         }
-        let root = std::fs::canonicalize(&config.source_root).map_err(|source| {
-            WorkerError::SourceRoot {
-                path: config.source_root.clone(),
-                source,
+        let metrics = Arc::new(Metrics::default());
+        let source = match &config.source {
+            ChunkSource::Tree(root) => {
+                source::Source::Tree(std::fs::canonicalize(root).map_err(|source| {
+                    WorkerError::SourceRoot {
+                        path: root.clone(),
+                        source,
+                    }
+                })?)
             }
-        })?;
+            ChunkSource::Repo(repo) => source::Source::Repo(Arc::new(source::GitCache::open(
+                repo.clone(),
+                metrics.clone(),
+            )?)),
+        };
         let compressor = Compressor::new(CompressorConfig {
             codec: CodecChoice::Auto,
             level: None,
@@ -221,9 +253,9 @@ impl Worker {
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
-                root,
+                source,
                 compressor: Arc::new(compressor),
-                metrics: Metrics::default(),
+                metrics,
                 draining: AtomicBool::new(false),
                 recent_failures: std::sync::Mutex::default(),
                 http,

@@ -26,7 +26,11 @@ pub struct Metrics {
     callback_failures: AtomicU64,
     queue_length: AtomicU64,
     in_flight: AtomicU64,
+    waiting_for_commit: AtomicU64,
     batches: AtomicU64,
+    git_fetches: AtomicU64,
+    recipes_published: AtomicU64,
+    recipe_failures: AtomicU64,
     compress_buckets: [AtomicU64; COMPRESS_SECONDS_BUCKETS.len()],
     compress_count: AtomicU64,
     compress_nanos: AtomicU64,
@@ -53,7 +57,11 @@ impl Metrics {
         callback_failures: "GitHub callbacks that could not be delivered.",
         queue_length: "Accepted chunks waiting to be started.",
         in_flight: "Chunks being read, compressed or stored.",
+        waiting_for_commit: "Accepted chunks waiting for their commit to be fetched.",
         batches: "Compression batches run.",
+        git_fetches: "`git fetch` attempts for dispatched commits missing from the cache.",
+        recipes_published: "File recipes this worker wrote.",
+        recipe_failures: "Attempts to publish a file's recipe that failed (the chunks stay completed).",
     }
 
     pub(crate) fn response(&self, status: u16) {
@@ -85,6 +93,21 @@ impl Metrics {
     }
     pub(crate) fn add_callback_failure(&self) {
         self.callback_failures.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn add_waiting_for_commit(&self) {
+        self.waiting_for_commit.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn sub_waiting_for_commit(&self) {
+        self.waiting_for_commit.fetch_sub(1, Relaxed);
+    }
+    pub(crate) fn add_git_fetch(&self) {
+        self.git_fetches.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn add_recipe_published(&self) {
+        self.recipes_published.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn add_recipe_failure(&self) {
+        self.recipe_failures.fetch_add(1, Relaxed);
     }
     pub(crate) fn set_queue_length(&self, n: usize) {
         self.queue_length.store(n as u64, Relaxed);
@@ -168,6 +191,24 @@ impl Metrics {
             self.callback_failures(),
         );
         metric(
+            "panini_worker_git_fetches_total",
+            "counter",
+            "git fetch attempts for dispatched commits missing from the cache.",
+            self.git_fetches(),
+        );
+        metric(
+            "panini_worker_recipes_published_total",
+            "counter",
+            "File recipes this worker wrote.",
+            self.recipes_published(),
+        );
+        metric(
+            "panini_worker_recipe_failures_total",
+            "counter",
+            "Attempts to publish a file's recipe that failed (the chunks stay completed).",
+            self.recipe_failures(),
+        );
+        metric(
             "panini_worker_queue_length",
             "gauge",
             "Accepted chunks waiting to be started.",
@@ -178,6 +219,12 @@ impl Metrics {
             "gauge",
             "Chunks being read, compressed or stored.",
             self.in_flight(),
+        );
+        metric(
+            "panini_worker_waiting_for_commit",
+            "gauge",
+            "Accepted chunks waiting for their commit to be fetched.",
+            self.waiting_for_commit(),
         );
 
         let _ = writeln!(

@@ -1,31 +1,100 @@
 //! The work loop: take queued chunks in batches, read and check them, compress what is
 //! not stored yet in one `gpu-compress` batch, store the batch's objects and then their
-//! completion records (one batched put each), and report each chunk.
+//! completion records (one batched put each), report each chunk, and publish the recipe
+//! of every file whose chunk objects are now all stored.
+//!
+//! With a repository source, a chunk whose commit is not in the cache yet waits for it
+//! beside the loop ([`wait_for_commits`]), so chunks of other commits go on meanwhile.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use chunk_model::layout::METADATA_FILE;
+use chunk_model::layout::{DATA_FILE, MANIFEST_FILE, METADATA_FILE};
 use chunk_model::{
-    ChunkCompressed, ChunkInfo, ChunkMetadata, Codec, Sha256Digest, Status, object_keys,
+    ChunkCompressed, ChunkInfo, ChunkMetadata, Codec, Manifest, Sha256Digest, Status, object_keys,
 };
 use futures::StreamExt as _;
 use gpu_compress::Compressed;
 use serde_json::json;
 use tokio::sync::mpsc;
-use uploader::{ObjectMeta, PutItem, StoreError};
+use tokio::task::JoinSet;
+use uploader::{KnownObjects, ObjectMeta, Publish, PutItem, StoreError};
 
+use crate::source::{GitCache, Source, relative_path, resolve_in_tree};
 use crate::{Shared, github};
+
+/// Chunks a worker remembers as stored, at most, while it waits for their files to
+/// complete; past this it forgets them all and asks the store again (correct either
+/// way, this only bounds memory).
+const KNOWN_OBJECTS_LIMIT: usize = 1 << 20;
+
+/// Where an accepted chunk's bytes are.
+#[derive(Debug, Clone)]
+pub(crate) enum Location {
+    /// The chunk's `data.bin` in the checkout, resolved and checked to lie inside the
+    /// source root.
+    Tree(PathBuf),
+    /// The chunk's directory (normalised, relative) at a commit of the repository.
+    Repo {
+        /// The commit the request named.
+        commit: Arc<str>,
+        /// The chunk directory in it.
+        dir: String,
+    },
+}
 
 /// One accepted chunk, waiting in the queue.
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) chunk: ChunkInfo,
-    /// The chunk's `data.bin`, resolved and checked to lie inside the source root.
-    pub(crate) data_path: PathBuf,
+    pub(crate) location: Location,
     pub(crate) accepted_at: Instant,
+}
+
+impl Job {
+    /// The file this chunk belongs to: its `base_dir`, or when the request has none (lists
+    /// written by the original workflow) the chunk directory's parent; at the same commit.
+    fn file(&self) -> Option<FileRef> {
+        let commit = match &self.location {
+            Location::Tree(_) => None,
+            Location::Repo { commit, .. } => Some(commit.clone()),
+        };
+        let dir = if self.chunk.base_dir.is_empty() {
+            relative_path("chunk_path", &self.chunk.chunk_path)
+                .ok()
+                .and_then(|p| p.rsplit_once('/').map(|(parent, _)| parent.to_owned()))
+        } else {
+            relative_path("base_dir", &self.chunk.base_dir).ok()
+        };
+        match dir {
+            Some(dir) => Some(FileRef { dir, commit }),
+            None => {
+                tracing::warn!(chunk = %self.chunk.chunk_path, base_dir = %self.chunk.base_dir,
+                    "no usable file directory; its recipe will not be published from here");
+                None
+            }
+        }
+    }
+}
+
+/// A file of the chunk tree: its directory (`pending_compression/<name>`), at a commit
+/// when read from a repository.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct FileRef {
+    dir: String,
+    commit: Option<Arc<str>>,
+}
+
+/// A chunk whose object is durably stored (by this batch, or found already there).
+#[derive(Debug)]
+struct Done {
+    file: Option<FileRef>,
+    sha: Sha256Digest,
+    /// The codec of the stored object, when it is `chunks/<sha>.<codec>`.
+    codec: Option<Codec>,
 }
 
 /// A chunk whose bytes were read and match their hash.
@@ -47,15 +116,97 @@ struct CompressedBatch {
     jobs: usize,
     /// Each chunk with its frame, or why it could not be compressed.
     chunks: Vec<(Ready, Result<Compressed, String>)>,
+    /// Chunks reported completed because they were stored already: their files may be
+    /// complete now too.
+    deduplicated: Vec<Done>,
+}
+
+/// Runs until the queue's senders are gone and every accepted chunk is reported.
+///
+/// From a tree, the queue feeds the pipeline directly. From a repository, a chunk whose
+/// commit is in the cache goes straight on too; one whose commit is not waits for the
+/// fetch beside the pipeline ([`wait_for_commits`]).
+pub(crate) async fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Job>) {
+    match &shared.source {
+        Source::Tree(_) => pipeline(shared, rx, true).await,
+        Source::Repo(cache) => {
+            let cache = cache.clone();
+            // Room for one batch, so the compressor never waits on the hand-off while
+            // chunks are ready.
+            let (ready_tx, ready_rx) = mpsc::channel(shared.config.max_batch);
+            tokio::join!(
+                wait_for_commits(shared.clone(), cache, rx, ready_tx),
+                pipeline(shared, ready_rx, false)
+            );
+        }
+    }
+}
+
+/// Passes chunks on to the pipeline once their commit is in the cache.
+///
+/// Chunks whose commit must be fetched wait in tasks of their own (all the chunks of one
+/// commit share one fetch), so a commit that is not pushed yet holds back only its own
+/// chunks. At most `max_queue` chunks wait at once; beyond that the queue fills and the
+/// door answers `503`, as for any backlog. The tasks belong to this future: dropping it
+/// (aborting the worker) stops them and their `git` processes.
+async fn wait_for_commits(
+    shared: Arc<Shared>,
+    cache: Arc<GitCache>,
+    mut rx: mpsc::Receiver<Job>,
+    ready: mpsc::Sender<Job>,
+) {
+    let mut waiting = JoinSet::new();
+    let limit = shared.config.max_queue;
+    let mut open = true;
+    loop {
+        tokio::select! {
+            job = rx.recv(), if open && waiting.len() < limit => {
+                let Some(job) = job else {
+                    open = false;
+                    continue;
+                };
+                let commit = match &job.location {
+                    Location::Repo { commit, .. } if !cache.is_present(commit) => commit.clone(),
+                    _ => {
+                        if ready.send(job).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                let (shared, cache, ready) = (shared.clone(), cache.clone(), ready.clone());
+                shared.metrics.add_waiting_for_commit();
+                waiting.spawn(async move {
+                    let fetched = cache.ensure(&commit).await;
+                    shared.metrics.sub_waiting_for_commit();
+                    match fetched {
+                        Ok(()) => {
+                            let _ = ready.send(job).await;
+                        }
+                        // Retried for as long as configured: now it is the chunk's failure.
+                        Err(e) => report(&shared, &job.chunk, None, Err(e.to_string())).await,
+                    }
+                });
+            }
+            Some(joined) = waiting.join_next(), if !waiting.is_empty() => {
+                if let Err(e) = joined {
+                    // Its chunk comes back to the dispatcher when its lease runs out.
+                    tracing::error!("waiting for a commit failed: {e}");
+                }
+            }
+            else => break,
+        }
+    }
 }
 
 /// Runs until the queue's senders are gone and the queue is empty.
+/// `track_queue`: whether `rx` is the door's queue, whose length the gauge shows.
 ///
 /// Two stages run side by side: one takes the next batch from the queue, reads, checks
 /// and compresses it, while the other stores and reports the batch before. The hand-off
 /// holds one batch, so memory stays bounded by about three batches (one compressing, one
 /// waiting, one storing) and neither the compressor nor the store waits for the other.
-pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
+async fn pipeline(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>, track_queue: bool) {
     let (to_store, mut stored_rx) = mpsc::channel::<CompressedBatch>(1);
     let front_shared = shared.clone();
     let front = async move {
@@ -76,12 +227,20 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
                 }
             }
             let jobs = batch.len();
-            shared.metrics.set_queue_length(rx.len());
+            if track_queue {
+                shared.metrics.set_queue_length(rx.len());
+            }
             shared.metrics.add_in_flight(jobs);
-            let chunks = compress_batch(&shared, batch).await;
-            shared.metrics.set_queue_length(rx.len());
+            let (chunks, deduplicated) = compress_batch(&shared, batch).await;
+            if track_queue {
+                shared.metrics.set_queue_length(rx.len());
+            }
             if to_store
-                .send(CompressedBatch { jobs, chunks })
+                .send(CompressedBatch {
+                    jobs,
+                    chunks,
+                    deduplicated,
+                })
                 .await
                 .is_err()
             {
@@ -91,38 +250,61 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
         // Dropping `to_store` here ends the storing stage once it has stored the rest.
     };
     let back = async {
+        // Owned by this stage alone, so publishing needs no lock.
+        let mut known = KnownObjects::new();
         while let Some(batch) = stored_rx.recv().await {
-            store_batch(&shared, batch.chunks).await;
+            let mut done = store_batch(&shared, batch.chunks).await;
             shared.metrics.sub_in_flight(batch.jobs);
+            done.extend(batch.deduplicated);
+            publish_recipes(&shared, &mut known, done).await;
         }
     };
     tokio::join!(front, back);
 }
 
+/// The chunks of a batch to store, with their frames or why compression failed.
+type ToStore = Vec<(Ready, Result<Compressed, String>)>;
+
 /// Reads and checks a batch, reports what fails or is already stored, and compresses
-/// the rest. Returns the chunks to store.
-async fn compress_batch(
-    shared: &Arc<Shared>,
-    batch: Vec<Job>,
-) -> Vec<(Ready, Result<Compressed, String>)> {
-    let root = shared.root.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        batch
-            .into_iter()
-            .map(|job| match read_and_check(&root, &job) {
-                Ok((data, sha)) => Read::Ready(Ready { job, data, sha }),
-                Err(reason) => Read::Failed(job, reason),
+/// the rest. Returns the chunks to store, and those found already stored.
+async fn compress_batch(shared: &Arc<Shared>, batch: Vec<Job>) -> (ToStore, Vec<Done>) {
+    let classify = |job: Job, outcome: Result<(Vec<u8>, Sha256Digest), String>| match outcome {
+        Ok((data, sha)) => Read::Ready(Ready { job, data, sha }),
+        Err(reason) => Read::Failed(job, reason),
+    };
+    let read = match &shared.source {
+        Source::Tree(root) => {
+            let root = root.clone();
+            tokio::task::spawn_blocking(move || {
+                batch
+                    .into_iter()
+                    .map(|job| {
+                        let outcome = read_from_tree(&root, &job);
+                        classify(job, outcome)
+                    })
+                    .collect::<Vec<_>>()
             })
-            .collect::<Vec<_>>()
-    })
-    .await;
+            .await
+        }
+        Source::Repo(cache) => {
+            let concurrency = shared.config.upload_concurrency;
+            Ok(futures::stream::iter(batch)
+                .map(|job| async move {
+                    let outcome = read_from_repo(cache, &job).await;
+                    classify(job, outcome)
+                })
+                .buffered(concurrency)
+                .collect::<Vec<_>>()
+                .await)
+        }
+    };
     let read = match read {
         Ok(read) => read,
         Err(e) => {
             // The reading task panicked; its jobs are gone with it and will come back
             // when their lease expires.
             tracing::error!("reading a batch failed: {e}");
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
     };
     let mut ready = Vec::new();
@@ -145,14 +327,27 @@ async fn compress_batch(
             .collect()
             .await;
     let mut to_compress = Vec::new();
+    let mut deduplicated = Vec::new();
     for (r, existing) in checked {
         match existing {
-            Some(outcome) => report(shared, &r.job.chunk, Some(r.sha), outcome).await,
+            Some(outcome) => {
+                if let Ok(record) = &outcome {
+                    deduplicated.push(Done {
+                        file: r.job.file(),
+                        sha: r.sha,
+                        codec: record
+                            .upload_path
+                            .as_deref()
+                            .and_then(|key| chunk_codec(&r.sha, key)),
+                    });
+                }
+                report(shared, &r.job.chunk, Some(r.sha), outcome).await;
+            }
             None => to_compress.push(r),
         }
     }
     if to_compress.is_empty() {
-        return Vec::new();
+        return (Vec::new(), deduplicated);
     }
 
     let compressor = shared.compressor.clone();
@@ -180,20 +375,28 @@ async fn compress_batch(
     match compressed {
         Ok(compressed) => {
             shared.metrics.observe_compress(start.elapsed());
-            compressed
+            (compressed, deduplicated)
         }
         Err(e) => {
             tracing::error!("compression task failed: {e}");
-            Vec::new()
+            (Vec::new(), deduplicated)
         }
     }
+}
+
+/// The codec of `key` when it is the chunk object `chunks/<sha>.<codec>`.
+fn chunk_codec(sha: &Sha256Digest, key: &str) -> Option<Codec> {
+    let codec = key.rsplit_once('.')?.1.parse().ok()?;
+    (object_keys::chunk_object(sha, codec) == key).then_some(codec)
 }
 
 /// Stores every compressed chunk of a batch, records and reports each one: one
 /// `put_many` for the chunk objects, then one for the completion records of those that
 /// were stored, so that a record never names an object that is not durably there.
-async fn store_batch(shared: &Arc<Shared>, chunks: Vec<(Ready, Result<Compressed, String>)>) {
+/// Returns the chunks whose objects are now stored.
+async fn store_batch(shared: &Arc<Shared>, chunks: ToStore) -> Vec<Done> {
     let store = &shared.config.store;
+    let mut done = Vec::new();
     let mut reports: Vec<(ChunkInfo, Sha256Digest, Result<ChunkCompressed, String>)> = Vec::new();
     let mut pending = Vec::new();
     let mut objects = Vec::new();
@@ -241,6 +444,11 @@ async fn store_batch(shared: &Arc<Shared>, chunks: Vec<(Ready, Result<Compressed
             }
         };
         shared.metrics.add_bytes(r.data.len() as u64, output_len);
+        done.push(Done {
+            file: r.job.file(),
+            sha: r.sha,
+            codec: Some(codec),
+        });
         let stats = json!({
             "codec": codec.to_string(),
             "engine": s.engine.to_string(),
@@ -275,6 +483,77 @@ async fn store_batch(shared: &Arc<Shared>, chunks: Vec<(Ready, Result<Compressed
             report(shared, &chunk, Some(sha), outcome).await;
         })
         .await;
+    done
+}
+
+/// Publishes the recipe of every file `done` touched whose chunk objects are now all
+/// stored ([`uploader::publish_if_complete`]). A failure is logged and counted, never
+/// charged to the chunks: they are stored, and the next batch of the file, another
+/// worker or `sync` publishes the recipe.
+async fn publish_recipes(shared: &Shared, known: &mut KnownObjects, done: Vec<Done>) {
+    if known.len() > KNOWN_OBJECTS_LIMIT {
+        *known = KnownObjects::new();
+    }
+    let mut files = BTreeSet::new();
+    for d in done {
+        if let Some(codec) = d.codec {
+            known.insert(d.sha, codec);
+        }
+        files.extend(d.file);
+    }
+    for file in files {
+        if let Err(reason) = publish_file(shared, known, &file).await {
+            shared.metrics.add_recipe_failure();
+            tracing::warn!(file = %file.dir, commit = ?file.commit, %reason, "recipe not published");
+        }
+    }
+}
+
+async fn publish_file(
+    shared: &Shared,
+    known: &mut KnownObjects,
+    file: &FileRef,
+) -> Result<(), String> {
+    let name = file.dir.rsplit('/').next().unwrap_or(&file.dir);
+    chunk_model::layout::validate_name(name).map_err(|e| e.to_string())?;
+    let manifest = read_manifest(shared, file).await?;
+    let outcome =
+        uploader::publish_if_complete(shared.config.store.as_ref(), name, &manifest, known)
+            .await
+            .map_err(|e| e.to_string())?;
+    match outcome {
+        Publish::Published { key } => {
+            shared.metrics.add_recipe_published();
+            tracing::info!(%key, "published a recipe");
+            known.forget(&manifest);
+        }
+        Publish::AlreadyPublished { .. } => known.forget(&manifest),
+        Publish::Incomplete { .. } => {}
+    }
+    Ok(())
+}
+
+/// A file's `manifest.json`, from the same source its chunks came from.
+async fn read_manifest(shared: &Shared, file: &FileRef) -> Result<Manifest, String> {
+    match (&shared.source, &file.commit) {
+        (Source::Tree(root), _) => {
+            let (root, dir) = (root.clone(), file.dir.clone());
+            tokio::task::spawn_blocking(move || {
+                let path = resolve_in_tree(&root, "base_dir", &dir, MANIFEST_FILE)?;
+                chunk_model::json_file::read(&path).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| format!("reading the manifest failed: {e}"))?
+        }
+        (Source::Repo(cache), Some(commit)) => {
+            let path = format!("{}/{MANIFEST_FILE}", file.dir);
+            let bytes = cache.read(commit, &path).await.map_err(|e| e.to_string())?;
+            serde_json::from_slice(&bytes).map_err(|e| format!("{path} at {commit}: {e}"))
+        }
+        (Source::Repo(_), None) => {
+            Err("a chunk without a commit reached a repository-backed worker".into())
+        }
+    }
 }
 
 /// A chunk whose frame is being stored, with what its record will say.
@@ -287,49 +566,86 @@ struct Stored {
     output_len: u64,
 }
 
-/// Reads `data.bin` and checks its size and SHA-256 against what the request (or, when
-/// the request carries no hash, the chunk's `metadata.json`) says.
-fn read_and_check(root: &Path, job: &Job) -> Result<(Vec<u8>, Sha256Digest), String> {
-    let path = &job.data_path;
-    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if data.len() as u64 != job.chunk.size {
-        return Err(format!(
-            "{} is {} bytes but the request says size {}",
-            path.display(),
-            data.len(),
-            job.chunk.size
-        ));
-    }
+/// Reads `data.bin` from the checkout and checks its size and SHA-256 against what the
+/// request (or, when the request carries no hash, the chunk's `metadata.json`) says.
+fn read_from_tree(root: &Path, job: &Job) -> Result<(Vec<u8>, Sha256Digest), String> {
+    let Location::Tree(path) = &job.location else {
+        return Err("a repository chunk reached a tree-backed worker".into());
+    };
+    let shown = path.display().to_string();
+    let data = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    check_size(job, &shown, data.len() as u64)?;
     let expected = match job.chunk.hash {
         Some(hash) => hash,
-        None => expected_from_metadata(root, path)?,
+        None => {
+            let path = resolve_in_tree(root, "chunk_path", &job.chunk.chunk_path, METADATA_FILE)
+                .map_err(|e| format!("request has no hash and {e}"))?;
+            let meta: ChunkMetadata =
+                chunk_model::json_file::read(&path).map_err(|e| e.to_string())?;
+            meta.original_hash
+        }
     };
+    check_hash(&shown, data, expected)
+}
+
+/// Reads `data.bin` at the request's commit (a regular blob, not a link) and checks its
+/// size and SHA-256 like [`read_from_tree`], with `metadata.json` from the same commit.
+async fn read_from_repo(cache: &GitCache, job: &Job) -> Result<(Vec<u8>, Sha256Digest), String> {
+    let Location::Repo { commit, dir } = &job.location else {
+        return Err("a checkout chunk reached a repository-backed worker".into());
+    };
+    let path = format!("{dir}/{DATA_FILE}");
+    let shown = format!("{path} at commit {commit}");
+    let entry = cache
+        .entry(commit, &path)
+        .await
+        .map_err(|e| e.to_string())?;
+    // The tree says the size: a wrong one is refused without reading the blob.
+    check_size(job, &shown, entry.size)?;
+    let data = cache.blob(&entry.oid).await.map_err(|e| e.to_string())?;
+    check_size(job, &shown, data.len() as u64)?;
+    let expected = match job.chunk.hash {
+        Some(hash) => hash,
+        None => {
+            let path = format!("{dir}/{METADATA_FILE}");
+            let bytes = cache
+                .read(commit, &path)
+                .await
+                .map_err(|e| format!("request has no hash and {e}"))?;
+            let meta: ChunkMetadata = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{path} at commit {commit}: {e}"))?;
+            meta.original_hash
+        }
+    };
+    // Hashing megabytes is CPU work; keep it off the async threads.
+    tokio::task::spawn_blocking(move || check_hash(&shown, data, expected))
+        .await
+        .map_err(|e| format!("hashing failed: {e}"))?
+}
+
+fn check_size(job: &Job, shown: &str, actual: u64) -> Result<(), String> {
+    if actual == job.chunk.size {
+        Ok(())
+    } else {
+        Err(format!(
+            "{shown} is {actual} bytes but the request says size {}",
+            job.chunk.size
+        ))
+    }
+}
+
+fn check_hash(
+    shown: &str,
+    data: Vec<u8>,
+    expected: Sha256Digest,
+) -> Result<(Vec<u8>, Sha256Digest), String> {
     let actual = Sha256Digest::of(&data);
     if actual != expected {
         return Err(format!(
-            "SHA-256 mismatch for {}: expected {expected}, data.bin has {actual}",
-            path.display()
+            "SHA-256 mismatch for {shown}: expected {expected}, data.bin has {actual}"
         ));
     }
     Ok((data, actual))
-}
-
-fn expected_from_metadata(root: &Path, data_path: &Path) -> Result<Sha256Digest, String> {
-    let dir = data_path.parent().unwrap_or(root);
-    let path = std::fs::canonicalize(dir.join(METADATA_FILE)).map_err(|e| {
-        format!(
-            "request has no hash and {} is unreadable: {e}",
-            dir.join(METADATA_FILE).display()
-        )
-    })?;
-    if !path.starts_with(root) {
-        return Err(format!(
-            "{} resolves outside the source root",
-            dir.join(METADATA_FILE).display()
-        ));
-    }
-    let meta: ChunkMetadata = chunk_model::json_file::read(&path).map_err(|e| e.to_string())?;
-    Ok(meta.original_hash)
 }
 
 /// `Some` when the chunk is already in the bucket: from its completion record, or from

@@ -315,3 +315,240 @@ pub async fn assert_all_stored(tree: &Tree, store: &dyn ObjectStore) {
         );
     }
 }
+
+/// The bearer token and webhook secret of [`secure`] workers.
+pub const TOKEN: &str = "test-token";
+/// The Standard Webhooks secret of [`secure`] workers.
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// `config` requiring [`TOKEN`] and signatures with [`SECRET`].
+pub fn secure(mut config: WorkerConfig) -> WorkerConfig {
+    config.token = Some(TOKEN.into());
+    config.signing_key = Some(worker::auth::signing_key(SECRET).unwrap());
+    config
+}
+
+/// POSTs `body` to the worker's `/webhook` as the dispatcher does (bearer token,
+/// Standard Webhooks signature); returns the status and the JSON answer.
+pub async fn post_signed(worker: &RunningWorker, body: &[u8]) -> (u16, serde_json::Value) {
+    let id = dispatcher::signing::new_delivery_id();
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let key = dispatcher::signing::signing_key(SECRET).unwrap();
+    let response = reqwest::Client::new()
+        .post(worker.webhook())
+        .timeout(TIMEOUT)
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header(
+            "webhook-signature",
+            dispatcher::signing::sign(&key, &id, timestamp, body),
+        )
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+impl RunningWorker {
+    /// One counter of `GET /metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = reqwest::Client::new()
+            .get(self.url("/metrics"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
+    /// `GET /failures`.
+    pub async fn failures(&self) -> serde_json::Value {
+        let text = reqwest::Client::new()
+            .get(self.url("/failures"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+/// A chunk of a [`Tree`] with its bytes.
+type Chunk = (ChunkInfo, Vec<u8>);
+
+/// Writes `manifest.json` for each file of `tree` (with the whole file's size and hash,
+/// as the chunker writes them), so recipes can be published from it. Returns each
+/// file's name and bytes.
+pub fn write_manifests(tree: &Tree) -> Vec<(String, Vec<u8>)> {
+    // Each file's directory with its chunks, in tree order.
+    let mut files: Vec<(String, Vec<&Chunk>)> = Vec::new();
+    for chunk in &tree.chunks {
+        match files.iter_mut().find(|(dir, _)| *dir == chunk.0.base_dir) {
+            Some((_, chunks)) => chunks.push(chunk),
+            None => files.push((chunk.0.base_dir.clone(), vec![chunk])),
+        }
+    }
+    files
+        .into_iter()
+        .map(|(dir, chunks)| {
+            let name = dir.rsplit('/').next().unwrap().to_owned();
+            let mut data = Vec::new();
+            let mut listed = Vec::new();
+            for (info, bytes) in chunks {
+                listed.push(chunk_model::ManifestChunk {
+                    chunk_id: info.chunk_id,
+                    offset: data.len() as u64,
+                    size: bytes.len() as u64,
+                    hash: Sha256Digest::of(bytes),
+                    pattern: info.pattern_type.clone(),
+                    is_keyframe: false,
+                    extra: Default::default(),
+                });
+                data.extend_from_slice(bytes);
+            }
+            let manifest = chunk_model::Manifest {
+                base_name: name.clone(),
+                total_chunks: listed.len() as u64,
+                created_at: Timestamp::now(),
+                grammar_id: None,
+                chunks: listed,
+                file_size: Some(data.len() as u64),
+                file_hash: Some(Sha256Digest::of(&data)),
+                format: None,
+                strategy: None,
+                max_chunk_size: None,
+                extra: Default::default(),
+            };
+            chunk_model::json_file::write_atomic(
+                &tree
+                    .root
+                    .join(&dir)
+                    .join(chunk_model::layout::MANIFEST_FILE),
+                &manifest,
+            )
+            .unwrap();
+            (name, data)
+        })
+        .collect()
+}
+
+/// Rebuilds `name` from the bucket through its recipe and returns the bytes, or `None`
+/// while no recipe is there.
+pub async fn rebuild(store: &dyn ObjectStore, name: &str) -> Option<Vec<u8>> {
+    match uploader::reconstruct::find_recipe(store, name, uploader::Which::Newest).await {
+        Ok(_) => {}
+        Err(uploader::ReconstructError::NoRecipe { .. }) => return None,
+        Err(e) => panic!("{name}: {e}"),
+    }
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join(name);
+    uploader::reconstruct(
+        store,
+        name,
+        uploader::Which::Newest,
+        &path,
+        &uploader::ReconstructOptions::default(),
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    Some(std::fs::read(&path).unwrap())
+}
+
+/// Runs `git` with `args` in `dir` and returns its standard output, failing the test
+/// when it fails or runs past [`TIMEOUT`].
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let child = std::process::Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = rx
+        .recv_timeout(TIMEOUT)
+        .unwrap_or_else(|_| panic!("git {args:?} did not finish"))
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// A bare repository (the "GitHub" remote) and a working repository over `tree.root`
+/// that commits parts of the tree and pushes them.
+pub struct Remote {
+    _dir: TempDir,
+    /// The bare repository workers fetch from.
+    pub bare: PathBuf,
+    work: PathBuf,
+}
+
+impl Remote {
+    /// An empty bare repository, and `tree.root` made a repository pushing to it.
+    pub fn new(tree: &Tree) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("origin.git");
+        git(
+            dir.path(),
+            &["init", "--quiet", "--bare", bare.to_str().unwrap()],
+        );
+        git(&tree.root, &["init", "--quiet", "-b", "main"]);
+        Self {
+            _dir: dir,
+            bare,
+            work: tree.root.clone(),
+        }
+    }
+
+    /// Commits `paths` (relative to the tree's root) and returns the commit id; nothing
+    /// is pushed yet.
+    pub fn commit(&self, paths: &[&str], message: &str) -> String {
+        let mut add = vec!["add", "--"];
+        add.extend_from_slice(paths);
+        git(&self.work, &add);
+        git(&self.work, &["commit", "--quiet", "-m", message]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    /// Pushes `main` to the bare repository.
+    pub fn push(&self) {
+        git(
+            &self.work,
+            &[
+                "push",
+                "--quiet",
+                self.bare.to_str().unwrap(),
+                "HEAD:refs/heads/main",
+            ],
+        );
+    }
+}
