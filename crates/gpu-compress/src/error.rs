@@ -54,6 +54,18 @@ pub enum CompressError {
         /// Offset of the header that asks for it.
         offset: usize,
     },
+    /// The frame decodes to more bytes than the caller allowed (the size the chunk is
+    /// known to have): decoding stopped at the first byte beyond the limit, with no more
+    /// memory taken than the limit.
+    #[error(
+        "{codec} frame decodes to more than {limit} bytes, the most expected; decoding stopped there"
+    )]
+    OutputLimit {
+        /// Codec of the frame.
+        codec: Codec,
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// A checksum stored in the frame does not match the data.
     #[error(
         "{codec} {what} checksum mismatch at byte {offset}: stored {stored:#010x}, computed {computed:#010x}"

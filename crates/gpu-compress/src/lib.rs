@@ -566,10 +566,31 @@ fn select_engine(choice: EngineChoice) -> Result<(EngineImpl, Option<String>), C
 /// Decodes a frame of `codec` on the CPU. `store` returns the bytes as they are. Truncated
 /// or corrupt frames are a typed error, never a panic or wrong bytes (every checksum the
 /// frame carries is checked).
+///
+/// The output is as large as the frame says: a frame of a few KiB can decode to GiB. For
+/// a frame from outside (a stored object, a request) use [`decompress_bounded`] with the
+/// size the content must have.
 pub fn decompress(codec: Codec, frame: &[u8]) -> Result<Vec<u8>, CompressError> {
+    decompress_bounded(codec, frame, usize::MAX)
+}
+
+/// [`decompress`] into at most `max_output` bytes: the output buffer is never allocated
+/// larger, and decoding stops with [`CompressError::OutputLimit`] at the first byte beyond
+/// it (a `store` object longer than `max_output` is refused without a copy). Pass the
+/// size the content is known to have (a recipe's or a chunk's size); the caller still
+/// compares the result's length and hash with what it expects.
+pub fn decompress_bounded(
+    codec: Codec,
+    frame: &[u8],
+    max_output: usize,
+) -> Result<Vec<u8>, CompressError> {
     match codec {
-        Codec::Lz4 => lz4::decompress(frame),
-        Codec::Zstd => zstd_codec::decompress(frame),
+        Codec::Lz4 => lz4::decompress(frame, max_output),
+        Codec::Zstd => zstd_codec::decompress(frame, max_output),
+        Codec::Store if frame.len() > max_output => Err(CompressError::OutputLimit {
+            codec,
+            limit: max_output as u64,
+        }),
         Codec::Store => Ok(frame.to_vec()),
     }
 }

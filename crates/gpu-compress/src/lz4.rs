@@ -175,13 +175,19 @@ where
 }
 
 /// Decodes every LZ4 frame in `input` (concatenated frames and skippable frames included) and
-/// checks every checksum the frames carry.
-pub(crate) fn decompress(input: &[u8]) -> Result<Vec<u8>, CompressError> {
-    let mut out = Vec::new();
-    let mut pos = 0;
+/// checks every checksum the frames carry. The content may be at most `limit` bytes: the
+/// output buffer never grows beyond that, and decoding stops with
+/// [`CompressError::OutputLimit`] at the first byte past it, so a tiny frame of a huge
+/// content (64 KiB of zeros compress to a few hundred bytes) costs no more memory than
+/// the content the caller expects.
+pub(crate) fn decompress(input: &[u8], limit: usize) -> Result<Vec<u8>, CompressError> {
     if input.is_empty() {
         return Err(truncated("magic number", 0, 4, 0));
     }
+    // One allocation for everything: growing the buffer later would hold the old and the
+    // new one at once, twice the content.
+    let mut out = Vec::with_capacity(content_bound(input).min(limit));
+    let mut pos = 0;
     while pos < input.len() {
         let magic = read_u32(input, pos, "magic number")?;
         if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
@@ -200,9 +206,86 @@ pub(crate) fn decompress(input: &[u8]) -> Result<Vec<u8>, CompressError> {
                 offset: pos,
             });
         }
-        pos = decode_frame(input, pos, &mut out)?;
+        pos = decode_frame(input, pos, &mut out, limit)?;
     }
     Ok(out)
+}
+
+/// The most bytes the frames in `input` can decode to, from their headers and block sizes
+/// alone (nothing is decoded or allocated): a frame's content size when it records one,
+/// else the sum of its blocks' largest sizes. Where the frames stop making sense the
+/// walk stops; decoding then finds and reports the fault.
+fn content_bound(input: &[u8]) -> usize {
+    let word = |pos: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(
+            input.get(pos..pos.checked_add(4)?)?.try_into().ok()?,
+        ))
+    };
+    let mut total = 0usize;
+    let mut pos = 0usize;
+    while pos < input.len() {
+        let Some(magic) = word(pos) else { break };
+        if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
+            let Some(size) = word(pos + 4) else { break };
+            pos = pos.saturating_add(8).saturating_add(size as usize);
+            continue;
+        }
+        let (Some(&flg), Some(&bd)) = (input.get(pos + 4), input.get(pos + 5)) else {
+            break;
+        };
+        if magic != LZ4_MAGIC {
+            break;
+        }
+        let block_max: usize = match (bd >> 4) & 0b111 {
+            4 => 64 << 10,
+            5 => 256 << 10,
+            6 => 1 << 20,
+            7 => 4 << 20,
+            _ => break,
+        };
+        let mut at = pos + 6;
+        let content_size = if flg & 0b0000_1000 != 0 {
+            let Some(bytes) = input.get(at..at + 8) else {
+                break;
+            };
+            at += 8;
+            Some(u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+        } else {
+            None
+        };
+        at += usize::from(flg & 1 != 0) * 4 + 1;
+        let block_checksum = flg & 0b0001_0000 != 0;
+        let mut blocks = 0usize;
+        loop {
+            let Some(w) = word(at) else { return total };
+            at += 4;
+            if w == 0 {
+                break;
+            }
+            let size = (w & !UNCOMPRESSED_BIT) as usize;
+            blocks = blocks.saturating_add(if w & UNCOMPRESSED_BIT != 0 {
+                size.min(block_max)
+            } else {
+                block_max
+            });
+            at = at
+                .saturating_add(size)
+                .saturating_add(usize::from(block_checksum) * 4);
+        }
+        let frame = match content_size {
+            Some(size) => usize::try_from(size).unwrap_or(usize::MAX).min(blocks),
+            None => blocks,
+        };
+        total = total.saturating_add(frame);
+        pos = at.saturating_add(if flg & 0b0000_0100 != 0 { 4 } else { 0 });
+    }
+    total
+}
+
+/// Blocks decoded per parallel round of an independent-blocks frame: a few per rayon
+/// thread, so the round's slots stay a few MiB at most.
+fn round_blocks() -> usize {
+    (4 * rayon::current_num_threads()).max(16)
 }
 
 /// One block as found in the frame, before decoding.
@@ -213,8 +296,14 @@ struct RawBlock<'a> {
 }
 
 /// Decodes the frame starting at `start` (its magic number already checked), appends the
-/// content to `out` and returns the offset just past the frame.
-fn decode_frame(input: &[u8], start: usize, out: &mut Vec<u8>) -> Result<usize, CompressError> {
+/// content to `out` (which never grows past `limit` bytes) and returns the offset just
+/// past the frame.
+fn decode_frame(
+    input: &[u8],
+    start: usize,
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<usize, CompressError> {
     let mut pos = start + 4;
     let flg = read_u8(input, pos, "frame descriptor FLG")?;
     let bd = read_u8(input, pos + 1, "frame descriptor BD")?;
@@ -275,65 +364,71 @@ fn decode_frame(input: &[u8], start: usize, out: &mut Vec<u8>) -> Result<usize, 
     }
     pos += 1;
 
-    let mut blocks = Vec::new();
-    loop {
-        let word = read_u32(input, pos, "block size")?;
-        if word == 0 {
-            pos += 4;
-            break;
-        }
-        let size = (word & !UNCOMPRESSED_BIT) as usize;
-        if size > block_max {
-            return Err(corrupt(
-                format!("block size {size} exceeds the frame's maximum {block_max}"),
-                pos,
-            ));
-        }
-        let data = take(input, pos + 4, size, "block data")?;
-        let offset = pos;
-        pos += 4 + size;
-        if block_checksum {
-            let stored = read_u32(input, pos, "block checksum")?;
-            let computed = xxh32(data, 0);
-            if stored != computed {
-                return Err(CompressError::ChecksumMismatch {
-                    codec: Codec::Lz4,
-                    what: "block",
-                    offset: pos,
-                    stored,
-                    computed,
-                });
-            }
-            pos += 4;
-        }
-        blocks.push(RawBlock {
-            offset,
-            data,
-            stored: word & UNCOMPRESSED_BIT != 0,
+    let frame_start = out.len();
+    if let Some(size) = content_size
+        && size > limit.saturating_sub(frame_start) as u64
+    {
+        // The header already says the content is too large: refuse before decoding.
+        return Err(CompressError::OutputLimit {
+            codec: Codec::Lz4,
+            limit: limit as u64,
         });
     }
-
-    let frame_start = out.len();
-    if let Some(size) = content_size {
-        // The stored size is only a hint for the allocation: a corrupt header must not make
-        // us reserve terabytes, and no block expands more than 255-fold.
-        let cap = size.min(input.len().saturating_mul(255) as u64) as usize;
-        out.reserve(cap);
-    }
-    if independent {
-        let decoded = blocks
-            .par_iter()
-            .map(|b| decode_block(b, block_max, &[]))
-            .collect::<Result<Vec<_>, _>>()?;
-        for d in decoded {
-            out.extend_from_slice(&d);
+    // Blocks are read and decoded a round at a time, so what is held beside the output
+    // stays a round's worth however many blocks the frame has.
+    let mut round: Vec<RawBlock<'_>> = Vec::with_capacity(round_blocks());
+    let mut ended = false;
+    while !ended {
+        round.clear();
+        while round.len() < round_blocks() {
+            let word = read_u32(input, pos, "block size")?;
+            if word == 0 {
+                pos += 4;
+                ended = true;
+                break;
+            }
+            let size = (word & !UNCOMPRESSED_BIT) as usize;
+            if size > block_max {
+                return Err(corrupt(
+                    format!("block size {size} exceeds the frame's maximum {block_max}"),
+                    pos,
+                ));
+            }
+            let data = take(input, pos + 4, size, "block data")?;
+            let offset = pos;
+            pos += 4 + size;
+            if block_checksum {
+                let stored = read_u32(input, pos, "block checksum")?;
+                let computed = xxh32(data, 0);
+                if stored != computed {
+                    return Err(CompressError::ChecksumMismatch {
+                        codec: Codec::Lz4,
+                        what: "block",
+                        offset: pos,
+                        stored,
+                        computed,
+                    });
+                }
+                pos += 4;
+            }
+            round.push(RawBlock {
+                offset,
+                data,
+                stored: word & UNCOMPRESSED_BIT != 0,
+            });
         }
-    } else {
-        // Linked blocks may copy from the previous 64 KiB of this frame's output.
-        for b in &blocks {
-            let dict_start = out.len().saturating_sub(64 << 10).max(frame_start);
-            let d = decode_block(b, block_max, &out[dict_start..])?;
-            out.extend_from_slice(&d);
+        if independent {
+            let mut next = 0;
+            while next < round.len() {
+                next += decode_round(&round[next..], block_max, out, limit)?;
+            }
+        } else {
+            // Linked blocks may copy from the previous 64 KiB of this frame's output, so
+            // they are decoded one after the other, each straight into `out`.
+            for b in &round {
+                let dict_start = out.len().saturating_sub(64 << 10).max(frame_start);
+                decode_into(b, block_max, out, dict_start, limit)?;
+            }
         }
     }
 
@@ -366,15 +461,148 @@ fn decode_frame(input: &[u8], start: usize, out: &mut Vec<u8>) -> Result<usize, 
     Ok(pos)
 }
 
-fn decode_block(b: &RawBlock<'_>, block_max: usize, dict: &[u8]) -> Result<Vec<u8>, CompressError> {
+/// The most bytes block `b` can decode to.
+fn block_bound(b: &RawBlock<'_>, block_max: usize) -> usize {
+    if b.stored { b.data.len() } else { block_max }
+}
+
+/// Decodes one block into `slot`; returns the bytes written, or `None` when the block
+/// holds more than `slot` has room for.
+fn decode_block(
+    b: &RawBlock<'_>,
+    slot: &mut [u8],
+    dict: &[u8],
+) -> Result<Option<usize>, CompressError> {
     if b.stored {
-        return Ok(b.data.to_vec());
+        return Ok(slot.get_mut(..b.data.len()).map(|dst| {
+            dst.copy_from_slice(b.data);
+            b.data.len()
+        }));
     }
-    let mut buf = vec![0u8; block_max];
-    let n = lz4_flex::block::decompress_into_with_dict(b.data, &mut buf, dict)
-        .map_err(|e| corrupt(format!("block does not decode: {e}"), b.offset))?;
-    buf.truncate(n);
-    Ok(buf)
+    match lz4_flex::block::decompress_into_with_dict(b.data, slot, dict) {
+        Ok(n) => Ok(Some(n)),
+        Err(lz4_flex::block::DecompressError::OutputTooSmall { .. }) => Ok(None),
+        Err(e) => Err(corrupt(format!("block does not decode: {e}"), b.offset)),
+    }
+}
+
+/// Decodes `b` at the end of `out`, after the dictionary `out[dict_start..]`, with room
+/// for at most what `limit` leaves.
+fn decode_into(
+    b: &RawBlock<'_>,
+    block_max: usize,
+    out: &mut Vec<u8>,
+    dict_start: usize,
+    limit: usize,
+) -> Result<(), CompressError> {
+    let len = out.len();
+    let bound = block_bound(b, block_max);
+    let by_limit = bound.min(limit.saturating_sub(len));
+    // Within the buffer's capacity first: growing it holds two buffers at once. The
+    // capacity covers the content unless the frame's sizes lie; only then is more tried.
+    let by_capacity = by_limit.min(out.capacity().saturating_sub(len));
+    for room in [by_capacity, by_limit] {
+        out.resize(len + room, 0);
+        let (head, slot) = out.split_at_mut(len);
+        match decode_block(b, slot, &head[dict_start..]) {
+            Ok(Some(n)) => {
+                out.truncate(len + n);
+                return Ok(());
+            }
+            Ok(None) => out.truncate(len),
+            Err(e) => {
+                out.truncate(len);
+                return Err(e);
+            }
+        }
+        if room == by_limit {
+            break;
+        }
+    }
+    // The block does not fit: when the limit cut its room, the content runs past the
+    // limit; otherwise the block claims more than a block may hold.
+    if by_limit < bound {
+        Err(CompressError::OutputLimit {
+            codec: Codec::Lz4,
+            limit: limit as u64,
+        })
+    } else {
+        Err(corrupt(
+            format!("block decodes to more than the frame's maximum {block_max}"),
+            b.offset,
+        ))
+    }
+}
+
+/// Decodes a round of independent blocks from the start of `blocks` in parallel, each
+/// into its own slot at the end of `out`, then closes the gaps short blocks leave.
+/// Slots get a block's largest size while the limit allows; the block whose slot the
+/// limit cuts ends the round and, if it did not fit, is decoded again alone once the
+/// gaps before it are closed, so the limit is exact. Returns the blocks consumed.
+fn decode_round(
+    blocks: &[RawBlock<'_>],
+    block_max: usize,
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<usize, CompressError> {
+    let start = out.len();
+    // Slots stay within the buffer's capacity (see `decode_into`).
+    let mut budget = limit.min(out.capacity().max(start)) - start;
+    let mut slots: Vec<usize> = Vec::new();
+    for b in blocks.iter().take(round_blocks()) {
+        let slot = block_bound(b, block_max).min(budget);
+        budget -= slot;
+        slots.push(slot);
+        if slot < block_bound(b, block_max) {
+            break;
+        }
+    }
+    let total: usize = slots.iter().sum();
+    out.resize(start + total, 0);
+    let mut areas: Vec<&mut [u8]> = Vec::with_capacity(slots.len());
+    let mut rest = &mut out[start..];
+    for &slot in &slots {
+        let (area, tail) = rest.split_at_mut(slot);
+        areas.push(area);
+        rest = tail;
+    }
+    let written = areas
+        .into_par_iter()
+        .zip(blocks.par_iter())
+        .map(|(area, b)| decode_block(b, area, &[]))
+        .collect::<Result<Vec<_>, _>>();
+    let written = match written {
+        Ok(written) => written,
+        Err(e) => {
+            out.truncate(start);
+            return Err(e);
+        }
+    };
+    // Close the gaps: each block's bytes move down to just after the previous block's.
+    let mut end = start;
+    let mut slot_start = start;
+    for (i, (&slot, n)) in slots.iter().zip(&written).enumerate() {
+        match *n {
+            Some(n) => {
+                if end != slot_start {
+                    out.copy_within(slot_start..slot_start + n, end);
+                }
+                end += n;
+            }
+            None => {
+                // The block did not fit its slot: the limit cut the slot (only the last
+                // one can be cut), or the block is corrupt. Decoded again alone, with
+                // the room the closed gaps leave, it fits or says which.
+                out.truncate(end);
+                let dict_start = out.len();
+                decode_into(&blocks[i], block_max, out, dict_start, limit)?;
+                return Ok(i + 1);
+            }
+        }
+        slot_start += slot;
+    }
+    out.truncate(end);
+    Ok(slots.len())
 }
 
 fn corrupt(what: String, offset: usize) -> CompressError {

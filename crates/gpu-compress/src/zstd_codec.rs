@@ -112,8 +112,16 @@ where
     })
 }
 
-/// Decodes every zstd frame in `frame` (concatenated and skippable frames included).
-pub(crate) fn decompress(frame: &[u8]) -> Result<Vec<u8>, CompressError> {
+/// Decodes every zstd frame in `frame` (concatenated and skippable frames included) into at
+/// most `limit` bytes.
+///
+/// A bounded decode (any `limit` but `usize::MAX`) goes through zstd's one-shot decoder
+/// into a buffer allocated once: no larger than the frames' recorded sizes (or zstd's
+/// bound on them) and never larger than `limit`. zstd stops at the first block that
+/// would write past it, which is [`CompressError::OutputLimit`]; the whole-frame decoder
+/// needs no window buffer of its own, so a frame declaring a huge window costs nothing
+/// either. Unbounded, frames stream through zstd's decoder into a growing buffer.
+pub(crate) fn decompress(frame: &[u8], limit: usize) -> Result<Vec<u8>, CompressError> {
     match frame.get(..4) {
         None => {
             return Err(CompressError::Truncated {
@@ -135,8 +143,36 @@ pub(crate) fn decompress(frame: &[u8]) -> Result<Vec<u8>, CompressError> {
             }
         }
     }
-    zstd::stream::decode_all(frame).map_err(|source| CompressError::Zstd {
+    let err = |source| CompressError::Zstd {
         operation: "decompress",
         source,
-    })
+    };
+    if limit == usize::MAX {
+        return zstd::stream::decode_all(frame).map_err(err);
+    }
+    let capacity = zstd::bulk::Decompressor::upper_bound(frame).map_or(limit, |b| b.min(limit));
+    let mut out = Vec::new();
+    out.try_reserve_exact(capacity)
+        .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::OutOfMemory, e)))?;
+    let mut context = zstd::zstd_safe::DCtx::create();
+    match context.decompress(&mut out, frame) {
+        Ok(_) => Ok(out),
+        Err(code) => {
+            // SAFETY: `ZSTD_getErrorCode` only classifies the integer zstd returned; it
+            // reads no memory.
+            let kind = unsafe { zstd::zstd_safe::zstd_sys::ZSTD_getErrorCode(code) };
+            if kind == zstd::zstd_safe::zstd_sys::ZSTD_ErrorCode::ZSTD_error_dstSize_tooSmall
+                && capacity >= limit
+            {
+                Err(CompressError::OutputLimit {
+                    codec: Codec::Zstd,
+                    limit: limit as u64,
+                })
+            } else {
+                Err(err(std::io::Error::other(zstd::zstd_safe::get_error_name(
+                    code,
+                ))))
+            }
+        }
+    }
 }
