@@ -10,9 +10,23 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:5000")]
     listen: SocketAddr,
-    /// The repository checkout the chunk paths are relative to.
-    #[arg(long, default_value = ".")]
-    source_root: PathBuf,
+    /// The repository checkout the chunk paths are relative to (it must be current before
+    /// webhooks arrive). Without --repo, the default is the current directory.
+    #[arg(long, conflicts_with = "repo")]
+    source_root: Option<PathBuf>,
+    /// Read chunks from this git repository (https://…, file://… or a path) at the commit
+    /// each webhook names, fetching it on demand: no checkout to keep current. A private
+    /// HTTPS repository needs GITHUB_PAT.
+    #[arg(long, value_name = "URL")]
+    repo: Option<String>,
+    /// The bare repository --repo fetches into (created when missing). Default: a
+    /// directory per URL under $XDG_CACHE_HOME/panini (or ~/.cache/panini).
+    #[arg(long, value_name = "DIR", requires = "repo")]
+    repo_cache: Option<PathBuf>,
+    /// How long to keep fetching a dispatched commit the remote does not have yet,
+    /// before its chunks are reported failed.
+    #[arg(long, value_name = "SECS", default_value_t = worker::source::DEFAULT_FETCH_RETRY_FOR.as_secs(), requires = "repo")]
+    fetch_retry_for: u64,
     /// Where compressed chunks go: gs://bucket[/prefix], file:///path or a directory.
     #[arg(long, env = "GOOGLE_ONE_BUCKET")]
     bucket: String,
@@ -49,7 +63,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let store = uploader::open(&args.bucket, &uploader::StoreConfig::default())
             .await
             .with_context(|| format!("opening the bucket {}", args.bucket))?;
-        let mut config = worker::WorkerConfig::new(&args.source_root, store);
+        let mut config = match &args.repo {
+            Some(url) => {
+                let cache = match &args.repo_cache {
+                    Some(dir) => dir.clone(),
+                    None => default_repo_cache(url)?,
+                };
+                let mut repo = worker::RepoSource::new(url, cache);
+                repo.token = std::env::var("GITHUB_PAT").ok().filter(|t| !t.is_empty());
+                repo.fetch_retry_for = std::time::Duration::from_secs(args.fetch_retry_for);
+                worker::WorkerConfig::with_repo(repo, store)
+            }
+            None => worker::WorkerConfig::new(
+                args.source_root.clone().unwrap_or_else(|| PathBuf::from(".")),
+                store,
+            ),
+        };
         config.token = args.token.filter(|t| !t.is_empty());
         config.signing_key = super::dispatch::signing_key_from_env()?;
         config.engine = args.engine;
@@ -86,4 +115,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// `$XDG_CACHE_HOME/panini/repo-<hash of the URL>` (or under `~/.cache`): one bare
+/// repository per remote, kept between runs so a restarted worker fetches only what is new.
+fn default_repo_cache(url: &str) -> anyhow::Result<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .context("--repo-cache is needed: neither XDG_CACHE_HOME nor HOME is set")?;
+    let digest = chunk_model::Sha256Digest::of(url.as_bytes()).to_string();
+    Ok(base.join("panini").join(format!("repo-{}", &digest[..16])))
 }
