@@ -39,17 +39,27 @@ pub(crate) struct Cdc {
 }
 
 impl Cdc {
-    /// FastCDC for chunks of `min` to `max` bytes (average half the maximum), or `None`
+    /// FastCDC for pieces of three quarters of the maximum to the maximum, or `None`
     /// when the maximum is below what FastCDC supports. Sizes outside FastCDC's limits
     /// are brought inside them, never above `max`.
-    pub(crate) fn new(min: u64, max: u64) -> Option<Cdc> {
+    ///
+    /// Why not the plan's minimum as FastCDC's: the rolling hash runs only between a
+    /// piece's minimum and its cut, and planning is a sequential pass before any chunk
+    /// is written. From three quarters of the maximum it reads about a third and hashes
+    /// about a seventh of the bytes it cuts (with the minimum at a quarter, two thirds
+    /// and two thirds: the default strategy's throughput fell by a fifth). `avg` is set
+    /// to a quarter of the maximum only for its mask: past the minimum a cut falls with
+    /// probability 1/(max/8) per byte, so 86% of pieces end at a content-defined cut
+    /// (the others at the maximum) and an edit's effect stops within a piece or two.
+    /// Pieces average about 0.86 × the maximum: fewer chunks, each well above the
+    /// plan's minimum.
+    pub(crate) fn new(max: u64) -> Option<Cdc> {
         if max < u64::from(v2020::MAXIMUM_MIN) {
             return None;
         }
         let max = max.min(u64::from(v2020::MAXIMUM_MAX)) as u32;
-        let min =
-            (min.min(u64::from(max / 4)) as u32).clamp(v2020::MINIMUM_MIN, v2020::MINIMUM_MAX);
-        let avg = (max / 2).clamp(v2020::AVERAGE_MIN, v2020::AVERAGE_MAX);
+        let min = (max / 4 * 3).clamp(v2020::MINIMUM_MIN, v2020::MINIMUM_MAX);
+        let avg = (max / 4).clamp(v2020::AVERAGE_MIN, v2020::AVERAGE_MAX);
         // Normalization level 1, as `v2020::StreamCDC::new`: the same cut points.
         let bits = v2020::logarithm2(avg);
         let (gear, gear_ls) = v2020::get_gear_with_seed(0);
@@ -368,8 +378,8 @@ mod tests {
     #[test]
     fn split_finds_the_cut_points_of_stream_cdc() {
         let data = random(5_000_000, 7);
-        for (min, max) in [(64 << 10, 256 << 10), (256 << 10, 1 << 20), (100, 1500)] {
-            let cdc = Cdc::new(min, max).expect("supported sizes");
+        for max in [256 << 10, 1 << 20, 1500] {
+            let cdc = Cdc::new(max).expect("supported sizes");
             let mut src = Source::new(io::Cursor::new(&data), data.len() as u64).unwrap();
             let mut ends = Vec::new();
             cdc.split(&mut src, 0, data.len() as u64, &mut Vec::new(), &mut ends)
@@ -381,18 +391,18 @@ mod tests {
                 let chunk = chunk.unwrap();
                 want.push(chunk.offset + chunk.length as u64);
             }
-            assert_eq!(ends, want, "min {min} max {max}");
+            assert_eq!(ends, want, "max {max}");
         }
     }
 
     #[test]
     fn cdc_sizes_stay_within_fastcdc_limits_and_the_maximum() {
-        assert!(Cdc::new(0, 1023).is_none());
-        let cdc = Cdc::new(0, 1024).unwrap();
-        assert_eq!((cdc.min, cdc.avg, cdc.max), (64, 512, 1024));
-        let cdc = Cdc::new(256 << 10, 1 << 20).unwrap();
-        assert_eq!((cdc.min, cdc.avg, cdc.max), (256 << 10, 512 << 10, 1 << 20));
-        let cdc = Cdc::new(8 << 20, 64 << 20).unwrap();
+        assert!(Cdc::new(1023).is_none());
+        let cdc = Cdc::new(1024).unwrap();
+        assert_eq!((cdc.min, cdc.avg, cdc.max), (768, 256, 1024));
+        let cdc = Cdc::new(1 << 20).unwrap();
+        assert_eq!((cdc.min, cdc.avg, cdc.max), (768 << 10, 256 << 10, 1 << 20));
+        let cdc = Cdc::new(64 << 20).unwrap();
         assert_eq!((cdc.min, cdc.avg, cdc.max), (1 << 20, 4 << 20, 16 << 20));
     }
 }

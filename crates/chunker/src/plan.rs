@@ -254,7 +254,7 @@ pub fn plan<R: Read + Seek>(
     regions.add(len - regions.end, FIXED_SIZE, Flags::opaque());
 
     let min = config.effective_min_chunk_size();
-    let cdc = Cdc::new(min, max);
+    let cdc = Cdc::new(max);
     // A header that is the whole file is no header.
     let header_end = regions.header_end.filter(|&h| h < len);
     let ends = pack(&mut src, &regions.list, header_end, min, max, cdc.as_ref())?;

@@ -77,7 +77,7 @@ fn png_header_then_idat_cut_by_content() {
 }
 
 #[test]
-fn png_truncated_in_idat_falls_back_to_size() {
+fn png_truncated_in_idat_falls_back_to_content_cuts() {
     let s = png(&PngSpec::with_approx_size(3 * MIB as usize, 13));
     let cut = &s.bytes[..2 * MIB as usize];
     let plan = plan_bytes(cut, Strategy::Semantic, MIB);
@@ -88,7 +88,17 @@ fn png_truncated_in_idat_falls_back_to_size() {
         part(&s, "IHDR").offset + part(&s, "IHDR").size
     );
     assert!(fallback.reason.contains("IDAT"), "{}", fallback.reason);
-    assert_eq!(plan.spans[2].pattern, FIXED_SIZE);
+    // No IDAT was recognized, so no header either: the first chunk starts with the
+    // signature and takes the unrecognized bytes after it.
+    let listed: Vec<_> = plan.spans[0]
+        .structures
+        .iter()
+        .map(|s| s.pattern.as_ref())
+        .collect();
+    assert_eq!(listed, ["PNG_SIGNATURE", "PNG_IHDR", FIXED_SIZE]);
+    assert_eq!(plan.spans[0].pattern, "PNG_SIGNATURE");
+    assert!(plan.spans.len() >= 2);
+    assert!(plan.spans[1..].iter().all(|s| s.pattern == FIXED_SIZE));
 }
 
 fn mp4_spec(co64: bool, moov_first: bool) -> Mp4Spec {
