@@ -21,6 +21,7 @@
 //! ```
 
 mod error;
+pub mod figures;
 mod format;
 mod pack;
 mod parse;

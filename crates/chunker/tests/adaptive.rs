@@ -116,3 +116,45 @@ fn maxima_below_fastcdc_limits_fall_back_to_size() {
     assert!(plan.spans.len() >= 2);
     assert!(plan.spans.iter().all(|s| s.size <= 16 * MIB));
 }
+
+#[test]
+fn figures_compare_the_default_plan_with_split_and_fastcdc_only() {
+    use chunker::figures::{Cutter, cut_figures, edit_figures};
+    use chunker::{ChunkerConfig, DEFAULT_MAX_CHUNK_SIZE};
+
+    let dir = tempfile::tempdir().unwrap();
+    let original = text_log(20 * MIB as usize, 107);
+    let mut edited = original.clone();
+    let line_end = original.iter().position(|&b| b == b'\n').unwrap() + 1;
+    edited.splice(line_end..line_end, b"inserted log line\n".iter().copied());
+    let (a, b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    std::fs::write(&a, &original).unwrap();
+    std::fs::write(&b, &edited).unwrap();
+
+    let cutters = [
+        ("default", Cutter::Plan(ChunkerConfig::default())),
+        ("split -b 1M", Cutter::FixedSize(MIB)),
+        (
+            "fastcdc",
+            Cutter::FastCdc {
+                max_chunk_size: DEFAULT_MAX_CHUNK_SIZE,
+            },
+        ),
+    ];
+    let mut changed = Vec::new();
+    for (name, cutter) in cutters {
+        let cut = cut_figures(&a, cutter).unwrap();
+        let edit = edit_figures(&a, &b, cutter).unwrap();
+        eprintln!(
+            "{name}: {:.2} chunks/MiB, mean {} B, {} small; edit: {} of {} chunks changed",
+            cut.chunks_per_mib, cut.mean_chunk, cut.small_chunks, edit.changed, edit.chunks
+        );
+        assert_eq!(cut.bytes, original.len() as u64);
+        assert_eq!(edit.changed + edit.reused, edit.chunks);
+        changed.push((edit.changed, edit.chunks));
+    }
+    assert!(changed[0].0 <= 3, "{changed:?}");
+    // split -b shifts every chunk after the insertion; FastCDC alone recovers.
+    assert_eq!(changed[1].0, changed[1].1);
+    assert!(changed[2].0 <= 3, "{changed:?}");
+}

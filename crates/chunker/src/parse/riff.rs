@@ -337,3 +337,112 @@ impl Avi {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use crate::{ChunkerConfig, Strategy, plan};
+
+    fn chunk(fourcc: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut out = fourcc.to_vec();
+        out.extend((body.len() as u32).to_le_bytes());
+        out.extend(body);
+        if body.len() % 2 == 1 {
+            out.push(0);
+        }
+        out
+    }
+
+    fn list(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        chunk(b"LIST", &[&kind[..], body].concat())
+    }
+
+    /// An AVI indexed only by an OpenDML standard index (`ix00` in `movi`, no `idx1`),
+    /// as muxers write past 1 GiB: eight frames, keyframes at 0 and 4, audio between.
+    /// Returns the file and the offsets of the keyframe chunks.
+    fn opendml_avi() -> (Vec<u8>, Vec<u64>) {
+        let hdrl = list(b"hdrl", &chunk(b"avih", &[0; 56]));
+        let movi_start = (12 + hdrl.len()) as u64; // the movi LIST
+        let mut movi = Vec::new();
+        let mut entries = Vec::new();
+        let mut keys = Vec::new();
+        for frame in 0..8u8 {
+            let at = movi_start + 12 + movi.len() as u64;
+            let key = frame % 4 == 0;
+            if key {
+                keys.push(at);
+            }
+            let size = 1500u32;
+            movi.extend(chunk(b"00dc", &vec![frame; size as usize]));
+            // ix00 offsets point at the data, relative to the base offset.
+            let delta = if key { 0 } else { 0x8000_0000 };
+            entries.push(((at + 8 - movi_start) as u32, size | delta));
+            movi.extend(chunk(b"01wb", &[0xA5; 301]));
+        }
+        let mut ix = vec![2, 0, 0, 1];
+        ix.extend((entries.len() as u32).to_le_bytes());
+        ix.extend(b"00dc");
+        ix.extend(movi_start.to_le_bytes());
+        ix.extend([0; 4]);
+        for (offset, size) in entries {
+            ix.extend(offset.to_le_bytes());
+            ix.extend(size.to_le_bytes());
+        }
+        movi.extend(chunk(b"ix00", &ix));
+        let body = [&b"AVI "[..], &hdrl, &list(b"movi", &movi)].concat();
+        (chunk(b"RIFF", &body), keys)
+    }
+
+    #[test]
+    fn opendml_index_gives_the_keyframes_without_idx1() {
+        let (bytes, keys) = opendml_avi();
+        let config = ChunkerConfig {
+            strategy: Strategy::Semantic,
+            max_chunk_size: 8000,
+            min_chunk_size: 0,
+        };
+        let plan = plan(Cursor::new(&bytes), bytes.len() as u64, &config).unwrap();
+        assert!(plan.fallback.is_none(), "{:?}", plan.fallback);
+        // The header, then one chunk per group of pictures (four frames and their audio,
+        // 7.2 KB: two do not fit in 8000 bytes), each starting at its keyframe.
+        let starts: Vec<u64> = plan.spans.iter().map(|s| s.offset).collect();
+        assert_eq!(starts, [0, keys[0], keys[1]]);
+        assert_eq!(plan.spans[0].pattern, "AVI_RIFF_HEADER");
+        assert!(plan.spans[1..].iter().all(|s| s.is_keyframe));
+        assert!(
+            plan.spans[1..]
+                .iter()
+                .all(|s| s.pattern == "AVI_VIDEO_FRAME")
+        );
+        // The index travels with the last group.
+        let last = plan.spans.last().unwrap();
+        assert_eq!(last.end(), bytes.len() as u64);
+        assert_eq!(
+            last.structures.last().unwrap().pattern,
+            "AVI_LIST_MOVIE_DATA"
+        );
+    }
+
+    #[test]
+    fn without_an_index_every_frame_may_start_a_chunk() {
+        let (mut bytes, _) = opendml_avi();
+        // Rename ix00 to JUNK: no index left.
+        let at = bytes.windows(4).position(|w| w == b"ix00").unwrap();
+        bytes[at..at + 4].copy_from_slice(b"JUNK");
+        let config = ChunkerConfig {
+            strategy: Strategy::Semantic,
+            max_chunk_size: 2000,
+            min_chunk_size: 0,
+        };
+        let plan = plan(Cursor::new(&bytes), bytes.len() as u64, &config).unwrap();
+        // Frame + audio = 1817 bytes: one per chunk, none flagged a keyframe.
+        assert!(plan.spans.iter().all(|s| !s.is_keyframe));
+        let frames = plan
+            .spans
+            .iter()
+            .filter(|s| s.pattern == "AVI_VIDEO_FRAME")
+            .count();
+        assert_eq!(frames, 8);
+    }
+}
