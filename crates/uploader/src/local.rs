@@ -604,10 +604,10 @@ fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("."))
 }
 
+/// A temporary file in `dir` holding `bytes`, flushed, with the mode `cp` gives a new
+/// file (objects are never replaced, so there is no old mode to keep).
 fn write_temp(dir: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile, StoreError> {
-    let mut temp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
+    let mut temp = chunk_model::file_mode::temp_file_in(dir, TEMP_PREFIX)
         .map_err(|e| StoreError::io(dir, e))?;
     temp.write_all(bytes)
         .and_then(|()| temp.as_file().sync_all())

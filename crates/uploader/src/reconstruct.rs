@@ -250,10 +250,10 @@ pub async fn reconstruct(
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let temp = tempfile::Builder::new()
-        .prefix(".panini-tmp-")
-        .tempfile_in(dir)
-        .map_err(io(dir))?;
+    // The mode `cp` would give the file: 0666 less the umask, or the mode of the file
+    // it replaces.
+    let temp = chunk_model::file_mode::temp_file_in(dir, ".panini-tmp-").map_err(io(dir))?;
+    chunk_model::file_mode::keep_mode_of(output, temp.as_file()).map_err(io(temp.path()))?;
     let mut writer = tokio::io::BufWriter::with_capacity(
         1 << 20,
         tokio::fs::File::from_std(temp.as_file().try_clone().map_err(io(temp.path()))?),
@@ -407,13 +407,17 @@ fn decode_and_check(
     chunk: &chunk_model::RecipeChunk,
     object: &[u8],
 ) -> Result<Vec<u8>, ReconstructError> {
-    let decoded = gpu_compress::decompress(chunk.codec, object).map_err(|source| {
-        ReconstructError::ChunkDecode {
-            index,
-            key: chunk.key.clone(),
-            source,
-        }
-    })?;
+    // The object comes from the bucket, i.e. from outside: a small frame must not expand
+    // past the size the recipe gives the chunk (a 66 KB zstd frame holds 2 GiB of zeros).
+    let most = usize::try_from(chunk.size).unwrap_or(usize::MAX);
+    let decoded =
+        gpu_compress::decompress_bounded(chunk.codec, object, most).map_err(|source| {
+            ReconstructError::ChunkDecode {
+                index,
+                key: chunk.key.clone(),
+                source,
+            }
+        })?;
     let actual = Sha256Digest::of(&decoded);
     if actual != chunk.sha256 || decoded.len() as u64 != chunk.size {
         return Err(ReconstructError::ChunkMismatch {
