@@ -10,36 +10,64 @@ use chunk_model::{
 
 const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
-/// Byte for byte what `json.dump(metadata, f, indent=2)` produced in the Python chunker,
-/// with a field a later tool added that Panini does not know.
+/// Runs `script` with `python3`, which must print one JSON document with `json`'s own
+/// serializer: the fixtures below are written by Python at test time, as the original
+/// chunker wrote them, not typed by hand.
+fn python_json(script: &str) -> String {
+    let output = std::process::Command::new("python3")
+        .args(["-c", script, HASH])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("python3 is installed");
+    assert!(
+        output.status.success(),
+        "python3 failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// What the Python chunker's `json.dump(metadata, f, indent=2)` wrote (ASCII escapes for
+/// non-ASCII text, `null`, a naive `isoformat()` timestamp with microseconds), with a field
+/// a later tool added that Panini does not know.
 fn python_metadata() -> String {
-    format!(
-        r#"{{
-  "chunk_id": 3,
-  "offset": 3145728,
-  "size": 1048576,
-  "original_hash": "{HASH}",
-  "pattern_type": "PNG_IDAT",
-  "dependencies": [],
-  "grammar_id": null,
-  "status": "pending",
-  "created_at": "2025-11-13T14:02:11.123456",
-  "custom_tool_note": {{"reviewed": true}}
-}}"#
+    python_json(
+        r#"
+import json, sys
+from datetime import datetime
+metadata = {
+    "chunk_id": 3,
+    "offset": 3 * 1024 * 1024,
+    "size": 1024 * 1024,
+    "original_hash": sys.argv[1],
+    "pattern_type": "PNG_IDAT",
+    "dependencies": [],
+    "grammar_id": None,
+    "status": "pending",
+    "created_at": datetime(2025, 11, 13, 14, 2, 11, 123456).isoformat(),
+    "custom_tool_note": {"reviewed": True, "by": "Zo\u00eb \u2713"},
+}
+json.dump(metadata, sys.stdout, indent=2)
+"#,
     )
 }
 
 fn python_manifest() -> String {
-    format!(
-        r#"{{
-  "base_name": "image",
-  "total_chunks": 1,
-  "created_at": "2025-11-13T14:02:11.000001",
-  "grammar_id": "png_v1",
-  "chunks": [
-    {{"chunk_id": 0, "offset": 0, "size": 4, "hash": "{HASH}", "pattern": "PNG_SIGNATURE"}}
-  ]
-}}"#
+    python_json(
+        r#"
+import json, sys
+from datetime import datetime
+manifest = {
+    "base_name": "image",
+    "total_chunks": 1,
+    "created_at": datetime(2025, 11, 13, 14, 2, 11, 1).isoformat(),
+    "grammar_id": "png_v1",
+    "chunks": [
+        {"chunk_id": 0, "offset": 0, "size": 4, "hash": sys.argv[1], "pattern": "PNG_SIGNATURE"}
+    ],
+}
+json.dump(manifest, sys.stdout, indent=2)
+"#,
     )
 }
 
@@ -65,6 +93,7 @@ fn reads_python_metadata_and_manifest() {
     assert_eq!(meta.attempts, 0);
     assert_eq!(meta.created_at.as_str(), "2025-11-13T14:02:11.123456");
     assert_eq!(meta.extra["custom_tool_note"]["reviewed"], true);
+    assert_eq!(meta.extra["custom_tool_note"]["by"], "Zoë ✓");
 
     let manifest: Manifest =
         json_file::read(&dir.path().join("pending_compression/image/manifest.json")).unwrap();
@@ -122,6 +151,7 @@ fn update_writes_back_only_changed_keys() {
     assert_eq!(after["status"], "queued");
     assert_eq!(after["created_at"], "2025-11-13T14:02:11.123456");
     assert_eq!(after["grammar_id"], serde_json::Value::Null);
+    assert_eq!(after["custom_tool_note"]["by"], "Zoë ✓");
     assert_eq!(after["dispatched_at"], dispatched.as_str());
     assert_eq!(after["attempts"], 1);
 }
