@@ -5,7 +5,7 @@
 mod common;
 
 use chunker::Strategy;
-use common::{assert_tiles, plan_bytes};
+use common::{assert_tiles, plan_bytes, plan_bytes_min};
 use proptest::prelude::*;
 use samples::*;
 
@@ -104,6 +104,15 @@ proptest! {
         let bytes = generate(kind, seed);
         let plan = plan_bytes(&bytes, strategy, max);
         assert_tiles(&plan, bytes.len() as u64);
+    }
+
+    #[test]
+    fn whole_files_tile_for_any_minimum(kind in 0u8..10, seed in 0u64..1000, max in 1u64..40_000, min in 0u64..50_000) {
+        let bytes = generate(kind, seed);
+        let plan = plan_bytes_min(&bytes, Strategy::Semantic, max, min);
+        assert_tiles(&plan, bytes.len() as u64);
+        // The minimum used is lowered to a quarter of the maximum.
+        assert_eq!(plan.min_chunk_size, min.min(max / 4));
     }
 
     #[test]

@@ -20,6 +20,25 @@ pub fn plan_bytes(bytes: &[u8], strategy: Strategy, max_chunk_size: u64) -> Plan
     .expect("plan")
 }
 
+/// Like [`plan_bytes`], with a minimum chunk size.
+pub fn plan_bytes_min(
+    bytes: &[u8],
+    strategy: Strategy,
+    max_chunk_size: u64,
+    min_chunk_size: u64,
+) -> Plan {
+    plan(
+        Cursor::new(bytes),
+        bytes.len() as u64,
+        &ChunkerConfig {
+            strategy,
+            max_chunk_size,
+            min_chunk_size,
+        },
+    )
+    .expect("plan")
+}
+
 /// Checks the invariants independently of `Plan::check`.
 pub fn assert_tiles(plan: &Plan, len: u64) {
     let mut at = 0;
