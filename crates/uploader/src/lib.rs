@@ -18,6 +18,7 @@
 //! recipes/<name>/<file sha256>.json               chunk_model::Recipe, written last
 //! ```
 
+pub mod bucket_url;
 mod error;
 pub mod gcs;
 pub mod limits;
@@ -30,6 +31,7 @@ pub mod upload;
 
 use std::sync::Arc;
 
+pub use bucket_url::{BucketUrl, BucketUrlError};
 pub use error::StoreError;
 pub use gcs::{Gcs, GcsConfig};
 pub use limits::{Limited, Limits};
@@ -58,19 +60,47 @@ pub struct StoreConfig {
     pub limits: Limits,
 }
 
-/// Opens `gs://bucket[/prefix]`, `file:///path` or a plain directory path, behind the
-/// configured [`Limits`].
+/// Opens `gs://bucket[/prefix]`, `file:///path` or a plain directory path (parsed
+/// strictly by [`BucketUrl::parse`]), behind the configured [`Limits`]. A local
+/// directory is created when missing: this is the open of commands that write.
 pub async fn open(url: &str, config: &StoreConfig) -> Result<Arc<dyn ObjectStore>, StoreError> {
-    if url.starts_with("gs://") {
-        let store = Gcs::from_url(url, &config.gcs).await?;
-        Ok(Arc::new(Limited::new(store, config.limits)))
-    } else if url.contains("://") && !url.starts_with("file://") {
-        Err(StoreError::InvalidUrl {
-            url: url.to_owned(),
-            reason: "expected gs://bucket[/prefix], file:///path or a directory path".into(),
-        })
-    } else {
-        let store = LocalDir::from_url(url)?;
-        Ok(Arc::new(Limited::new(store, config.limits)))
+    open_parsed(url, config, true).await
+}
+
+/// Like [`open`], for commands that only read (verify, reconstruct, sync): a local
+/// directory that does not exist is an error instead of being created, so a mistyped
+/// path leaves nothing behind.
+pub async fn open_existing(
+    url: &str,
+    config: &StoreConfig,
+) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    open_parsed(url, config, false).await
+}
+
+async fn open_parsed(
+    url: &str,
+    config: &StoreConfig,
+    create: bool,
+) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    let parsed = BucketUrl::parse(url).map_err(|e| StoreError::InvalidUrl {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    })?;
+    match parsed {
+        BucketUrl::Gcs { bucket, prefix } => {
+            let store = Gcs::new(&bucket, &prefix, &config.gcs).await?;
+            Ok(Arc::new(Limited::new(store, config.limits)))
+        }
+        BucketUrl::Local(path) => {
+            if !create && !path.is_dir() {
+                return Err(StoreError::InvalidUrl {
+                    url: url.to_owned(),
+                    reason: "no bucket directory there (a command that only reads never creates one)"
+                        .into(),
+                });
+            }
+            let store = LocalDir::new(path)?;
+            Ok(Arc::new(Limited::new(store, config.limits)))
+        }
     }
 }
