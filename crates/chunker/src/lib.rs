@@ -1,9 +1,13 @@
 //! Cuts files into chunks and writes the chunk tree.
 //!
 //! One job: turn a file into `pending_compression/<name>/chunk_NNNN/{data.bin,
-//! metadata.json}` plus `manifest.json`, cutting along the file format's own structure
-//! (PNG chunks, JPEG segments and scans, MP4 boxes with `mdat` cut at keyframes, EBML
-//! elements, RIFF chunks, PDF objects) or by size or content.
+//! metadata.json}` plus `manifest.json`, cutting where the file format's own structure
+//! allows (PNG chunks, JPEG segments and scans, MP4 boxes and fragments, EBML elements,
+//! RIFF chunks, PDF objects; in video, only at keyframes), packing small structures
+//! into chunks between a minimum and a maximum size, and cutting spans without finer
+//! structure by content (FastCDC), so an edit changes only the chunks around it. The
+//! `size` strategy cuts every `max_chunk_size` bytes instead. [`figures`] compares ways
+//! of cutting (chunks per MiB, chunks an edit changes).
 //!
 //! Two invariants hold for every plan and are checked before anything is written: the
 //! chunks tile the file exactly (no gap, no overlap, nothing dropped, however truncated
