@@ -122,8 +122,15 @@ async fn the_newest_recipe_is_used_unless_a_file_hash_is_given() {
     // Python-style manifest without a whole-file hash: the uploader computes it.
     chunk_tree::write(&work.path().join("t1"), "doc", &first, 30_000, false);
     upload(&store, &work.path().join("t1"), "doc", &StoreAsIs).await;
-    // Recipes are ordered by their store time, which has a granularity; step past it.
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // Recipes are ordered by their store time (the object's mtime here), whose
+    // granularity could tie two quick uploads: the first one is dated an hour back.
+    let first_recipe = store
+        .object_path(&object_keys::recipe("doc", &Sha256Digest::of(&first)))
+        .unwrap();
+    std::fs::File::open(&first_recipe)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+        .unwrap();
     chunk_tree::write(&work.path().join("t2"), "doc", &second, 30_000, true);
     upload(&store, &work.path().join("t2"), "doc", &StoreAsIs).await;
 
