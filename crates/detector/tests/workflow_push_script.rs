@@ -236,6 +236,8 @@ fn a_conflicting_callback_is_applied_again_on_the_new_tip() {
 }
 
 /// Run by the script in the test above, as the reapply command; ignored otherwise.
+/// Run on its own (`--include-ignored`) it has nothing to apply, and says so by failing
+/// rather than passing without having checked anything.
 #[test]
 #[ignore = "helper run by a_conflicting_callback_is_applied_again_on_the_new_tip"]
 fn reapply_helper() {
@@ -243,7 +245,11 @@ fn reapply_helper() {
         std::env::var_os("REAPPLY_BASE"),
         std::env::var_os("REAPPLY_PAYLOAD"),
     ) else {
-        return;
+        panic!(
+            "reapply_helper is the reapply command of \
+             a_conflicting_callback_is_applied_again_on_the_new_tip, which sets \
+             REAPPLY_BASE and REAPPLY_PAYLOAD; run that test instead"
+        );
     };
     let payload = detector::read_payload(Path::new(&payload)).unwrap();
     apply_callback(Path::new(&base), &payload, now()).unwrap();
