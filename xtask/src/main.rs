@@ -21,26 +21,40 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo xtask",
-    about = "Panini: chunk, compress and store files, and rebuild them bit for bit"
+    version,
+    about = "Panini: chunk, compress and store files, and rebuild them bit for bit",
+    subcommand_help_heading = "User commands (as `panini` has them)",
+    after_help = "Developer commands (each has --help):\n  \
+        ci              Install what the tests need, start the services, run every check and test\n  \
+        codegen         Regenerate the JSON Schemas under docs/schemas/\n  \
+        bench           Benchmarks beside the reference tools (target/bench/)\n  \
+        lint-workflows  Lint .github/workflows/ with actionlint and zizmor\n  \
+        gpu-check       Run the OpenCL LZ4 kernel on >= 1 GiB and verify every frame"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    global: panini::cli::GlobalArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Install what the tests need, start the services, run every check and test, stop the services.
+    #[command(hide = true)]
     Ci(ci::Args),
     /// Regenerate the JSON Schemas under docs/schemas/.
+    #[command(hide = true)]
     Codegen(codegen::Args),
     /// Run the OpenCL LZ4 kernel on ≥ 1 GiB, verify every frame, print GB/s.
+    #[command(hide = true)]
     GpuCheck(gpu_check::Args),
     /// Lint .github/workflows/ with actionlint and zizmor (from a venv).
+    #[command(hide = true)]
     LintWorkflows(workflow_lint::Args),
     /// Benchmarks beside the reference tools; results under target/bench/. Without a
     /// subcommand: every stage and the whole pipeline, report.md/.json/.svg.
-    #[command(args_conflicts_with_subcommands = true)]
+    #[command(args_conflicts_with_subcommands = true, hide = true)]
     Bench {
         #[command(subcommand)]
         what: Option<Bench>,
@@ -65,7 +79,7 @@ enum Bench {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::User(command) => return panini::cli::run(command),
+        Command::User(command) => return panini::cli::run(command, &cli.global),
         Command::Ci(args) => ci::run(args),
         Command::Codegen(args) => codegen::run(args),
         Command::GpuCheck(args) => gpu_check::run(args),

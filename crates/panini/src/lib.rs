@@ -39,7 +39,9 @@ pub mod tree;
 pub mod worker_client;
 
 pub use error::Error;
-pub use pipeline::{Pipeline, PipelineConfig, PipelineEvent, PipelineReport};
+pub use pipeline::{
+    PIPELINE_TREE_MARKER, Pipeline, PipelineConfig, PipelineEvent, PipelineReport,
+};
 pub use worker_client::WorkerClient;
 
 // The component crates, so that one dependency on `panini` is enough.

@@ -7,5 +7,5 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let cli = panini::cli::Cli::parse();
-    panini::cli::run(cli.command)
+    panini::cli::run(cli.command, &cli.global)
 }

@@ -19,13 +19,19 @@ use uploader::{ObjectStore, ReconstructOptions, StoreConfig, Which};
 use crate::sync::{FileRecipe, RecipeState};
 use crate::{Error, WorkerClient, tree};
 
+/// The file a pipeline run leaves at the root of a chunk tree it created, so that the
+/// next run knows the tree is its own to replace.
+pub const PIPELINE_TREE_MARKER: &str = ".created-by-panini-pipeline";
+
 /// How a [`Pipeline`] runs. Build with [`PipelineConfig::new`] and adjust the fields.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     /// The work directory: the chunk tree (`pending_compression/`), rebuilt files, and
     /// the default bucket.
     pub work_dir: PathBuf,
-    /// Files to chunk now into `work_dir/pending_compression` (replacing a tree there).
+    /// Files to chunk now into `work_dir/pending_compression`. A tree already there is
+    /// replaced only when a pipeline run created it (it holds [`PIPELINE_TREE_MARKER`]);
+    /// any other tree is an error, never deleted.
     pub files: Vec<PathBuf>,
     /// Run on this existing chunk tree instead of chunking `files`: chunks already
     /// completed stay as they are.
@@ -253,9 +259,24 @@ impl Pipeline {
                 if base.exists() {
                     std::fs::remove_dir_all(&base).map_err(Error::io(&base))?;
                 }
+                // Never replace a tree a pipeline did not create: it may hold a
+                // user's own chunks and their statuses (`--work-dir .`). A tree with
+                // the marker is a previous run's scratch copy, and is replaced.
+                let marker = base.join(PIPELINE_TREE_MARKER);
                 let inputs = self.chunk_all(&base, &on_event)?;
+                    if !marker.is_file() {
+                        return Err(Error::InvalidConfig(format!(
+                            "{} exists and was not created by a pipeline run; it is left \
+                             as it is. Use another work directory, or run on that tree \
+                             with --base",
+                            base.display()
+                        )));
+                    }
                 let bytes: u64 = inputs.iter().map(|f| f.file.bytes).sum();
                 let chunks: u64 = inputs.iter().map(|f| f.file.chunks).sum();
+                std::fs::create_dir_all(&base).map_err(Error::io(&base))?;
+                std::fs::write(&marker, b"created by a panini pipeline run; replaced by the next\n")
+                    .map_err(Error::io(&marker))?;
                 stages.push(StageReport::new(
                     "chunk",
                     started.elapsed(),
@@ -312,6 +333,8 @@ impl Pipeline {
         // `failed` after the detector's maximum attempts.
         let lease = config.lease.clamp(
             Duration::from_secs(1),
+        // Workers used before (--worker URL) count every run; report this run's share.
+        let totals_before = WorkerTotals::collect(&workers, &http).await;
             config.timeout.max(Duration::from_secs(1)),
         );
         let deadline = Instant::now() + config.timeout;
@@ -421,7 +444,9 @@ impl Pipeline {
             }
         }
         on_event(PipelineEvent::StageFinished { stage: "compress" });
-        let totals = WorkerTotals::collect(&workers, &http).await;
+        let totals = WorkerTotals::collect(&workers, &http)
+            .await
+            .since(&totals_before);
         for worker in workers {
             worker.stop().await?;
         }
@@ -723,3 +748,16 @@ impl WorkerTotals {
         totals
     }
 }
+
+    /// What happened after `before`. Saturating: a worker restarted in between starts
+    /// again at zero, and must not make a count negative.
+    fn since(self, before: &Self) -> Self {
+        Self {
+            workers: self.workers,
+            completed: self.completed.saturating_sub(before.completed),
+            deduplicated: self.deduplicated.saturating_sub(before.deduplicated),
+            failed: self.failed.saturating_sub(before.failed),
+            bytes_in: self.bytes_in.saturating_sub(before.bytes_in),
+            bytes_out: self.bytes_out.saturating_sub(before.bytes_out),
+        }
+    }

@@ -68,9 +68,7 @@ impl BucketUrl {
                 ));
             }
             let prefix = prefix.trim_matches('/');
-            if prefix.split('/').any(|part| part == "." || part == "..")
-                || prefix.contains("//")
-            {
+            if prefix.split('/').any(|part| part == "." || part == "..") || prefix.contains("//") {
                 return Err(malformed("the prefix has an empty, '.' or '..' segment"));
             }
             return Ok(BucketUrl::Gcs {
@@ -80,7 +78,9 @@ impl BucketUrl {
         }
         if let Some(rest) = text.strip_prefix("file://") {
             if !rest.starts_with('/') {
-                return Err(malformed("a file URL needs an absolute path (file:///path)"));
+                return Err(malformed(
+                    "a file URL needs an absolute path (file:///path)",
+                ));
             }
             return Ok(BucketUrl::Local(PathBuf::from(rest)));
         }
@@ -124,9 +124,9 @@ fn scheme_of(text: &str) -> Option<&str> {
 /// the rest is left to the service.
 fn valid_bucket_name(name: &str) -> bool {
     (3..=222).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
 }
@@ -160,7 +160,16 @@ mod tests {
 
     #[test]
     fn refuses_typos_and_other_schemes() {
-        for bad in ["gs:/x", "gs:x", "gs://", "gs://A", "file://rel", "s3://b", "http:x", ""] {
+        for bad in [
+            "gs:/x",
+            "gs:x",
+            "gs://",
+            "gs://A",
+            "file://rel",
+            "s3://b",
+            "http:x",
+            "",
+        ] {
             assert!(BucketUrl::parse(bad).is_err(), "{bad}");
         }
         let err = BucketUrl::parse("s3://b").unwrap_err().to_string();

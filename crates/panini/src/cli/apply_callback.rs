@@ -7,6 +7,8 @@ use anyhow::Context;
 use chunk_model::Timestamp;
 use detector::{Change, DEFAULT_BASE, apply_callback};
 
+use super::common::outln;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The event file (`$GITHUB_EVENT_PATH`) or the bare `client_payload` JSON.
@@ -28,9 +30,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })?;
     let path = outcome.metadata_path.display();
     match outcome.change {
-        Change::Applied { from, to } => println!("{path}: {from} → {to}"),
+        Change::Applied { from, to } => outln!("{path}: {from} → {to}"),
         Change::AlreadyApplied { status } => {
-            println!("{path}: already {status} with this result; nothing to do")
+            outln!("{path}: already {status} with this result; nothing to do")
         }
     }
     Ok(())

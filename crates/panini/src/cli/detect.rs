@@ -8,7 +8,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use chunk_model::Timestamp;
-use detector::{DEFAULT_BASE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_OUTPUT, DetectConfig};
+use detector::{DEFAULT_BASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_OUTPUT, DetectConfig};
+
+use super::common::outln;
+
+/// [`detector::DEFAULT_LEASE`] as `--lease` shows it (a test keeps them equal).
+const DEFAULT_LEASE_TEXT: &str = "30m";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,8 +30,9 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ATTEMPTS)]
     max_attempts: u32,
     /// Lease of a queued/processing chunk after `dispatched_at`, when it has no `lease_expires_at`.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_LEASE.as_secs())]
-    lease: u64,
+    /// (e.g. 90s, 30m; a plain number is seconds).
+    #[arg(long, default_value = DEFAULT_LEASE_TEXT, value_parser = super::common::parse_duration)]
+    lease: std::time::Duration,
     /// Exit non-zero when any metadata file is invalid (after writing the outputs).
     #[arg(long)]
     strict: bool,
@@ -49,7 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         exclude: args.exclude,
         force: args.force,
         max_attempts: args.max_attempts,
-        lease: std::time::Duration::from_secs(args.lease),
+        lease: args.lease,
     };
     let report = detector::scan(&config, Timestamp::now().utc())
         .with_context(|| format!("scanning the chunk tree at {}", args.base.display()))?;
@@ -64,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if std::env::var_os("GITHUB_ACTIONS").is_some_and(|v| v == "true") {
         // Annotations put each bad file on the run's summary page.
         for invalid in &report.invalid {
-            println!(
+            outln!(
                 "::warning file={}::{}",
                 escape_property(&invalid.path),
                 escape_data(&invalid.reason)
@@ -72,10 +78,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.summary());
-        println!("wrote {}", args.output.display());
+        outln!("wrote {}", args.output.display());
     }
     if args.strict {
         report.check_strict()?;
@@ -94,4 +100,15 @@ fn escape_data(text: &str) -> String {
 /// Escapes a workflow command's property value.
 fn escape_property(text: &str) -> String {
     escape_data(text).replace(':', "%3A").replace(',', "%2C")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_shown_default_lease_is_the_detectors() {
+        assert_eq!(
+            super::super::common::parse_duration(super::DEFAULT_LEASE_TEXT),
+            Ok(detector::DEFAULT_LEASE)
+        );
+    }
 }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use dispatcher::{DispatchConfig, Dispatcher, Endpoint, Mode};
 
+use super::common::{self, outln};
+
 /// `panini dispatch`.
 #[derive(Debug, clap::Args)]
 pub struct DispatchArgs {
@@ -25,9 +27,17 @@ pub struct DispatchArgs {
     /// Print the requests and send nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Print the outcome as JSON.
+    /// Print the outcome as one JSON document on stdout (`{"total_chunks", "accepted_chunks",
+    /// "deliveries": [{"delivery_id", "chunk_paths", "accepted", "worker"|"error", …}]}`;
+    /// with --dry-run, the list of requests); progress lines go to stderr.
     #[arg(long)]
     json: bool,
+    /// Bearer token the workers expect.
+    #[arg(long, env = "COLAB_AUTH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Key that signs each request (Standard Webhooks; `whsec_…` or any text).
+    #[arg(long, env = "PANINI_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
     /// The chunk tree whose metadata.json files record the outcome.
     #[arg(long, default_value = detector::DEFAULT_BASE)]
     base: PathBuf,
@@ -46,11 +56,17 @@ pub struct DispatchArgs {
 
 /// The signing key from `PANINI_WEBHOOK_SECRET`, if set.
 pub fn signing_key_from_env() -> anyhow::Result<Option<Vec<u8>>> {
-    match std::env::var("PANINI_WEBHOOK_SECRET") {
-        Ok(secret) if !secret.is_empty() => Ok(Some(
-            dispatcher::signing::signing_key(&secret)
-                .context("PANINI_WEBHOOK_SECRET starts with whsec_ but the rest is not base64")?,
-        )),
+    signing_key(std::env::var("PANINI_WEBHOOK_SECRET").ok().as_deref())
+}
+
+/// The same from a secret given as `--webhook-secret` (whose default is that variable).
+fn signing_key(secret: Option<&str>) -> anyhow::Result<Option<Vec<u8>>> {
+    match secret {
+        Some(secret) if !secret.is_empty() => {
+            let key = dispatcher::signing::signing_key(secret)
+                .context("PANINI_WEBHOOK_SECRET starts with whsec_ but the rest is not base64")?;
+            Ok(Some(key))
+        }
         _ => Ok(None),
     }
 }
@@ -66,10 +82,8 @@ pub fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
         endpoints.push(Endpoint::from_url("http://localhost:5000/webhook"));
     }
     let mut config = DispatchConfig::new(endpoints);
-    config.token = std::env::var("COLAB_AUTH_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty());
-    config.signing_key = signing_key_from_env()?;
+    config.token = args.token.clone().filter(|t| !t.is_empty());
+    config.signing_key = signing_key(args.webhook_secret.as_deref())?;
     config.mode = if args.per_chunk {
         Mode::PerChunk
     } else {
@@ -109,17 +123,20 @@ pub fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
             if args.json {
                 requests.push(serde_json::json!({ "url": url, "headers": headers, "body": body }));
             } else {
-                println!("POST {url}");
+                outln!("POST {url}");
                 for (name, value) in &headers {
-                    println!("{name}: {}", value.as_str().unwrap_or_default());
+                    outln!("{name}: {}", value.as_str().unwrap_or_default());
                 }
-                println!("{}\n", serde_json::to_string_pretty(&body)?);
+                outln!("{}\n", serde_json::to_string_pretty(&body)?);
             }
         }
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&requests)?);
+            common::print_json(&requests)?;
         } else {
-            println!("Dry run: {count} requests, nothing sent");
+            outln!(
+                "Dry run: {}, nothing sent",
+                common::plural(count as u64, "request")
+            );
         }
         return Ok(());
     }
@@ -137,8 +154,8 @@ pub fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
             format!("batch of {n} chunks ({})", outcome.delivery_id)
         };
         match &outcome.result {
-            Ok(a) => println!("✓ {what} → {} (tries: {})", a.worker, a.tries),
-            Err(f) => println!(
+            Ok(a) => eprintln!("✓ {what} → {} (tries: {})", a.worker, a.tries),
+            Err(f) => eprintln!(
                 "✗ {what}: {}{}",
                 f.error,
                 if f.permanent {
@@ -149,16 +166,18 @@ pub fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
             ),
         }
         for e in &outcome.metadata_errors {
-            println!("  ! metadata not updated: {e}");
+            eprintln!("  ! metadata not updated: {e}");
         }
     }));
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        common::print_json(&report_json(&report))?;
+    } else {
+        outln!(
+            "Dispatched {}/{}",
+            report.accepted_chunks,
+            common::plural(report.total_chunks as u64, "chunk")
+        );
     }
-    println!(
-        "Dispatched {}/{} chunks",
-        report.accepted_chunks, report.total_chunks
-    );
     if !report.all_accepted() {
         bail!(
             "{} of {} chunks were not accepted",
@@ -169,9 +188,43 @@ pub fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `--json` document of a dispatch: plain fields, no Rust `Ok`/`Err` wrappers.
+fn report_json(report: &dispatcher::DispatchReport) -> serde_json::Value {
+    let deliveries: Vec<_> = report
+        .outcomes
+        .iter()
+        .map(|outcome| {
+            let mut entry = serde_json::json!({
+                "delivery_id": outcome.delivery_id,
+                "chunk_paths": outcome.chunk_paths,
+                "accepted": outcome.result.is_ok(),
+                "metadata_errors": outcome.metadata_errors,
+            });
+            match &outcome.result {
+                Ok(a) => {
+                    entry["worker"] = a.worker.clone().into();
+                    entry["tries"] = a.tries.into();
+                }
+                Err(f) => {
+                    entry["error"] = f.error.clone().into();
+                    entry["permanent"] = f.permanent.into();
+                    entry["tries"] = f.tries.into();
+                }
+            }
+            entry
+        })
+        .collect();
+    serde_json::json!({
+        "total_chunks": report.total_chunks,
+        "accepted_chunks": report.accepted_chunks,
+        "deliveries": deliveries,
+        "skipped": report.skipped.len(),
+    })
+}
+
 /// `panini gen-token`.
 pub fn gen_token() -> anyhow::Result<()> {
-    println!("{}", crate::token::new_token()?);
+    outln!("{}", crate::token::new_token()?);
     Ok(())
 }
 
@@ -181,10 +234,11 @@ pub struct SyncArgs {
     /// The chunk tree.
     #[arg(long, default_value = detector::DEFAULT_BASE)]
     base: PathBuf,
-    /// The bucket workers store into: gs://bucket[/prefix], file:///path or a directory.
+    /// The bucket workers store into: gs://bucket[/prefix], file:///absolute/path or a
+    /// directory path (which must exist: sync only reads it).
     #[arg(long, env = "GOOGLE_ONE_BUCKET")]
     bucket: String,
-    /// Print the report as JSON.
+    /// Print the report as one JSON document on stdout.
     #[arg(long)]
     json: bool,
 }
@@ -192,7 +246,7 @@ pub struct SyncArgs {
 pub fn sync(args: SyncArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = runtime.block_on(async {
-        let store = uploader::open(&args.bucket, &uploader::StoreConfig::default())
+        let store = uploader::open_existing(&args.bucket, &uploader::StoreConfig::default())
             .await
             .with_context(|| format!("opening the bucket {}", args.bucket))?;
         crate::sync::sync(&args.base, store.as_ref(), chrono::Utc::now())
@@ -200,36 +254,36 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<()> {
             .with_context(|| format!("syncing {} from {}", args.base.display(), args.bucket))
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        common::print_json(&report)?;
     } else {
         for path in &report.completed {
-            println!("✓ {path} completed");
+            outln!("✓ {path} completed");
         }
         for e in &report.errors {
-            println!("✗ {e}");
+            outln!("✗ {e}");
         }
         for recipe in &report.recipes {
             use crate::sync::RecipeState;
             match recipe.state {
                 RecipeState::Published => {
-                    println!(
+                    outln!(
                         "✓ {}: recipe published ({})",
                         recipe.name,
                         recipe.key.as_deref().unwrap_or_default()
                     )
                 }
                 RecipeState::AlreadyPublished => {}
-                RecipeState::Incomplete | RecipeState::Failed => println!(
+                RecipeState::Incomplete | RecipeState::Failed => outln!(
                     "· {}: no recipe yet: {}",
                     recipe.name,
                     recipe.reason.as_deref().unwrap_or_default()
                 ),
             }
         }
-        println!(
-            "Synced {} chunks from {} completion records ({} open before)",
-            report.completed.len(),
-            report.records,
+        outln!(
+            "Synced {} from {} ({} open before)",
+            common::plural(report.completed.len() as u64, "chunk"),
+            common::plural(report.records as u64, "completion record"),
             report.open_chunks
         );
     }

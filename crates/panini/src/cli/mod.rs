@@ -8,6 +8,7 @@
 
 mod apply_callback;
 mod chunk;
+pub(crate) mod common;
 mod compress;
 mod detect;
 mod dispatch;
@@ -18,38 +19,70 @@ mod store_cli;
 
 use std::process::ExitCode;
 
+pub use common::GlobalArgs;
+
 /// Every user command of `panini` (and `cargo xtask`).
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// The whole pipeline on one machine: chunk, detect, dispatch to in-process workers over
     /// HTTP, compress, upload, sync, rebuild every file from the bucket and verify it.
+    #[command(
+        after_long_help = "Examples:\n  panini pipeline                          # generated samples, work in ./panini-work\n  panini pipeline photo.png report.pdf --work-dir /tmp/try\n  panini pipeline --bucket gs://my-bucket/panini --json > report.json"
+    )]
     Pipeline(pipeline::Args),
     /// Rebuild files from a bucket in memory and check every chunk and file SHA-256.
+    #[command(
+        after_long_help = "Examples:\n  panini verify --bucket gs://my-bucket/panini\n  panini verify photo --bucket ./bucket --json"
+    )]
     Verify(store_cli::VerifyArgs),
     /// Cut files into chunk trees under pending_compression/ (semantic, size or adaptive).
+    #[command(
+        after_long_help = "Examples:\n  panini chunk photo.png movie.mp4\n  panini chunk big.bin --strategy adaptive --chunk-size 4M --json"
+    )]
     Chunk(chunk::Args),
     /// Chunks and bytes per status, per file of a chunk tree.
+    #[command(
+        after_long_help = "Examples:\n  panini status\n  panini status --base pending_compression --json"
+    )]
     Status(status::Args),
     /// Compress a file into an LZ4/zstd frame (or store it), printing engine, device and stats.
     Compress(compress::CompressArgs),
     /// Decompress an LZ4 or zstd frame (codec read from its magic number).
     Decompress(compress::DecompressArgs),
     /// List the chunks to compress in dispatch order; write chunks_to_process.json and step outputs.
+    #[command(
+        after_long_help = "Examples:\n  panini detect\n  panini detect --force --lease 10m --json"
+    )]
     Detect(detect::Args),
     /// Apply a worker's chunk_compressed event (payload or $GITHUB_EVENT_PATH) to the chunk's metadata.
+    #[command(after_long_help = "Examples:\n  panini apply-callback --payload event.json")]
     ApplyCallback(apply_callback::Args),
     /// Send chunks_to_process.json to workers (batches, retries, failover); record outcomes.
+    #[command(
+        after_long_help = "Examples:\n  panini dispatch --dry-run --per-chunk\n  COLAB_AUTH_TOKEN=… panini dispatch --webhook https://gpu1.example/webhook --json"
+    )]
     Dispatch(dispatch::DispatchArgs),
     /// Print a new auth token: 32 random bytes, URL-safe base64.
+    #[command(after_long_help = "Example:\n  panini gen-token > token.txt")]
     GenToken,
     /// Run the compression worker service (POST /webhook, GET /status, /healthz, /metrics).
+    #[command(
+        after_long_help = "Examples:\n  panini worker --listen 0.0.0.0:8080 --repo https://github.com/you/repo --bucket gs://my-bucket/panini"
+    )]
     Worker(serve_worker::Args),
     /// Mark chunks completed from the completion records in the bucket, and publish the
     /// recipes of files whose chunks are all stored.
+    #[command(after_long_help = "Examples:\n  panini sync --bucket gs://my-bucket/panini")]
     Sync(dispatch::SyncArgs),
     /// Upload a file's chunks (compressed) and then its recipe to gs://bucket[/prefix] or a directory.
+    #[command(
+        after_long_help = "Examples:\n  panini upload photo --bucket ./bucket\n  panini upload photo --bucket gs://my-bucket/panini --max-bytes-per-second 50M --json"
+    )]
     Upload(store_cli::UploadArgs),
     /// Rebuild a file from its recipe and chunk objects, checking every chunk and the whole file.
+    #[command(
+        after_long_help = "Examples:\n  panini reconstruct photo --bucket gs://my-bucket/panini -o photo.png\n  panini reconstruct photo --bucket ./bucket -o rebuilt.png --json"
+    )]
     Reconstruct(store_cli::ReconstructArgs),
 }
 
@@ -58,27 +91,40 @@ pub enum Command {
 #[command(
     name = "panini",
     version,
-    about = "Panini: chunk, compress and store files, and rebuild them bit for bit"
+    about = "Panini: chunk, compress and store files, and rebuild them bit for bit",
+    subcommand_help_heading = "Commands",
+    after_help = "Each command has --help with an example. Logs go to stderr; RUST_LOG overrides -v/-q."
 )]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// -v / -q, for every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
 }
 
-/// Runs one command; prints its error (with its causes) on stderr and returns a failing
-/// exit code when it fails.
-pub fn run(command: Command) -> ExitCode {
+/// Runs one command; prints its error on stderr as one line (each cause once, then a
+/// hint where one is known) and returns a failing exit code when it fails.
+pub fn run(command: Command, global: &GlobalArgs) -> ExitCode {
+    common::set_verbosity(global);
     match execute(command) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`… | head`): nothing is wrong, as ripgrep
+        // treats it.
+        Err(e) if common::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:?}");
+            eprintln!("{}", common::error_report(&e));
             ExitCode::FAILURE
         }
     }
 }
 
 fn execute(command: Command) -> anyhow::Result<()> {
+    // RUST_LOG for every command; the worker sets its own default (info) first.
+    if !matches!(command, Command::Worker(_)) {
+        init_tracing("warn");
+    }
     match command {
         Command::Pipeline(args) => pipeline::run(args),
         Command::Verify(args) => store_cli::verify(args),
@@ -97,13 +143,18 @@ fn execute(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// Logs to stderr at `default` unless `RUST_LOG` says otherwise; a second call is a no-op.
+/// Logs to stderr at `default` (moved by `-v`/`-q`) unless `RUST_LOG` says otherwise,
+/// in colour only when stderr is a terminal (a piped or journald log gets no escape
+/// codes); a second call is a no-op.
 pub(crate) fn init_tracing(default: &str) {
+    use std::io::IsTerminal as _;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(common::log_filter(default))
+            }),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

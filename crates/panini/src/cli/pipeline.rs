@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use chunk_model::Strategy;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
+
+use super::common::{self, human_bytes, outln, plural};
 
 use crate::pipeline::{PipelineConfig, PipelineEvent, PipelineReport, StageReport};
 
@@ -23,11 +25,11 @@ pub struct Args {
     #[arg(long, conflicts_with = "files")]
     base: Option<PathBuf>,
     /// Where chunk objects and recipes go: gs://bucket[/prefix], file:///path or a
-    /// directory. Default: a directory under the work directory, kept between runs.
-    #[arg(long)]
+    /// directory. Default: WORK_DIR/bucket, kept between runs.
+    #[arg(long, env = "GOOGLE_ONE_BUCKET")]
     bucket: Option<String>,
-    /// Cloud Storage endpoint override (an emulator); STORAGE_EMULATOR_HOST works too.
-    #[arg(long)]
+    /// Cloud Storage endpoint override (an emulator).
+    #[arg(long, env = "STORAGE_EMULATOR_HOST")]
     endpoint: Option<String>,
     /// In-process workers, each on its own loopback port.
     #[arg(long, default_value_t = 2)]
@@ -39,43 +41,48 @@ pub struct Args {
     /// Bearer token for --worker services (in-process workers get a generated one).
     #[arg(long, env = "COLAB_AUTH_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// How long a dispatched chunk may stay unreported before it is dispatched again.
-    #[arg(long, default_value_t = 120)]
-    lease_s: u64,
+    /// How long a dispatched chunk may stay unreported before it is dispatched again
+    /// (e.g. 90s, 2m).
+    #[arg(long, alias = "lease-s", default_value = "120s", value_parser = common::parse_duration)]
+    lease: Duration,
     /// Where LZ4 runs: auto, cpu or opencl.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", value_parser = super::common::choice::<gpu_compress::EngineChoice>(super::common::ENGINES))]
     engine: gpu_compress::EngineChoice,
     /// How files are cut.
-    #[arg(long, default_value = "semantic")]
+    #[arg(long, default_value = "semantic", value_parser = super::common::choice::<Strategy>(super::common::STRATEGIES))]
     strategy: Strategy,
-    /// Largest chunk in bytes.
-    #[arg(long, default_value_t = chunker::DEFAULT_MAX_CHUNK_SIZE)]
+    /// Largest chunk (e.g. 4M, 1GiB).
+    #[arg(long, default_value_t = chunker::DEFAULT_MAX_CHUNK_SIZE, value_parser = common::parse_size)]
     chunk_size: u64,
-    /// Size of the generated sample set, in MiB.
-    #[arg(long, default_value_t = 50)]
-    sample_mib: u64,
-    /// The work directory (chunk tree, rebuilt files, default bucket).
-    #[arg(long)]
-    work_dir: Option<PathBuf>,
-    /// Give up waiting for the workers after this many seconds.
-    #[arg(long, default_value_t = 600)]
-    timeout_s: u64,
-    /// Print the summary as JSON.
+    /// Size of the generated sample set (e.g. 50M).
+    #[arg(long, default_value = "50M", value_parser = common::parse_size)]
+    sample_size: u64,
+    /// Size of the generated sample set in MiB (older spelling of --sample-size).
+    #[arg(long, hide = true, conflicts_with = "sample_size")]
+    sample_mib: Option<u64>,
+    /// The work directory: the chunk tree (WORK_DIR/pending_compression, replaced only
+    /// when a pipeline run created it), generated samples, rebuilt files and the default
+    /// bucket. Relative to the current directory.
+    #[arg(long, default_value = DEFAULT_WORK_DIR)]
+    work_dir: PathBuf,
+    /// Give up waiting for the workers after this long (e.g. 90s, 10m).
+    #[arg(long, alias = "timeout-s", default_value = "10m", value_parser = common::parse_duration)]
+    timeout: Duration,
+    /// Print the report as one JSON document on stdout; progress and warnings go to
+    /// stderr.
     #[arg(long)]
     json: bool,
 }
 
+/// The work directory when no --work-dir is given: beside where the user runs, never
+/// inside the checkout the binary was built from.
+pub const DEFAULT_WORK_DIR: &str = "panini-work";
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    super::init_tracing("warn");
     if args.workers == 0 {
         bail!("--workers must be at least 1");
     }
-    let work = match &args.work_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_dir()
-            .context("reading the current directory")?
-            .join("target/pipeline"),
-    };
+    let work = args.work_dir.clone();
     let mut config = PipelineConfig::new(&work);
     config.base = args.base.clone();
     config.bucket = args.bucket.clone();
@@ -83,21 +90,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.workers = args.workers;
     config.worker_urls = args.worker_urls.clone();
     config.token = args.token.clone();
-    config.lease = Duration::from_secs(args.lease_s);
+    config.lease = args.lease;
     config.engine = args.engine;
     config.chunker = chunker::ChunkerConfig {
         strategy: args.strategy,
         max_chunk_size: args.chunk_size,
         ..Default::default()
     };
-    config.timeout = Duration::from_secs(args.timeout_s);
+    config.timeout = args.timeout;
 
     let mut samples_stage = None;
     if args.base.is_none() {
         config.files = if args.files.is_empty() {
             let dir = work.join("samples");
             let started = Instant::now();
-            let files = samples::sample_set(&dir, args.sample_mib << 20)
+            let size = args.sample_mib.map_or(args.sample_size, |mib| mib << 20);
+            let files = samples::sample_set(&dir, size)
                 .with_context(|| format!("generating samples in {}", dir.display()))?;
             let mut bytes = 0;
             for file in &files {
@@ -126,7 +134,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report.stages.insert(0, stage);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        common::print_json(&report)?;
     } else {
         print_summary(&report);
     }
@@ -173,19 +181,17 @@ impl Bars {
     }
 }
 
+/// Chunking counts bytes; compression counts chunks.
 fn stage_bar(name: &str, total: u64) -> ProgressBar {
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} {elapsed}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(name.to_owned());
-    bar
+    if name == "chunk" {
+        common::bytes_bar(total, name)
+    } else {
+        common::count_bar(total, name)
+    }
 }
 
 fn print_summary(summary: &PipelineReport) {
-    println!(
+    outln!(
         "bucket: {}\nengine: {}{}",
         summary.bucket,
         summary.engine,
@@ -195,9 +201,12 @@ fn print_summary(summary: &PipelineReport) {
             .map(|d| format!(" ({d})"))
             .unwrap_or_default()
     );
-    println!(
-        "\n{:<22} {:>8} {:>12} {:>10}  note",
-        "stage", "seconds", "bytes", "MB/s"
+    outln!(
+        "\n{:<22} {:>8} {:>11} {:>10}  note",
+        "stage",
+        "seconds",
+        "bytes",
+        "MB/s"
     );
     for s in &summary.stages {
         let rate = if s.mb_per_s > 0.0 {
@@ -205,14 +214,28 @@ fn print_summary(summary: &PipelineReport) {
         } else {
             "-".into()
         };
-        println!(
-            "{:<22} {:>8.2} {:>12} {:>10}  {}",
-            s.stage, s.seconds, s.bytes, rate, s.note
+        let bytes = if s.bytes > 0 {
+            human_bytes(s.bytes)
+        } else {
+            "-".into()
+        };
+        outln!(
+            "{:<22} {:>8.2} {:>11} {:>10}  {}",
+            s.stage,
+            s.seconds,
+            bytes,
+            rate,
+            s.note
         );
     }
-    println!(
-        "\n{:<12} {:<8} {:>7} {:>12} {:>12} {:>7}  result",
-        "file", "format", "chunks", "bytes", "stored", "ratio"
+    outln!(
+        "\n{:<12} {:<8} {:>7} {:>11} {:>11} {:>7}  result",
+        "file",
+        "format",
+        "chunks",
+        "size",
+        "stored",
+        "ratio"
     );
     for f in &summary.files {
         let ratio = if f.stored_bytes > 0 {
@@ -225,20 +248,30 @@ fn print_summary(summary: &PipelineReport) {
             (Some(e), false) => format!("FAILED: {e}"),
             (None, false) => "FAILED".to_owned(),
         };
-        println!(
-            "{:<12} {:<8} {:>7} {:>12} {:>12} {:>7}  {}",
-            f.name, f.format, f.chunks, f.bytes, f.stored_bytes, ratio, result
+        outln!(
+            "{:<12} {:<8} {:>7} {:>11} {:>11} {:>7}  {}",
+            f.name,
+            f.format,
+            f.chunks,
+            human_bytes(f.bytes),
+            human_bytes(f.stored_bytes),
+            ratio,
+            result
         );
     }
-    println!(
-        "\n{} bytes in, {} chunks stored now ({} bytes), {} chunks already in the bucket, ratio {:.2}",
-        summary.bytes_in,
-        summary.chunks_stored_now,
-        summary.bytes_stored_now,
-        summary.chunks_already_stored,
-        summary.ratio
+    let ratio = if summary.ratio > 0.0 {
+        format!(", ratio {:.2}", summary.ratio)
+    } else {
+        String::new()
+    };
+    outln!(
+        "\n{} in; this run stored {} ({}), {} already in the bucket{ratio}",
+        human_bytes(summary.bytes_in),
+        plural(summary.chunks_stored_now, "chunk"),
+        human_bytes(summary.bytes_stored_now),
+        plural(summary.chunks_already_stored, "chunk"),
     );
     if summary.chunks_stored_now == 0 && summary.chunks_already_stored > 0 {
-        println!("nothing uploaded: every chunk was already in the bucket");
+        outln!("nothing uploaded: every chunk was already in the bucket");
     }
 }

@@ -8,13 +8,17 @@ use anyhow::Context;
 use chunk_model::layout::{self, parse_chunk_dir_name};
 use chunk_model::{ChunkMetadata, Manifest, Status, json_file};
 
-use super::chunk::human_bytes;
+use super::common::human_bytes;
+use super::common::outln;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Root of the chunk tree.
-    #[arg(default_value = layout::DEFAULT_ROOT)]
-    dir: PathBuf,
+    /// Root of the chunk tree (also accepted as a positional DIR, the older form).
+    #[arg(long, value_name = "DIR", default_value = layout::DEFAULT_ROOT)]
+    base: PathBuf,
+    /// The older spelling of --base.
+    #[arg(hide = true, conflicts_with = "base")]
+    dir: Option<PathBuf>,
     /// Print JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -103,15 +107,13 @@ fn sorted_entries(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let tree = scan(&args.dir)?;
+    let root = args.dir.as_ref().unwrap_or(&args.base);
+    let tree = scan(root)?;
     for (path, error) in &tree.invalid {
         eprintln!("invalid: {}: {error}", path.display());
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&to_json(&args.dir, &tree))?
-        );
+        outln!("{}", serde_json::to_string_pretty(&to_json(root, &tree))?);
     } else {
         print_table(&tree);
     }
@@ -184,7 +186,7 @@ fn print_table(tree: &TreeStatus) {
         .iter()
         .map(|s| format!("{:>20}", s.as_str()))
         .collect();
-    println!("{:width$} {} {:>8}", "FILE", header.join(""), "INVALID");
+    outln!("{:width$} {} {:>8}", "FILE", header.join(""), "INVALID");
     let row = |name: &str, by: &BTreeMap<Status, Tally>, invalid: u64| {
         let cells: Vec<String> = Status::ALL
             .iter()
@@ -193,14 +195,14 @@ fn print_table(tree: &TreeStatus) {
                 format!("{:>20}", format!("{} ({})", t.chunks, human_bytes(t.bytes)))
             })
             .collect();
-        println!("{name:width$} {} {invalid:>8}", cells.join(""));
+        outln!("{name:width$} {} {invalid:>8}", cells.join(""));
     };
     for f in &tree.files {
         row(&f.name, &f.by_status, f.invalid);
         if let Some(total) = f.manifest_chunks {
             let found: u64 = f.by_status.values().map(|t| t.chunks).sum::<u64>() + f.invalid;
             if found != total {
-                println!(
+                outln!(
                     "{:width$}   (manifest lists {total} chunks, {found} found)",
                     ""
                 );

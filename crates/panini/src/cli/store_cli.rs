@@ -4,30 +4,34 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::common::{self, bytes_bar, human_bytes, outln, plural};
 use anyhow::Context as _;
 use chunk_model::{Layout, Sha256Digest};
-use indicatif::{ProgressBar, ProgressStyle};
 use uploader::{GcsConfig, Limits, RetryPolicy, StoreConfig, UploadOptions, Which};
 
 /// Where objects go and how to reach it.
 #[derive(Debug, clap::Args)]
 pub struct StoreArgs {
-    /// The store: gs://bucket[/prefix], file:///path or a directory.
-    #[arg(long, env = "PANINI_BUCKET")]
+    /// The bucket: gs://bucket[/prefix], file:///absolute/path or a directory path.
+    #[arg(long, env = "GOOGLE_ONE_BUCKET")]
     bucket: String,
-    /// Cloud Storage endpoint override, e.g. an emulator at http://127.0.0.1:4443
-    /// (STORAGE_EMULATOR_HOST works too); requests are then anonymous.
-    #[arg(long)]
+    /// Cloud Storage endpoint override, e.g. an emulator at http://127.0.0.1:4443;
+    /// requests are then anonymous. Otherwise credentials come from
+    /// GOOGLE_APPLICATION_CREDENTIALS or the machine's default account.
+    #[arg(long, env = "STORAGE_EMULATOR_HOST")]
     endpoint: Option<String>,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
-    /// Bandwidth cap in bytes per second.
-    #[arg(long)]
+    /// Bandwidth cap in bytes per second (e.g. 50M).
+    #[arg(long, value_parser = super::common::parse_size)]
     max_bytes_per_second: Option<u64>,
-    /// Give up on an operation that keeps failing transiently after this many seconds.
-    #[arg(long, default_value_t = 600)]
-    retry_deadline_s: u64,
+    /// Give up on an operation that keeps failing transiently after this long (e.g. 10m).
+    #[arg(long, alias = "retry-deadline-s", default_value = "10m", value_parser = super::common::parse_duration)]
+    retry_deadline: Duration,
+    /// Print the result as one JSON document on stdout; messages go to stderr.
+    #[arg(long)]
+    json: bool,
 }
 
 impl StoreArgs {
@@ -36,7 +40,7 @@ impl StoreArgs {
             gcs: GcsConfig {
                 endpoint: self.endpoint.clone(),
                 retry: RetryPolicy {
-                    deadline: Duration::from_secs(self.retry_deadline_s),
+                    deadline: self.retry_deadline,
                     ..RetryPolicy::default()
                 },
             },
@@ -75,18 +79,18 @@ pub struct VerifyArgs {
 /// `panini upload NAME --bucket URL`.
 #[derive(Debug, clap::Args)]
 pub struct UploadArgs {
-    /// The file's name in the chunk tree (its directory under --root).
+    /// The file's name in the chunk tree (its directory under --base).
     name: String,
     #[command(flatten)]
     store: StoreArgs,
-    /// The chunk tree's root.
-    #[arg(long, default_value = chunk_model::layout::DEFAULT_ROOT)]
-    root: PathBuf,
+    /// Root of the chunk tree (`--root` is the older name).
+    #[arg(long, visible_alias = "root", value_name = "DIR", default_value = chunk_model::layout::DEFAULT_ROOT)]
+    base: PathBuf,
     /// Codec: auto, lz4, zstd or store.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", value_parser = super::common::choice::<gpu_compress::CodecChoice>(super::common::CODECS))]
     codec: gpu_compress::CodecChoice,
     /// Engine: auto, cpu or opencl.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", value_parser = super::common::choice::<gpu_compress::EngineChoice>(super::common::ENGINES))]
     engine: gpu_compress::EngineChoice,
 }
 
@@ -97,24 +101,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn bytes_bar(total: u64) -> ProgressBar {
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
-        )
-        .expect("a valid template"),
-    );
-    bar
-}
-
 pub fn reconstruct(args: ReconstructArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
-        let store = uploader::open(&args.store.bucket, &args.store.config())
+        let store = uploader::open_existing(&args.store.bucket, &args.store.config())
             .await
-            .with_context(|| format!("opening {}", args.store.bucket))?;
+            .with_context(|| format!("opening the bucket {}", args.store.bucket))?;
         let which = args.sha256.map_or(Which::Newest, Which::File);
-        let bar = bytes_bar(0);
+        let bar = bytes_bar(0, "reconstruct");
         let report = uploader::reconstruct(
             &store,
             &args.name,
@@ -126,7 +119,6 @@ pub fn reconstruct(args: ReconstructArgs) -> anyhow::Result<()> {
             &|p| {
                 bar.set_length(p.bytes_total);
                 bar.set_position(p.bytes_done);
-                bar.set_message(format!("chunk {}/{}", p.chunks_done, p.chunks_total));
             },
         )
         .await;
@@ -138,11 +130,21 @@ pub fn reconstruct(args: ReconstructArgs) -> anyhow::Result<()> {
                 store.url()
             )
         })?;
-        println!(
-            "{}: {} bytes, {} chunks, SHA-256 {} (recipe {})",
+        if args.store.json {
+            return common::print_json(&serde_json::json!({
+                "name": args.name,
+                "output": report.output,
+                "size": report.file_size,
+                "chunks": report.chunks,
+                "sha256": report.file_sha256.to_string(),
+                "recipe": report.recipe_key,
+            }));
+        }
+        outln!(
+            "{}: {}, {}, SHA-256 {} (recipe {})",
             report.output.display(),
-            report.file_size,
-            report.chunks,
+            human_bytes(report.file_size),
+            plural(report.chunks as u64, "chunk"),
             report.file_sha256,
             report.recipe_key
         );
@@ -152,9 +154,9 @@ pub fn reconstruct(args: ReconstructArgs) -> anyhow::Result<()> {
 
 pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
-        let store = uploader::open(&args.store.bucket, &args.store.config())
+        let store = uploader::open_existing(&args.store.bucket, &args.store.config())
             .await
-            .with_context(|| format!("opening {}", args.store.bucket))?;
+            .with_context(|| format!("opening the bucket {}", args.store.bucket))?;
         let names = match args.name {
             Some(name) => vec![name],
             None => recipe_names(store.as_ref()).await?,
@@ -164,22 +166,46 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             max_in_flight: args.store.concurrency,
         };
         let mut failed = 0;
+        let mut results = Vec::new();
         for name in &names {
             match uploader::verify(store.as_ref(), name, Which::Newest, &options, &|_| {}).await {
-                Ok(report) => println!(
-                    "{name}: ok, {} bytes, {} chunks, SHA-256 {}",
-                    report.file_size, report.chunks, report.file_sha256
-                ),
+                Ok(report) => {
+                    if !args.store.json {
+                        outln!(
+                            "{name}: ok, {}, {}, SHA-256 {}",
+                            human_bytes(report.file_size),
+                            plural(report.chunks as u64, "chunk"),
+                            report.file_sha256
+                        );
+                    }
+                    results.push(serde_json::json!({
+                        "name": name,
+                        "ok": true,
+                        "size": report.file_size,
+                        "chunks": report.chunks,
+                        "sha256": report.file_sha256.to_string(),
+                    }));
+                }
                 Err(e) => {
                     failed += 1;
-                    println!("{name}: FAILED: {e}");
+                    if !args.store.json {
+                        outln!("{name}: FAILED: {e}");
+                    }
+                    results.push(serde_json::json!({
+                        "name": name,
+                        "ok": false,
+                        "error": e.to_string(),
+                    }));
                 }
             }
         }
+        if args.store.json {
+            common::print_json(&serde_json::json!({ "files": results, "failed": failed }))?;
+        }
         anyhow::ensure!(
             failed == 0,
-            "{failed} of {} files do not rebuild",
-            names.len()
+            "{failed} of {} do not rebuild",
+            plural(names.len() as u64, "file")
         );
         Ok(())
     })
@@ -209,7 +235,7 @@ pub fn upload(args: UploadArgs) -> anyhow::Result<()> {
         ..Default::default()
     })
     .context("setting up the compressor")?;
-    let layout = Layout::new(&args.root);
+    let layout = Layout::new(&args.base);
     let manifest: chunk_model::Manifest =
         chunk_model::json_file::read(&layout.manifest_path(&args.name)?)?;
     let total: u64 = manifest.chunks.iter().map(|c| c.size).sum();
@@ -217,7 +243,7 @@ pub fn upload(args: UploadArgs) -> anyhow::Result<()> {
         let store = uploader::open(&args.store.bucket, &args.store.config())
             .await
             .with_context(|| format!("opening {}", args.store.bucket))?;
-        let bar = bytes_bar(total);
+        let bar = bytes_bar(total, "upload");
         let report = uploader::upload_chunk_dir(
             &store,
             &layout,
@@ -233,14 +259,22 @@ pub fn upload(args: UploadArgs) -> anyhow::Result<()> {
         bar.finish_and_clear();
         let report =
             report.with_context(|| format!("uploading {} to {}", args.name, store.url()))?;
-        println!(
-            "{}: {} chunks stored ({} bytes), {} already there; recipe {} ({:?})",
+        if args.store.json {
+            return common::print_json(&serde_json::json!({
+                "name": args.name,
+                "chunks_stored": report.chunks_created,
+                "bytes_stored": report.bytes_created,
+                "chunks_already_stored": report.chunks_existing,
+                "recipe": report.recipe_key,
+            }));
+        }
+        outln!(
+            "{}: {} stored ({}), {} already there; recipe {}",
             args.name,
-            report.chunks_created,
-            report.bytes_created,
-            report.chunks_existing,
+            plural(report.chunks_created as u64, "chunk"),
+            human_bytes(report.bytes_created),
+            plural(report.chunks_existing as u64, "chunk"),
             report.recipe_key,
-            report.recipe
         );
         Ok(())
     })
