@@ -275,8 +275,11 @@ impl Pipeline {
                 let bytes: u64 = inputs.iter().map(|f| f.file.bytes).sum();
                 let chunks: u64 = inputs.iter().map(|f| f.file.chunks).sum();
                 std::fs::create_dir_all(&base).map_err(Error::io(&base))?;
-                std::fs::write(&marker, b"created by a panini pipeline run; replaced by the next\n")
-                    .map_err(Error::io(&marker))?;
+                std::fs::write(
+                    &marker,
+                    b"created by a panini pipeline run; replaced by the next\n",
+                )
+                .map_err(Error::io(&marker))?;
                 stages.push(StageReport::new(
                     "chunk",
                     started.elapsed(),
