@@ -225,6 +225,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     rows.extend(chunk_rows);
+    targets.extend(chunking_quality(&files, scratch.path())?);
 
     println!("bench: compress");
     let compress = crate::bench_compress::measure_corpus(
@@ -1161,4 +1162,90 @@ fn median(values: &[f64]) -> f64 {
 
 fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
     bytes as f64 / 1e6 / seconds
+}
+
+/// How the default chunker cuts beside `split -b 1M` and FastCDC alone (issue #13):
+/// chunks per MiB and chunks under 4 KiB over the corpus, and how many chunks of a
+/// 20 MiB log change when one line is inserted near its start.
+fn chunking_quality(files: &[PathBuf], scratch: &Path) -> anyhow::Result<Vec<TargetRow>> {
+    use chunker::figures::{Cutter, cut_figures, edit_figures};
+    let max = chunker::DEFAULT_MAX_CHUNK_SIZE;
+    let cutters = [
+        (
+            "semantic (default)",
+            Cutter::Plan(chunker::ChunkerConfig::default()),
+        ),
+        ("split -b 1M", Cutter::FixedSize(max)),
+        (
+            "FastCDC only",
+            Cutter::FastCdc {
+                max_chunk_size: max,
+            },
+        ),
+    ];
+    let mut per_mib = Vec::new();
+    // The most chunks under 4 KiB any one file gets from the default chunker.
+    let mut default_small_per_file = 0;
+    for (name, cutter) in cutters {
+        let (mut bytes, mut chunks, mut small) = (0u64, 0u64, 0u64);
+        for file in files {
+            let f = cut_figures(file, cutter)
+                .with_context(|| format!("cutting {} ({name})", file.display()))?;
+            bytes += f.bytes;
+            chunks += f.chunks;
+            small += f.small_chunks;
+            if name.starts_with("semantic") {
+                default_small_per_file = default_small_per_file.max(f.small_chunks);
+            }
+        }
+        let mib = bytes as f64 / (1u64 << 20) as f64;
+        per_mib.push(format!(
+            "{name} {:.2}/MiB ({small} < 4 KiB)",
+            chunks as f64 / mib
+        ));
+    }
+
+    let log = scratch.join("edit-original.log");
+    let edited = scratch.join("edit-inserted.log");
+    let text = samples::text_log(20 << 20, 13);
+    std::fs::write(&log, &text).with_context(|| format!("writing {}", log.display()))?;
+    let at = text
+        .iter()
+        .take(4096)
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let mut changed_text = text[..at].to_vec();
+    changed_text.extend_from_slice(b"an inserted line of 18\n");
+    changed_text.extend_from_slice(&text[at..]);
+    std::fs::write(&edited, &changed_text)
+        .with_context(|| format!("writing {}", edited.display()))?;
+    let mut reuse = Vec::new();
+    let mut default_changed = u64::MAX;
+    for (name, cutter) in cutters {
+        let e = edit_figures(&log, &edited, cutter)
+            .with_context(|| format!("comparing the edited log ({name})"))?;
+        if name.starts_with("semantic") {
+            default_changed = e.changed;
+        }
+        reuse.push(format!("{name} {}/{} changed", e.changed, e.chunks));
+    }
+    Ok(vec![
+        TargetRow {
+            target: "chunk: chunks per MiB over the corpus".into(),
+            source: "issue #13",
+            wanted: "≤ 2 chunks under 4 KiB in any file with the default strategy".into(),
+            measured: format!(
+                "{}; default: at most {default_small_per_file} under 4 KiB per file",
+                per_mib.join("; ")
+            ),
+            met: default_small_per_file <= 2,
+        },
+        TargetRow {
+            target: "chunk: one line inserted near the start of a 20 MiB log".into(),
+            source: "issue #13",
+            wanted: "≤ 3 chunks changed with the default strategy".into(),
+            measured: reuse.join("; "),
+            met: default_changed <= 3,
+        },
+    ])
 }

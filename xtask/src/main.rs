@@ -11,6 +11,7 @@ mod bench_dispatch;
 mod bench_upload;
 mod ci;
 mod codegen;
+mod fuzz;
 mod gpu_check;
 mod workflow_lint;
 
@@ -29,6 +30,7 @@ use clap::{Parser, Subcommand};
         codegen         Regenerate the JSON Schemas under docs/schemas/\n  \
         bench           Benchmarks beside the reference tools (target/bench/)\n  \
         lint-workflows  Lint .github/workflows/ with actionlint and zizmor\n  \
+        fuzz            Run the fuzz targets of crates/fuzz for a while each\n  \
         gpu-check       Run the OpenCL LZ4 kernel on >= 1 GiB and verify every frame"
 )]
 struct Cli {
@@ -49,6 +51,9 @@ enum Command {
     /// Run the OpenCL LZ4 kernel on ≥ 1 GiB, verify every frame, print GB/s.
     #[command(hide = true)]
     GpuCheck(gpu_check::Args),
+    /// Run the fuzz targets of crates/fuzz (cargo-fuzz, libFuzzer) for a while each.
+    #[command(hide = true)]
+    Fuzz(fuzz::Args),
     /// Lint .github/workflows/ with actionlint and zizmor (from a venv).
     #[command(hide = true)]
     LintWorkflows(workflow_lint::Args),
@@ -83,6 +88,7 @@ fn main() -> ExitCode {
         Command::Ci(args) => ci::run(args),
         Command::Codegen(args) => codegen::run(args),
         Command::GpuCheck(args) => gpu_check::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
         Command::LintWorkflows(args) => workflow_lint::run(args),
         Command::Bench { what: None, all } => bench_all::run(all),
         Command::Bench {
