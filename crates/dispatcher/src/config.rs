@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chunk_model::tree_lock::{self, Wait};
 use chunk_model::wire::{RepositoryRef, WorkflowRef};
 
 use crate::DispatchError;
@@ -127,6 +128,13 @@ pub struct DispatchConfig {
     pub lease: Duration,
     /// A chunk refused this many times is marked `failed`.
     pub max_attempts: u32,
+    /// How long [`crate::Dispatcher::run`] waits for another run that holds the chunk
+    /// tree's lock ([`chunk_model::tree_lock::TreeLock`]) before giving up.
+    pub lock_wait: Wait,
+    /// The chunk list was made with the detector's `force`: under the lock, chunks are
+    /// re-checked with the same rule (only `completed` ones are left out) instead of the
+    /// normal one (leased and exhausted ones are left out too).
+    pub force: bool,
     /// The repository, when run from Actions.
     pub repository: Option<RepositoryRef>,
     /// The workflow run, when run from Actions.
@@ -149,6 +157,8 @@ impl DispatchConfig {
             base: None,
             lease: detector::DEFAULT_LEASE,
             max_attempts: detector::DEFAULT_MAX_ATTEMPTS,
+            lock_wait: Wait::Timeout(tree_lock::DEFAULT_WAIT),
+            force: false,
             repository: None,
             workflow: None,
         }

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use chunk_model::tree_lock::TreeLock;
 use chunk_model::{ChunkInfo, WebhookRequest};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
@@ -79,12 +80,15 @@ pub struct DeliveryOutcome {
 /// What a run did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DispatchReport {
-    /// Chunks in the list.
+    /// Chunks sent (the list, less [`DispatchReport::skipped`]).
     pub total_chunks: usize,
     /// Chunks a worker accepted.
     pub accepted_chunks: usize,
     /// Every request, in completion order.
     pub outcomes: Vec<DeliveryOutcome>,
+    /// Chunks of the list left out because, under the tree's lock, their metadata said
+    /// they were no longer dispatchable (another run sent or completed them).
+    pub skipped: Vec<metadata::Skipped>,
 }
 
 impl DispatchReport {
@@ -298,22 +302,123 @@ impl Dispatcher {
         headers
     }
 
+    /// Takes the lock of the chunk tree the outcomes are recorded in (none without a
+    /// base), waiting as [`DispatchConfig::lock_wait`] says, for a caller that holds it
+    /// across several steps and calls [`Dispatcher::run_locked`].
+    pub async fn lock_tree(&self) -> Result<Option<TreeLock>, DispatchError> {
+        let Some(base) = self.config.base.clone() else {
+            return Ok(None);
+        };
+        let wait = self.config.lock_wait;
+        // On a thread of its own, which ends once it has the lock: waiting never blocks
+        // the runtime, and the thread that took it (which `TreeLock` remembers, to refuse
+        // a second acquisition from the same thread) is never reused for other work.
+        let (sender, taken) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("panini-tree-lock".into())
+            .spawn(move || {
+                // A run dropped meanwhile drops the lock with the unsent result.
+                let _ = sender.send(TreeLock::acquire(&base, wait));
+            })
+            .map_err(|source| {
+                DispatchError::Locked(chunk_model::tree_lock::TreeLockError::Io {
+                    path: self.config.base.clone().unwrap_or_default(),
+                    source,
+                })
+            })?;
+        let lock = taken
+            .await
+            .expect("the locking thread always answers before it ends")?;
+        Ok(Some(lock))
+    }
+
     /// Sends every chunk, `concurrency` requests at a time, calling `on_outcome` as each
     /// request ends, and records the outcomes in the chunk tree when a base is set.
-    /// A batch a worker finds too large (`413`) is split in two and sent again.
     ///
-    /// Recording never holds up sending: outcomes wait in a buffer while the previous
-    /// batch of them is written, and are then written together, with one flush to disk
-    /// for all of them (group commit). A request's `on_outcome` comes only once its
-    /// chunks' metadata is durable, and `run` returns only when every outcome is; a
-    /// chunk is marked `queued` only after a worker answered `202` for it.
+    /// With a base, the run holds the tree's lock ([`Dispatcher::lock_tree`]) from before
+    /// it re-checks the list until every outcome is recorded, so two runs never send the
+    /// same chunk nor lose each other's metadata updates: chunks that another run sent or
+    /// completed since the list was made are left out ([`DispatchReport::skipped`]). When
+    /// the lock cannot be had (another run holds it past [`DispatchConfig::lock_wait`]),
+    /// nothing is sent and every request fails with that reason; use
+    /// [`Dispatcher::lock_tree`] and [`Dispatcher::run_locked`] for the typed error.
     pub async fn run(
         &self,
         chunks: Vec<ChunkInfo>,
         mut on_outcome: impl FnMut(&DeliveryOutcome),
     ) -> DispatchReport {
+        match self.lock_tree().await {
+            Ok(lock) => self.run_checked(lock.as_ref(), chunks, on_outcome).await,
+            Err(e) => {
+                let error = format!("not sent: {e}");
+                let mut report = DispatchReport {
+                    total_chunks: chunks.len(),
+                    ..DispatchReport::default()
+                };
+                for delivery in self.plan(chunks) {
+                    let outcome = DeliveryOutcome {
+                        delivery_id: delivery.id.clone(),
+                        chunk_paths: delivery.chunk_paths(),
+                        result: Err(Failure {
+                            error: error.clone(),
+                            permanent: false,
+                            tries: 0,
+                        }),
+                        metadata_errors: Vec::new(),
+                    };
+                    on_outcome(&outcome);
+                    report.outcomes.push(outcome);
+                }
+                report
+            }
+        }
+    }
+
+    /// [`Dispatcher::run`] for a caller that holds the lock of the configured base
+    /// already (a pipeline holding it for detect, dispatch and sync). `lock` must be that
+    /// tree's lock when a base is set ([`DispatchError::NotLocked`],
+    /// [`DispatchError::Locked`] otherwise); it is not needed without one.
+    pub async fn run_locked(
+        &self,
+        lock: Option<&TreeLock>,
+        chunks: Vec<ChunkInfo>,
+        on_outcome: impl FnMut(&DeliveryOutcome),
+    ) -> Result<DispatchReport, DispatchError> {
+        if let Some(base) = &self.config.base {
+            let lock = lock.ok_or_else(|| DispatchError::NotLocked { base: base.clone() })?;
+            lock.check_covers(base)?;
+        }
+        Ok(self.run_checked(lock, chunks, on_outcome).await)
+    }
+
+    /// The run proper; the caller holds the tree's lock when a base is set.
+    async fn run_checked(
+        &self,
+        _lock: Option<&TreeLock>,
+        chunks: Vec<ChunkInfo>,
+        mut on_outcome: impl FnMut(&DeliveryOutcome),
+    ) -> DispatchReport {
+        let (chunks, skipped) = match self.config.base.clone() {
+            Some(base) => {
+                let rules = detector::DetectConfig {
+                    force: self.config.force,
+                    max_attempts: self.config.max_attempts,
+                    lease: self.config.lease,
+                    ..detector::DetectConfig::new(&base)
+                };
+                let now = chrono::Utc::now();
+                tokio::task::spawn_blocking(move || metadata::recheck(&base, chunks, &rules, now))
+                    .await
+                    .expect("re-checking the chunk list does not panic")
+            }
+            None => (chunks, Vec::new()),
+        };
+        for s in &skipped {
+            tracing::info!(chunk = %s.chunk_path, reason = ?s.reason, "not sent: no longer dispatchable");
+        }
         let mut report = DispatchReport {
             total_chunks: chunks.len(),
+            skipped,
             ..DispatchReport::default()
         };
         let mut waiting: VecDeque<Delivery> = self.plan(chunks).into();
@@ -530,9 +635,11 @@ impl Dispatcher {
                 .unwrap_or_default();
             return Try::Accepted(listed);
         }
+        // The worker's text ends up in logs, Actions' included: escaped, so that no line
+        // break in it can start a workflow command there.
         let error = format!(
             "HTTP {status}: {}",
-            text.trim().chars().take(300).collect::<String>()
+            detector::actions::escape_data(&text.trim().chars().take(300).collect::<String>())
         );
         if status.is_server_error()
             || status == StatusCode::TOO_MANY_REQUESTS

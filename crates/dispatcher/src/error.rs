@@ -24,4 +24,13 @@ pub enum DispatchError {
     /// Scanning the chunk tree failed.
     #[error("chunk tree: {0}")]
     Detect(#[from] detector::DetectError),
+    /// Another run holds the chunk tree's lock, or the lock offered is not the tree's.
+    #[error(transparent)]
+    Locked(#[from] chunk_model::tree_lock::TreeLockError),
+    /// A base is configured but the run was not given the tree's lock.
+    #[error("{base}: the dispatcher records outcomes there, but the run holds no lock on it")]
+    NotLocked {
+        /// The chunk tree.
+        base: PathBuf,
+    },
 }

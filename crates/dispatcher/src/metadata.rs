@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use chunk_model::{ChunkMetadata, ModelError, Status, Timestamp, TransitionError};
+use chunk_model::{ChunkInfo, ChunkMetadata, ModelError, Status, Timestamp, TransitionError};
+use detector::{Decision, DetectConfig, SkipReason};
+use serde::Serialize;
 
 /// Why a chunk's metadata was not updated.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,51 @@ pub enum MetadataError {
         #[source]
         source: TransitionError,
     },
+}
+
+/// A chunk of the list that was not sent: read under the tree's lock, its metadata says
+/// it is no longer dispatchable (another run sent it, or it was completed, since the
+/// list was made).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// The chunk.
+    pub chunk_path: String,
+    /// What its metadata says now.
+    pub reason: SkipReason,
+}
+
+/// Splits `chunks` into those the detector's `rules` still select at `now`, in their
+/// order, and those they do not, reading each chunk's metadata under `base` now.
+///
+/// A chunk list is a snapshot: two runs that listed the same chunks would each send all
+/// of them. The dispatcher calls this while it holds the tree's lock, so a chunk another
+/// run has just sent (now `queued` with a live lease) or completed is left out. A chunk
+/// whose metadata cannot be read is kept: sending it goes as before, and recording its
+/// outcome reports the problem.
+pub fn recheck(
+    base: &Path,
+    chunks: Vec<ChunkInfo>,
+    rules: &DetectConfig,
+    now: DateTime<Utc>,
+) -> (Vec<ChunkInfo>, Vec<Skipped>) {
+    let resolve = detector::metadata_resolver(base);
+    let decisions = chunk_model::fs_batch::map(chunks.iter().collect(), |chunk: &ChunkInfo| {
+        let meta: ChunkMetadata =
+            chunk_model::json_file::read(&resolve(&chunk.chunk_path).ok()?).ok()?;
+        Some(detector::decide(&meta, rules, now))
+    });
+    let mut send = Vec::with_capacity(chunks.len());
+    let mut skipped = Vec::new();
+    for (chunk, decision) in chunks.into_iter().zip(decisions) {
+        match decision {
+            Some(Decision::Skip(reason)) => skipped.push(Skipped {
+                chunk_path: chunk.chunk_path,
+                reason,
+            }),
+            Some(Decision::Select(_)) | None => send.push(chunk),
+        }
+    }
+    (send, skipped)
 }
 
 /// Walks `meta` to `to` through the legal steps: `failed`, `queued` and `processing`
