@@ -53,7 +53,11 @@ fn update_schemas(check_only: bool) -> anyhow::Result<Vec<PathBuf>> {
     let dir = project_root().join("docs/schemas");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut stale = Vec::new();
-    for (file, schema) in chunk_model::schema::all() {
+    // chunk-model's documents, then the panini commands' --json outputs.
+    for (file, schema) in chunk_model::schema::all()
+        .into_iter()
+        .chain(panini::schema::all())
+    {
         let path = dir.join(file);
         let mut text = serde_json::to_string_pretty(&schema)?;
         text.push('\n');

@@ -33,6 +33,7 @@ pub mod actions;
 pub mod cli;
 mod error;
 pub mod pipeline;
+pub mod schema;
 pub mod sync;
 pub mod token;
 pub mod tree;

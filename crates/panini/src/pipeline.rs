@@ -106,7 +106,7 @@ pub enum PipelineEvent {
 }
 
 /// One stage's line of the report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct StageReport {
     /// The stage's name.
     pub stage: &'static str,
@@ -139,7 +139,7 @@ impl StageReport {
 }
 
 /// One file's outcome.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct FileReport {
     /// The file's name in the tree and the bucket.
     pub name: String,
@@ -161,7 +161,7 @@ pub struct FileReport {
 }
 
 /// What a pipeline run did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct PipelineReport {
     /// The bucket.
     pub bucket: String,

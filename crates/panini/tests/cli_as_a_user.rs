@@ -104,6 +104,40 @@ fn pipeline_leaves_a_foreign_tree_alone_and_works_in_panini_work() {
         }
     }
     assert!(manual.join("metadata.json").is_file());
+
+    // --json: one document with every field its published schema requires.
+    let out = panini(
+        &[
+            "pipeline",
+            "app.log",
+            "--workers",
+            "1",
+            "--engine",
+            "cpu",
+            "--json",
+        ],
+        dir.path(),
+    );
+    expect_code(&out, 0, "pipeline --json");
+    let report = one_json(&out);
+    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/schemas/pipeline_report.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
+    for key in schema["required"].as_array().unwrap() {
+        let key = key.as_str().unwrap();
+        assert!(
+            report.get(key).is_some(),
+            "the report lacks {key}: {report:#}"
+        );
+    }
+    for key in report.as_object().unwrap().keys() {
+        assert!(
+            schema["properties"].get(key).is_some(),
+            "{key} is not in the schema"
+        );
+    }
+    assert_eq!(report["chunks_stored_now"], 0, "{report:#}");
 }
 
 // Item 2: bucket URLs are parsed strictly; read-only commands create nothing.

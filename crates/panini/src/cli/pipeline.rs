@@ -68,8 +68,8 @@ pub struct Args {
     /// Give up waiting for the workers after this long (e.g. 90s, 10m).
     #[arg(long, alias = "timeout-s", default_value = "10m", value_parser = common::parse_duration)]
     timeout: Duration,
-    /// Print the report as one JSON document on stdout; progress and warnings go to
-    /// stderr.
+    /// Print the report as one JSON document on stdout (schema:
+    /// docs/schemas/pipeline_report.schema.json); progress and warnings go to stderr.
     #[arg(long)]
     json: bool,
 }
