@@ -99,9 +99,21 @@ fn pipeline_leaves_a_foreign_tree_alone_and_works_in_panini_work() {
                 .is_dir()
         );
         let stdout = text(&out.stdout);
+        // Item 11: plurals minded; sizes in the tables are human.
+        assert!(stdout.contains("to 1 worker"), "{stdout}");
+        assert!(!stdout.contains("1 workers"), "{stdout}");
+        assert!(
+            stdout.contains(" KiB") || stdout.contains(" MiB"),
+            "{stdout}"
+        );
         if run == 1 {
+            // Item 11: the second run stored nothing, and says so (not the workers'
+            // lifetime counts).
             assert!(stdout.contains("this run stored 0 chunks"), "{stdout}");
         }
+        // Item 8: stderr is not a terminal here, so no progress bar is drawn on it.
+        let stderr = text(&out.stderr);
+        assert!(!stderr.contains('\r') && !stderr.contains("=>"), "{stderr}");
     }
     assert!(manual.join("metadata.json").is_file());
 
@@ -498,6 +510,18 @@ fn help_lists_choices_variables_and_examples() {
             text(&out.stderr)
         );
     }
+
+    // Item 8: a file large enough for a progress bar draws none when stderr is not a
+    // terminal, and the summary gives human sizes.
+    std::fs::write(dir.path().join("big.bin"), vec![7u8; 20 << 20]).unwrap();
+    let out = panini(&["chunk", "big.bin", "--chunk-size", "4M"], dir.path());
+    expect_code(&out, 0, "chunk big.bin");
+    assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("20.00 MiB"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // -q: nothing but the result.
     std::fs::write(dir.path().join("a.txt"), "hello\n".repeat(100)).unwrap();
