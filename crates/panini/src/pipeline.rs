@@ -607,7 +607,7 @@ impl Pipeline {
         let mut done_before = 0;
         for file in files {
             let mut options = chunker::ChunkOptions::new(base);
-            options.config = self.config.chunker.clone();
+            options.config = self.config.chunker;
             options.force = true;
             let offset = done_before;
             let sink = on_event.clone();

@@ -174,7 +174,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
                         outln!(
                             "{name}: ok, {}, {}, SHA-256 {}",
                             human_bytes(report.file_size),
-                            plural(report.chunks as u64, "chunk"),
+                            plural(report.chunks, "chunk"),
                             report.file_sha256
                         );
                     }
