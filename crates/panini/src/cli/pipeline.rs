@@ -86,7 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut config = PipelineConfig::new(&work);
     config.base = args.base.clone();
     config.bucket = args.bucket.clone();
-    config.store.gcs.endpoint = args.endpoint.clone();
+    config.store.gcs.endpoint = args.endpoint.clone().filter(|e| !e.is_empty());
     config.workers = args.workers;
     config.worker_urls = args.worker_urls.clone();
     config.token = args.token.clone();

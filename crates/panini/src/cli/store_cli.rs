@@ -38,7 +38,8 @@ impl StoreArgs {
     fn config(&self) -> StoreConfig {
         StoreConfig {
             gcs: GcsConfig {
-                endpoint: self.endpoint.clone(),
+                // An empty STORAGE_EMULATOR_HOST means none.
+                endpoint: self.endpoint.clone().filter(|e| !e.is_empty()),
                 retry: RetryPolicy {
                     deadline: self.retry_deadline,
                     ..RetryPolicy::default()
