@@ -131,10 +131,10 @@ pub struct DispatchConfig {
     /// How long [`crate::Dispatcher::run`] waits for another run that holds the chunk
     /// tree's lock ([`chunk_model::tree_lock::TreeLock`]) before giving up.
     pub lock_wait: Wait,
-    /// The chunk list was made with the detector's `force`: under the lock, chunks are
-    /// re-checked with the same rule (only `completed` ones are left out) instead of the
-    /// normal one (leased and exhausted ones are left out too).
-    pub force: bool,
+    /// When the chunk list was made (the detector's scan, or the list file's
+    /// modification time). Under the tree's lock a run leaves out the chunks another run
+    /// sent since then, and completed ones; `None`: since this run started.
+    pub listed_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The repository, when run from Actions.
     pub repository: Option<RepositoryRef>,
     /// The workflow run, when run from Actions.
@@ -158,7 +158,7 @@ impl DispatchConfig {
             lease: detector::DEFAULT_LEASE,
             max_attempts: detector::DEFAULT_MAX_ATTEMPTS,
             lock_wait: Wait::Timeout(tree_lock::DEFAULT_WAIT),
-            force: false,
+            listed_at: None,
             repository: None,
             workflow: None,
         }

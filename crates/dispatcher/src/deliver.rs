@@ -347,8 +347,13 @@ impl Dispatcher {
         chunks: Vec<ChunkInfo>,
         mut on_outcome: impl FnMut(&DeliveryOutcome),
     ) -> DispatchReport {
+        // Before waiting for the lock: what a run holding it sends meanwhile is newer.
+        let started = chrono::Utc::now();
         match self.lock_tree().await {
-            Ok(lock) => self.run_checked(lock.as_ref(), chunks, on_outcome).await,
+            Ok(lock) => {
+                self.run_checked(lock.as_ref(), started, chunks, on_outcome)
+                    .await
+            }
             Err(e) => {
                 let error = format!("not sent: {e}");
                 let mut report = DispatchReport {
@@ -388,26 +393,24 @@ impl Dispatcher {
             let lock = lock.ok_or_else(|| DispatchError::NotLocked { base: base.clone() })?;
             lock.check_covers(base)?;
         }
-        Ok(self.run_checked(lock, chunks, on_outcome).await)
+        Ok(self
+            .run_checked(lock, chrono::Utc::now(), chunks, on_outcome)
+            .await)
     }
 
-    /// The run proper; the caller holds the tree's lock when a base is set.
+    /// The run proper; the caller holds the tree's lock when a base is set. Chunks sent
+    /// by other runs from `started` on (or from [`DispatchConfig::listed_at`]) are left out.
     async fn run_checked(
         &self,
         _lock: Option<&TreeLock>,
+        started: chrono::DateTime<chrono::Utc>,
         chunks: Vec<ChunkInfo>,
         mut on_outcome: impl FnMut(&DeliveryOutcome),
     ) -> DispatchReport {
         let (chunks, skipped) = match self.config.base.clone() {
             Some(base) => {
-                let rules = detector::DetectConfig {
-                    force: self.config.force,
-                    max_attempts: self.config.max_attempts,
-                    lease: self.config.lease,
-                    ..detector::DetectConfig::new(&base)
-                };
-                let now = chrono::Utc::now();
-                tokio::task::spawn_blocking(move || metadata::recheck(&base, chunks, &rules, now))
+                let listed_at = self.config.listed_at.unwrap_or(started);
+                tokio::task::spawn_blocking(move || metadata::recheck(&base, chunks, listed_at))
                     .await
                     .expect("re-checking the chunk list does not panic")
             }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use chunk_model::{ChunkInfo, ChunkMetadata, ModelError, Status, Timestamp, TransitionError};
-use detector::{Decision, DetectConfig, SkipReason};
+use detector::SkipReason;
 use serde::Serialize;
 
 /// Why a chunk's metadata was not updated.
@@ -32,45 +32,57 @@ pub enum MetadataError {
 }
 
 /// A chunk of the list that was not sent: read under the tree's lock, its metadata says
-/// it is no longer dispatchable (another run sent it, or it was completed, since the
-/// list was made).
+/// another run sent it, or it was completed, since the list was made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Skipped {
     /// The chunk.
     pub chunk_path: String,
-    /// What its metadata says now.
+    /// What its metadata says now: `completed`, or `leased` to a worker another run sent
+    /// it to.
     pub reason: SkipReason,
 }
 
-/// Splits `chunks` into those the detector's `rules` still select at `now`, in their
-/// order, and those they do not, reading each chunk's metadata under `base` now.
+/// Splits `chunks` into those to send, in their order, and those another run has dealt
+/// with since `listed_at`, reading each chunk's metadata under `base` now.
 ///
 /// A chunk list is a snapshot: two runs that listed the same chunks would each send all
-/// of them. The dispatcher calls this while it holds the tree's lock, so a chunk another
-/// run has just sent (now `queued` with a live lease) or completed is left out. A chunk
-/// whose metadata cannot be read is kept: sending it goes as before, and recording its
-/// outcome reports the problem.
+/// of them. The dispatcher calls this while it holds the tree's lock, so a chunk that is
+/// `completed`, or `queued`/`processing` with a `dispatched_at` from `listed_at` on (sent
+/// by a run that held the lock meanwhile), is left out. Chunks dispatched before the list
+/// was made were in it on purpose (an expired lease, a forced scan) and are sent. A
+/// chunk whose metadata cannot be read is kept: sending it goes as before, and
+/// recording its outcome reports the problem.
 pub fn recheck(
     base: &Path,
     chunks: Vec<ChunkInfo>,
-    rules: &DetectConfig,
-    now: DateTime<Utc>,
+    listed_at: DateTime<Utc>,
 ) -> (Vec<ChunkInfo>, Vec<Skipped>) {
     let resolve = detector::metadata_resolver(base);
-    let decisions = chunk_model::fs_batch::map(chunks.iter().collect(), |chunk: &ChunkInfo| {
-        let meta: ChunkMetadata =
-            chunk_model::json_file::read(&resolve(&chunk.chunk_path).ok()?).ok()?;
-        Some(detector::decide(&meta, rules, now))
+    let verdicts = chunk_model::fs_batch::map(chunks.iter().collect(), |chunk: &ChunkInfo| {
+        let path = resolve(&chunk.chunk_path).ok()?;
+        let meta: ChunkMetadata = chunk_model::json_file::read(&path).ok()?;
+        match meta.status {
+            Status::Completed => Some(SkipReason::Completed),
+            Status::Queued | Status::Processing
+                if meta
+                    .dispatched_at
+                    .as_ref()
+                    .is_some_and(|at| at.utc() >= listed_at) =>
+            {
+                Some(SkipReason::Leased)
+            }
+            _ => None,
+        }
     });
     let mut send = Vec::with_capacity(chunks.len());
     let mut skipped = Vec::new();
-    for (chunk, decision) in chunks.into_iter().zip(decisions) {
-        match decision {
-            Some(Decision::Skip(reason)) => skipped.push(Skipped {
+    for (chunk, verdict) in chunks.into_iter().zip(verdicts) {
+        match verdict {
+            Some(reason) => skipped.push(Skipped {
                 chunk_path: chunk.chunk_path,
                 reason,
             }),
-            Some(Decision::Select(_)) | None => send.push(chunk),
+            None => send.push(chunk),
         }
     }
     (send, skipped)

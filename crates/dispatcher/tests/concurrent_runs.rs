@@ -162,7 +162,9 @@ fn two_runs_at_once_send_each_chunk_once_and_lose_no_attempts() {
     let work = tempfile::tempdir().unwrap();
     let base = tree(work.path());
     let receiver = Receiver::start();
-    // Both runs list every chunk before either sends anything.
+    // Both runs list every chunk before either sends anything, and say when (as the
+    // list file's time would).
+    let listed_at = chrono::Utc::now();
     let (first, second) = (detect(&base), detect(&base));
     assert_eq!(
         (first.len(), second.len()),
@@ -173,7 +175,8 @@ fn two_runs_at_once_send_each_chunk_once_and_lose_no_attempts() {
         let handles: Vec<_> = [first, second]
             .into_iter()
             .map(|chunks| {
-                let config = config(&receiver.url, &base);
+                let mut config = config(&receiver.url, &base);
+                config.listed_at = Some(listed_at);
                 scope.spawn(move || dispatch(config, chunks))
             })
             .collect();
@@ -203,6 +206,46 @@ fn two_runs_at_once_send_each_chunk_once_and_lose_no_attempts() {
     }
     // The lock file is the tree's only new entry, and it is released.
     TreeLock::acquire(&base, Wait::No).unwrap();
+}
+
+#[test]
+fn a_run_after_another_leaves_out_what_was_sent_since_its_list_was_made() {
+    let work = tempfile::tempdir().unwrap();
+    let base = tree(work.path());
+    let receiver = Receiver::start();
+    // Two detections, then one dispatch after the other (two workflow runs whose
+    // dispatch steps do not overlap).
+    let listed_at = chrono::Utc::now();
+    let (first, second) = (detect(&base), detect(&base));
+    let done = dispatch(config(&receiver.url, &base), first);
+    assert_eq!(done.accepted_chunks, CHUNKS as usize);
+    let mut later = config(&receiver.url, &base);
+    later.listed_at = Some(listed_at);
+    let report = dispatch(later, second);
+    assert_eq!(
+        (report.total_chunks, report.skipped.len()),
+        (0, CHUNKS as usize)
+    );
+    assert!(receiver.counts().values().all(|&n| n == 1));
+    assert!(metadata(&base).iter().all(|m| m.attempts == 1));
+
+    // A list made after those dispatches (an expired lease, a forced scan) is sent.
+    let mut rescue = config(&receiver.url, &base);
+    rescue.listed_at = Some(chrono::Utc::now());
+    let chunks = detect(&base);
+    assert!(chunks.is_empty(), "all leased");
+    let leased: Vec<ChunkInfo> = detector::scan(
+        &detector::DetectConfig::new(&base),
+        chrono::Utc::now() + chrono::TimeDelta::hours(1),
+    )
+    .unwrap()
+    .selected
+    .into_iter()
+    .map(|c| c.info)
+    .collect();
+    let report = dispatch(rescue, leased);
+    assert_eq!(report.accepted_chunks, CHUNKS as usize);
+    assert!(metadata(&base).iter().all(|m| m.attempts == 2));
 }
 
 #[test]
