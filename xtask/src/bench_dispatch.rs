@@ -282,6 +282,16 @@ async fn phase(
     let bucket = tempfile::tempdir()?;
     let store: Arc<dyn uploader::ObjectStore> = Arc::new(uploader::LocalDir::new(bucket.path())?);
     let mut config = worker::WorkerConfig::new(root, store);
+    // Authenticated and signed as in production: the checks are part of the cost.
+    let token = panini::token::new_token()?;
+    let signing_key: Vec<u8> = {
+        use rand::RngCore as _;
+        let mut key = vec![0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        key
+    };
+    config.token = Some(token.clone());
+    config.signing_key = Some(signing_key.clone());
     // The queue holds the whole run: acceptance is measured, not back-pressure.
     config.max_queue = chunks.len().max(1);
     config.engine = gpu_compress::EngineChoice::Auto;
@@ -294,6 +304,8 @@ async fn phase(
     }));
 
     let mut dconfig = DispatchConfig::new(vec![Endpoint::from_url(&url)]);
+    dconfig.token = Some(token.clone());
+    dconfig.signing_key = Some(signing_key);
     dconfig.mode = mode;
     dconfig.base = record.then(|| root.join("pending_compression"));
     dconfig.concurrency = 8;
@@ -307,21 +319,32 @@ async fn phase(
     let metrics_url = url.replace("/webhook", "/metrics");
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let status: serde_json::Value =
-            serde_json::from_str(&client.get(&status_url).send().await?.text().await?)?;
-        let done =
-            status["completed"].as_u64().unwrap_or(0) + status["failed"].as_u64().unwrap_or(0);
-        if done >= report.accepted_chunks as u64 {
+        let text = client
+            .get(&status_url)
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .text()
+            .await?;
+        let status: chunk_model::wire::WorkerStatus =
+            serde_json::from_str(&text).with_context(|| format!("GET {status_url}: {text}"))?;
+        if status.completed + status.failed >= report.accepted_chunks as u64 {
             break;
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "worker did not finish within 10 minutes: {status}"
+            "worker did not finish within 10 minutes: {status:?}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let drained_secs = start.elapsed().as_secs_f64();
-    let metrics = client.get(&metrics_url).send().await?.text().await?;
+    let metrics = client
+        .get(&metrics_url)
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .text()
+        .await?;
     let metric = |name: &str| -> u64 {
         metrics
             .lines()

@@ -32,8 +32,6 @@ fn bench_writes_a_report_with_every_stage_beside_its_peer_and_a_chart() {
             "--out",
         ])
         .arg(out.path())
-        // Run this build as it is: no re-execution through cargo with other features.
-        .env("PANINI_XTASK_OPENCL", "0")
         .env("RUST_LOG", "error")
         .output()
         .expect("xtask runs");
