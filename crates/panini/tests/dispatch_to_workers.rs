@@ -15,7 +15,7 @@ use dispatcher::{DispatchConfig, Dispatcher, Endpoint, Mode, RetryPolicy};
 use support::{GatedStore, RunningWorker, Tree, make_tree};
 use uploader::{LocalDir, ObjectStore};
 
-const TOKEN: &str = "dispatch-token";
+const TOKEN: &str = "dispatch-token-0123456789";
 const SECRET: &str = "whsec_c2VjcmV0LWZvci10ZXN0cw==";
 
 fn secure(mut config: worker::WorkerConfig) -> worker::WorkerConfig {
@@ -213,10 +213,30 @@ async fn full_worker_queue_is_retried_until_accepted() {
     config.max_queue = 2;
     config.max_batch = 1;
     let worker = RunningWorker::start(config).await;
+    // Room is made only once the worker has turned a request away for want of it, so
+    // the retry path is taken whatever the machine's speed.
     let opener = {
         let store = store.clone();
+        let metrics = worker.url("/metrics");
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            support::wait_for(|| {
+                let metrics = metrics.clone();
+                async move {
+                    let text = reqwest::Client::new()
+                        .get(&metrics)
+                        .bearer_auth(TOKEN)
+                        .timeout(Duration::from_secs(10))
+                        .send()
+                        .await
+                        .ok()?
+                        .text()
+                        .await
+                        .ok()?;
+                    text.contains("panini_worker_http_responses_total{code=\"503\"}")
+                        .then_some(())
+                }
+            })
+            .await;
             store.open();
         })
     };
@@ -298,7 +318,9 @@ async fn worker_killed_mid_batch_loses_nothing() {
         .await
         .unwrap();
     assert_eq!(synced.completed.len(), 12, "{synced:?}");
-    let metrics = reqwest::get(rescuer.url("/metrics"))
+    let metrics = rescuer
+        .read("/metrics")
+        .send()
         .await
         .unwrap()
         .text()
