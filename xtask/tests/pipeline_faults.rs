@@ -91,13 +91,16 @@ fn storage_answering_503_for_a_while_delays_the_pipeline_but_loses_nothing() {
             ))
             .unwrap(),
     );
+    // Once the first outage is over (its faults used up), it comes back: two more. The
+    // pipeline is then still storing, and it rebuilds every file through the proxy at the
+    // end, so it meets them whatever its speed.
     let rearm = {
         let proxy = proxy.clone();
-        runtime.spawn(async move {
-            for _ in 0..2 {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                proxy.arm(2);
-            }
+        std::thread::spawn(move || {
+            wait_until("the first outage is used up", LIMIT, || {
+                proxy.injected().len() >= 4
+            });
+            proxy.arm(2);
         })
     };
 
@@ -109,14 +112,14 @@ fn storage_answering_503_for_a_while_delays_the_pipeline_but_loses_nothing() {
     args.extend(SMALL_RUN);
     args.extend(["--bucket", &bucket, "--endpoint", &through_proxy]);
     let run = xtask(&args, work.path(), LIMIT);
-    runtime.block_on(rearm).unwrap();
+    rearm.join().expect("the outage was re-armed");
 
     assert!(run.status.success(), "{}", run.text());
     assert_every_file_verified(&run.json(), 4);
     let injected = proxy.injected();
     assert!(
-        injected.len() >= 4,
-        "the outage never happened: {injected:?}"
+        injected.len() > 4,
+        "the outage did not come back mid-run: {injected:?}"
     );
     // Checked past the proxy: the emulator itself holds every file.
     assert_bucket_rebuilds(&bucket, Some(&emulator.endpoint()), work.path(), 4);
@@ -146,9 +149,11 @@ fn a_worker_killed_mid_run_and_restarted_loses_nothing() {
     let root = work.path();
     let bucket = format!("gs://{BUCKET}/killed");
     let token = "test-token-for-the-killed-worker";
-    let (port_a, port_b) = (support::free_port(), support::free_port());
-    let worker_a = support::start_worker(port_a, root, &bucket, Some(&outage.endpoint()), token);
-    let worker_b = support::start_worker(port_b, root, &bucket, Some(&emulator.endpoint()), token);
+    let (worker_a, addr_a) =
+        support::start_worker_on_any_port(root, &bucket, Some(&outage.endpoint()), token);
+    let (worker_b, addr_b) =
+        support::start_worker_on_any_port(root, &bucket, Some(&emulator.endpoint()), token);
+    let (port_a, port_b) = (addr_a.port(), addr_b.port());
 
     let (url_a, url_b) = (
         format!("http://127.0.0.1:{port_a}/webhook"),
@@ -163,9 +168,14 @@ fn a_worker_killed_mid_run_and_restarted_loses_nothing() {
     args.extend(["--lease-s", "3"]);
     let mut pipeline_command = support::command(&args, root);
     pipeline_command.env("COLAB_AUTH_TOKEN", token);
-    let pipeline = Running::spawn(pipeline_command);
+    let mut pipeline = Running::spawn(pipeline_command);
 
     wait_until("worker A holds accepted chunks", LIMIT, || {
+        assert!(
+            pipeline.is_running(),
+            "the pipeline ended before worker A got work:\n{}",
+            pipeline.stderr_so_far()
+        );
         worker_status(port_a).is_some_and(|s| s["accepted"].as_u64() > Some(0))
     });
     let killed = worker_a.kill();

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::{Running, xtask};
@@ -28,11 +27,10 @@ fn sigterm_lets_the_worker_finish_what_it_accepted_and_sync_completes_every_chun
     assert!(chunked.status.success(), "{}", chunked.text());
 
     let token = "token-for-the-sigterm-test";
-    let port = support::free_port();
-    let listen = format!("127.0.0.1:{port}");
     let bucket = root.join("bucket");
-    let worker = support::start_worker(port, root, bucket.to_str().unwrap(), None, token);
-    let addr: SocketAddr = listen.parse().unwrap();
+    let (worker, addr) =
+        support::start_worker_on_any_port(root, bucket.to_str().unwrap(), None, token);
+    let listen = addr.to_string();
 
     let detected = xtask(&["detect"], root, LIMIT);
     assert!(detected.status.success(), "{}", detected.text());
@@ -53,6 +51,25 @@ fn sigterm_lets_the_worker_finish_what_it_accepted_and_sync_completes_every_chun
     worker.terminate();
     let stopped = worker.wait(LIMIT);
     assert!(stopped.status.success(), "{}", stopped.text());
+    // The worker's own account at exit: every chunk it accepted, it finished and
+    // reported before exiting (the drain), none failed.
+    let log = String::from_utf8_lossy(&stopped.stderr);
+    let summary = log
+        .lines()
+        .find(|l| l.contains("stopped") && l.contains("accepted="))
+        .unwrap_or_else(|| panic!("no exit summary:\n{}", stopped.text()));
+    let field = |name: &str| -> u64 {
+        summary
+            .split_once(&format!("{name}="))
+            .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {summary:?}"))
+    };
+    assert_eq!(
+        (field("accepted"), field("completed"), field("failed")),
+        (chunk_count as u64, chunk_count as u64, 0),
+        "{summary}\nworker status at SIGTERM: {before}"
+    );
 
     let synced = xtask(
         &["sync", "--bucket", bucket.to_str().unwrap(), "--json"],

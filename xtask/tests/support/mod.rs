@@ -7,6 +7,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The bucket the emulator of these tests starts with.
@@ -63,6 +64,8 @@ pub struct Running {
     child: Option<Child>,
     stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
     stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
+    /// stderr as read so far, for waiting on a line while the process runs.
+    stderr_so_far: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Running {
@@ -73,21 +76,37 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .expect("xtask starts");
-        // Drained on threads so a chatty child never blocks on a full pipe.
-        let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        // Drained on threads so a chatty child never blocks on a full pipe; what has
+        // been read is visible at once through `seen`.
+        let drain = |mut pipe: Box<dyn std::io::Read + Send>, seen: Arc<Mutex<Vec<u8>>>| {
             std::thread::spawn(move || {
-                let mut bytes = Vec::new();
-                let _ = pipe.read_to_end(&mut bytes);
-                bytes
+                let mut buffer = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.lock().unwrap().extend_from_slice(&buffer[..n]);
+                }
+                std::mem::take(&mut *seen.lock().unwrap())
             })
         };
-        let stdout = drain(Box::new(child.stdout.take().unwrap()));
-        let stderr = drain(Box::new(child.stderr.take().unwrap()));
+        let stderr_so_far = Arc::new(Mutex::new(Vec::new()));
+        let stdout = drain(Box::new(child.stdout.take().unwrap()), Arc::default());
+        let stderr = drain(
+            Box::new(child.stderr.take().unwrap()),
+            stderr_so_far.clone(),
+        );
         Self {
             child: Some(child),
             stdout: Some(stdout),
             stderr: Some(stderr),
+            stderr_so_far,
         }
+    }
+
+    /// What the process has written to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.stderr_so_far.lock().unwrap()).into_owned()
     }
 
     /// `true` while the process runs.
@@ -152,7 +171,9 @@ impl Drop for Running {
     }
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago. Another test may take it before it is used: only
+/// for a port that must be reused on purpose (a worker restarted where it was); a new
+/// server should bind port 0 and say where it is ([`start_worker_on_any_port`]).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -207,7 +228,35 @@ pub fn start_worker(
     gcs_endpoint: Option<&str>,
     token: &str,
 ) -> Running {
-    let listen = format!("127.0.0.1:{port}");
+    start_worker_listening(
+        &format!("127.0.0.1:{port}"),
+        root,
+        bucket,
+        gcs_endpoint,
+        token,
+    )
+    .0
+}
+
+/// [`start_worker`] on a port the worker binds itself (`127.0.0.1:0`): no port is picked
+/// and released for another test to take. Returns the worker and its address, read from
+/// its `listening on` log line.
+pub fn start_worker_on_any_port(
+    root: &Path,
+    bucket: &str,
+    gcs_endpoint: Option<&str>,
+    token: &str,
+) -> (Running, SocketAddr) {
+    start_worker_listening("127.0.0.1:0", root, bucket, gcs_endpoint, token)
+}
+
+fn start_worker_listening(
+    listen: &str,
+    root: &Path,
+    bucket: &str,
+    gcs_endpoint: Option<&str>,
+    token: &str,
+) -> (Running, SocketAddr) {
     let mut command = command(
         &[
             "worker",
@@ -219,22 +268,47 @@ pub fn start_worker(
             bucket,
             "--engine",
             "cpu",
+            // A token but no webhook secret: allowed on loopback only, and only when
+            // said so (a worker otherwise refuses to start without both).
+            "--insecure",
         ],
         root,
     );
     command.env("COLAB_AUTH_TOKEN", token);
+    // The line that says where it listens (the rest stays quiet).
+    command.env("RUST_LOG", "error,panini::cli::serve_worker=info");
     if let Some(endpoint) = gcs_endpoint {
         command.env("STORAGE_EMULATOR_HOST", endpoint);
     }
     let mut worker = Running::spawn(command);
-    let addr: SocketAddr = listen.parse().unwrap();
+    let mut addr = None;
+    wait_until(
+        "the worker says where it listens",
+        Duration::from_secs(120),
+        || {
+            assert!(
+                worker.is_running(),
+                "worker on {listen} exited:\n{}",
+                worker.stderr_so_far()
+            );
+            addr = listening_address(&worker.stderr_so_far());
+            addr.is_some()
+        },
+    );
+    let addr = addr.unwrap();
     wait_until(
         "the worker answers /healthz",
         Duration::from_secs(120),
         || {
-            assert!(worker.is_running(), "worker on {listen} exited");
+            assert!(worker.is_running(), "worker on {addr} exited");
             http_get(addr, "/healthz").is_some()
         },
     );
-    worker
+    (worker, addr)
+}
+
+/// The address in a `listening on http://ADDR/webhook` log line.
+fn listening_address(log: &str) -> Option<SocketAddr> {
+    let (_, rest) = log.split_once("listening on http://")?;
+    rest.split_once("/webhook")?.0.parse().ok()
 }
