@@ -32,6 +32,7 @@ pub mod actions;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod error;
+pub mod output;
 pub mod pipeline;
 pub mod schema;
 pub mod sync;
@@ -40,9 +41,7 @@ pub mod tree;
 pub mod worker_client;
 
 pub use error::Error;
-pub use pipeline::{
-    PIPELINE_TREE_MARKER, Pipeline, PipelineConfig, PipelineEvent, PipelineReport,
-};
+pub use pipeline::{PIPELINE_TREE_MARKER, Pipeline, PipelineConfig, PipelineEvent, PipelineReport};
 pub use worker_client::WorkerClient;
 
 // The component crates, so that one dependency on `panini` is enough.

@@ -4,14 +4,39 @@
 
 use schemars::{JsonSchema, Schema, schema_for};
 
+use crate::output::{
+    CompressOutput, DispatchOutput, ReconstructOutput, UploadOutput, VerifyOutput,
+};
 use crate::pipeline::PipelineReport;
 
 /// Every published schema, with the file name it is published under.
 pub fn all() -> Vec<(&'static str, Schema)> {
-    vec![(
-        "pipeline_report.schema.json",
-        titled::<PipelineReport>("panini pipeline --json"),
-    )]
+    vec![
+        (
+            "pipeline_report.schema.json",
+            titled::<PipelineReport>("panini pipeline --json"),
+        ),
+        (
+            "verify_output.schema.json",
+            titled::<VerifyOutput>("panini verify --json"),
+        ),
+        (
+            "upload_output.schema.json",
+            titled::<UploadOutput>("panini upload --json"),
+        ),
+        (
+            "reconstruct_output.schema.json",
+            titled::<ReconstructOutput>("panini reconstruct --json"),
+        ),
+        (
+            "compress_output.schema.json",
+            titled::<CompressOutput>("panini compress --json"),
+        ),
+        (
+            "dispatch_output.schema.json",
+            titled::<DispatchOutput>("panini dispatch --json"),
+        ),
+    ]
 }
 
 fn titled<T: JsonSchema>(title: &str) -> Schema {

@@ -43,6 +43,29 @@ fn one_json(out: &Output) -> serde_json::Value {
     })
 }
 
+/// `value` has every field its published schema (docs/schemas/`file`) requires, and no
+/// field the schema does not name.
+fn matches_schema(value: &serde_json::Value, file: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/schemas")
+        .join(file);
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for key in schema["required"].as_array().unwrap() {
+        let key = key.as_str().unwrap();
+        assert!(
+            value.get(key).is_some(),
+            "{file}: {key} missing in {value:#}"
+        );
+    }
+    for key in value.as_object().unwrap().keys() {
+        assert!(
+            schema["properties"].get(key).is_some(),
+            "{file}: {key} not in the schema"
+        );
+    }
+}
+
 fn write_log(path: &Path, lines: usize) {
     let body: String = (0..lines)
         .map(|i| format!("2026-11-30T12:00:{:02} INFO request {i} served\n", i % 60))
@@ -132,23 +155,7 @@ fn pipeline_leaves_a_foreign_tree_alone_and_works_in_panini_work() {
     );
     expect_code(&out, 0, "pipeline --json");
     let report = one_json(&out);
-    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../docs/schemas/pipeline_report.schema.json");
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
-    for key in schema["required"].as_array().unwrap() {
-        let key = key.as_str().unwrap();
-        assert!(
-            report.get(key).is_some(),
-            "the report lacks {key}: {report:#}"
-        );
-    }
-    for key in report.as_object().unwrap().keys() {
-        assert!(
-            schema["properties"].get(key).is_some(),
-            "{key} is not in the schema"
-        );
-    }
+    matches_schema(&report, "pipeline_report.schema.json");
     assert_eq!(report["chunks_stored_now"], 0, "{report:#}");
 }
 
@@ -237,6 +244,7 @@ fn json_output_is_one_document() {
     assert_eq!(report["accepted_chunks"], 0);
     assert!(!text(&out.stdout).contains("\"Err\""));
     assert_eq!(report["deliveries"][0]["accepted"], false);
+    matches_schema(&report, "dispatch_output.schema.json");
 
     let out = panini(
         &[
@@ -245,11 +253,15 @@ fn json_output_is_one_document() {
         dir.path(),
     );
     expect_code(&out, 0, "upload --json");
-    assert!(one_json(&out)["chunks_stored"].as_u64().unwrap() > 0);
+    let upload = one_json(&out);
+    assert!(upload["chunks_stored"].as_u64().unwrap() > 0);
+    matches_schema(&upload, "upload_output.schema.json");
 
     let out = panini(&["verify", "--bucket", "bucket", "--json"], dir.path());
     expect_code(&out, 0, "verify --json");
-    assert_eq!(one_json(&out)["files"][0]["ok"], true);
+    let verify = one_json(&out);
+    assert_eq!(verify["files"][0]["ok"], true);
+    matches_schema(&verify, "verify_output.schema.json");
 
     let out = panini(
         &[
@@ -264,7 +276,9 @@ fn json_output_is_one_document() {
         dir.path(),
     );
     expect_code(&out, 0, "reconstruct --json");
-    assert_eq!(one_json(&out)["name"], "app");
+    let rebuilt = one_json(&out);
+    assert_eq!(rebuilt["name"], "app");
+    matches_schema(&rebuilt, "reconstruct_output.schema.json");
     assert_eq!(
         std::fs::read(dir.path().join("rebuilt.log")).unwrap(),
         std::fs::read(dir.path().join("app.log")).unwrap()
@@ -283,7 +297,9 @@ fn json_output_is_one_document() {
         dir.path(),
     );
     expect_code(&out, 0, "compress --json");
-    assert_eq!(one_json(&out)["codec"], "zstd");
+    let stats = one_json(&out);
+    assert_eq!(stats["codec"], "zstd");
+    matches_schema(&stats, "compress_output.schema.json");
 }
 
 // Item 4: a reader that goes away ends the command quietly, not with a panic.

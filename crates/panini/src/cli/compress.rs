@@ -36,7 +36,8 @@ pub struct CompressArgs {
     /// Replace OUTPUT when it exists.
     #[arg(short, long)]
     pub force: bool,
-    /// Print the statistics as one JSON document on stdout (needs -o FILE).
+    /// Print the statistics as one JSON document on stdout (needs -o FILE; schema:
+    /// docs/schemas/compress_output.schema.json).
     #[arg(long)]
     pub json: bool,
 }
@@ -173,19 +174,19 @@ pub fn compress(args: CompressArgs) -> anyhow::Result<()> {
     };
     let s = &stats;
     if args.json {
-        return common::print_json(&serde_json::json!({
-            "input": args.input,
-            "output": args.output,
-            "codec": s.codec.to_string(),
-            "engine": s.engine.to_string(),
-            "device": s.device.to_string(),
-            "input_bytes": s.input_len,
-            "output_bytes": s.output_len,
-            "ratio": s.ratio,
-            "seconds": s.elapsed.as_secs_f64(),
-            "verified": s.verified,
-            "auto_reason": s.auto.as_ref().map(|d| d.reason.to_string()),
-        }));
+        return common::print_json(&crate::output::CompressOutput {
+            input: args.input.clone(),
+            output: args.output.clone(),
+            codec: s.codec.to_string(),
+            engine: s.engine.to_string(),
+            device: s.device.clone(),
+            input_bytes: s.input_len as u64,
+            output_bytes: s.output_len as u64,
+            ratio: s.ratio,
+            seconds: s.elapsed.as_secs_f64(),
+            verified: s.verified,
+            auto_reason: s.auto.as_ref().map(|d| d.reason.to_owned()),
+        });
     }
     say(
         to_stdout,

@@ -27,9 +27,9 @@ pub struct DispatchArgs {
     /// Print the requests and send nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Print the outcome as one JSON document on stdout (`{"total_chunks", "accepted_chunks",
-    /// "deliveries": [{"delivery_id", "chunk_paths", "accepted", "worker"|"error", …}]}`;
-    /// with --dry-run, the list of requests); progress lines go to stderr.
+    /// Print the outcome as one JSON document on stdout (schema:
+    /// docs/schemas/dispatch_output.schema.json; with --dry-run, the list of requests
+    /// as `{url, headers, body}`); progress lines go to stderr.
     #[arg(long)]
     json: bool,
     /// Bearer token the workers expect.
@@ -189,37 +189,33 @@ pub fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
 }
 
 /// The `--json` document of a dispatch: plain fields, no Rust `Ok`/`Err` wrappers.
-fn report_json(report: &dispatcher::DispatchReport) -> serde_json::Value {
-    let deliveries: Vec<_> = report
+fn report_json(report: &dispatcher::DispatchReport) -> crate::output::DispatchOutput {
+    let deliveries = report
         .outcomes
         .iter()
         .map(|outcome| {
-            let mut entry = serde_json::json!({
-                "delivery_id": outcome.delivery_id,
-                "chunk_paths": outcome.chunk_paths,
-                "accepted": outcome.result.is_ok(),
-                "metadata_errors": outcome.metadata_errors,
-            });
-            match &outcome.result {
-                Ok(a) => {
-                    entry["worker"] = a.worker.clone().into();
-                    entry["tries"] = a.tries.into();
-                }
-                Err(f) => {
-                    entry["error"] = f.error.clone().into();
-                    entry["permanent"] = f.permanent.into();
-                    entry["tries"] = f.tries.into();
-                }
+            let (worker, error, permanent, tries) = match &outcome.result {
+                Ok(a) => (Some(a.worker.clone()), None, None, a.tries),
+                Err(f) => (None, Some(f.error.clone()), Some(f.permanent), f.tries),
+            };
+            crate::output::Delivery {
+                delivery_id: outcome.delivery_id.clone(),
+                chunk_paths: outcome.chunk_paths.clone(),
+                accepted: outcome.result.is_ok(),
+                worker,
+                error,
+                permanent,
+                tries,
+                metadata_errors: outcome.metadata_errors.clone(),
             }
-            entry
         })
         .collect();
-    serde_json::json!({
-        "total_chunks": report.total_chunks,
-        "accepted_chunks": report.accepted_chunks,
-        "deliveries": deliveries,
-        "skipped": report.skipped.len(),
-    })
+    crate::output::DispatchOutput {
+        total_chunks: report.total_chunks as u64,
+        accepted_chunks: report.accepted_chunks as u64,
+        deliveries,
+        skipped: report.skipped.len() as u64,
+    }
 }
 
 /// `panini gen-token`.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::common::{self, bytes_bar, human_bytes, outln, plural};
+use crate::output::VerifiedFile;
 use anyhow::Context as _;
 use chunk_model::{Layout, Sha256Digest};
 use uploader::{GcsConfig, Limits, RetryPolicy, StoreConfig, UploadOptions, Which};
@@ -29,7 +30,8 @@ pub struct StoreArgs {
     /// Give up on an operation that keeps failing transiently after this long (e.g. 10m).
     #[arg(long, alias = "retry-deadline-s", default_value = "10m", value_parser = super::common::parse_duration)]
     retry_deadline: Duration,
-    /// Print the result as one JSON document on stdout; messages go to stderr.
+    /// Print the result as one JSON document on stdout (schemas:
+    /// docs/schemas/<command>_output.schema.json); messages go to stderr.
     #[arg(long)]
     json: bool,
 }
@@ -132,20 +134,20 @@ pub fn reconstruct(args: ReconstructArgs) -> anyhow::Result<()> {
             )
         })?;
         if args.store.json {
-            return common::print_json(&serde_json::json!({
-                "name": args.name,
-                "output": report.output,
-                "size": report.file_size,
-                "chunks": report.chunks,
-                "sha256": report.file_sha256.to_string(),
-                "recipe": report.recipe_key,
-            }));
+            return common::print_json(&crate::output::ReconstructOutput {
+                name: args.name.clone(),
+                output: report.output.clone(),
+                size: report.file_size,
+                chunks: report.chunks,
+                sha256: report.file_sha256.to_string(),
+                recipe: report.recipe_key.clone(),
+            });
         }
         outln!(
             "{}: {}, {}, SHA-256 {} (recipe {})",
             report.output.display(),
             human_bytes(report.file_size),
-            plural(report.chunks as u64, "chunk"),
+            plural(report.chunks, "chunk"),
             report.file_sha256,
             report.recipe_key
         );
@@ -166,7 +168,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         let options = uploader::ReconstructOptions {
             max_in_flight: args.store.concurrency,
         };
-        let mut failed = 0;
+        let mut failed = 0u64;
         let mut results = Vec::new();
         for name in &names {
             match uploader::verify(store.as_ref(), name, Which::Newest, &options, &|_| {}).await {
@@ -179,29 +181,36 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
                             report.file_sha256
                         );
                     }
-                    results.push(serde_json::json!({
-                        "name": name,
-                        "ok": true,
-                        "size": report.file_size,
-                        "chunks": report.chunks,
-                        "sha256": report.file_sha256.to_string(),
-                    }));
+                    results.push(VerifiedFile {
+                        name: name.clone(),
+                        ok: true,
+                        size: Some(report.file_size),
+                        chunks: Some(report.chunks),
+                        sha256: Some(report.file_sha256.to_string()),
+                        error: None,
+                    });
                 }
                 Err(e) => {
                     failed += 1;
                     if !args.store.json {
                         outln!("{name}: FAILED: {e}");
                     }
-                    results.push(serde_json::json!({
-                        "name": name,
-                        "ok": false,
-                        "error": e.to_string(),
-                    }));
+                    results.push(VerifiedFile {
+                        name: name.clone(),
+                        ok: false,
+                        size: None,
+                        chunks: None,
+                        sha256: None,
+                        error: Some(e.to_string()),
+                    });
                 }
             }
         }
         if args.store.json {
-            common::print_json(&serde_json::json!({ "files": results, "failed": failed }))?;
+            common::print_json(&crate::output::VerifyOutput {
+                files: results,
+                failed,
+            })?;
         }
         anyhow::ensure!(
             failed == 0,
@@ -261,20 +270,20 @@ pub fn upload(args: UploadArgs) -> anyhow::Result<()> {
         let report =
             report.with_context(|| format!("uploading {} to {}", args.name, store.url()))?;
         if args.store.json {
-            return common::print_json(&serde_json::json!({
-                "name": args.name,
-                "chunks_stored": report.chunks_created,
-                "bytes_stored": report.bytes_created,
-                "chunks_already_stored": report.chunks_existing,
-                "recipe": report.recipe_key,
-            }));
+            return common::print_json(&crate::output::UploadOutput {
+                name: args.name.clone(),
+                chunks_stored: report.chunks_created,
+                bytes_stored: report.bytes_created,
+                chunks_already_stored: report.chunks_existing,
+                recipe: report.recipe_key.clone(),
+            });
         }
         outln!(
             "{}: {} stored ({}), {} already there; recipe {}",
             args.name,
-            plural(report.chunks_created as u64, "chunk"),
+            plural(report.chunks_created, "chunk"),
             human_bytes(report.bytes_created),
-            plural(report.chunks_existing as u64, "chunk"),
+            plural(report.chunks_existing, "chunk"),
             report.recipe_key,
         );
         Ok(())
