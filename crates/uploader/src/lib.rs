@@ -95,8 +95,9 @@ async fn open_parsed(
             if !create && !path.is_dir() {
                 return Err(StoreError::InvalidUrl {
                     url: url.to_owned(),
-                    reason: "no bucket directory there (a command that only reads never creates one)"
-                        .into(),
+                    reason:
+                        "no bucket directory there (a command that only reads never creates one)"
+                            .into(),
                 });
             }
             let store = LocalDir::new(path)?;
