@@ -261,7 +261,7 @@ fn start_worker_listening(
         &[
             "worker",
             "--listen",
-            &listen,
+            listen,
             "--source-root",
             root.to_str().unwrap(),
             "--bucket",
