@@ -11,9 +11,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chunk_model::layout::DATA_FILE;
-use chunk_model::wire::RepositoryRef;
+use chunk_model::wire::{
+    RepositoryRef, WebhookAccepted, WorkerErrorBody, WorkerFailures, WorkerStatus,
+};
 use chunk_model::{ChunkInfo, WebhookRequest};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -30,28 +31,61 @@ pub(crate) struct App {
 }
 
 pub(crate) fn router(app: App) -> Router {
-    Router::new()
-        .route("/webhook", post(webhook))
+    // `/status`, `/failures` (absolute server paths, failure reasons) and `/metrics`
+    // need a token; `/healthz` says only "ok" or "draining" and stays open for probes.
+    let read = Router::new()
         .route("/status", get(status))
         .route("/failures", get(failures))
-        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), read_auth));
+    Router::new()
+        .route("/webhook", post(webhook))
+        .route("/healthz", get(healthz))
+        .merge(read)
         .with_state(app)
 }
 
-/// A JSON response (written here rather than through axum's `json` feature, which
-/// would add a dependency for three lines).
-fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        value.to_string(),
-    )
-        .into_response()
+/// Lets a read request through when it carries the worker's token or its read token
+/// (or when the worker has neither: an `insecure` one).
+async fn read_auth(
+    State(app): State<App>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let config = &app.shared.config;
+    let tokens = [&config.token, &config.read_token];
+    let required = tokens.iter().any(|t| t.is_some());
+    let matched = tokens
+        .iter()
+        .filter_map(|t| t.as_deref())
+        .any(|t| auth::bearer_matches(t, request.headers()));
+    if required && !matched {
+        return unauthorized();
+    }
+    next.run(request).await
+}
+
+/// A JSON response of one of the protocol's typed documents (`chunk_model::wire`),
+/// written here rather than through axum's `json` feature, which would add a dependency
+/// for three lines.
+fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    match serde_json::to_string(body) {
+        Ok(text) => (status, [(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("serializing the response: {e}"),
+        )
+            .into_response(),
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    json_response(status, &json!({ "error": message.into() }))
+    json_response(
+        status,
+        &WorkerErrorBody {
+            error: message.into(),
+        },
+    )
 }
 
 fn unauthorized() -> Response {
@@ -68,11 +102,14 @@ fn busy(app: &App, message: &str) -> Response {
 }
 
 fn accepted(paths: &[String], replayed: bool) -> Response {
-    let mut body = json!({ "status": "accepted", "accepted": paths });
-    if replayed {
-        body["replayed"] = json!(true);
-    }
-    json_response(StatusCode::ACCEPTED, &body)
+    json_response(
+        StatusCode::ACCEPTED,
+        &WebhookAccepted {
+            status: "accepted".into(),
+            accepted: paths.to_vec(),
+            replayed,
+        },
+    )
 }
 
 async fn webhook(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
@@ -102,12 +139,34 @@ async fn handle_webhook(app: &App, headers: &HeaderMap, body: Body) -> Response 
             format!("request body over the {limit}-byte limit"),
         );
     }
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body over the {limit}-byte limit"),
-        );
-    };
+    // A client that sends its body slowly or not at all would hold this connection
+    // (and one of the connection slots) for as long as it likes.
+    let bytes =
+        match tokio::time::timeout(config.body_read_timeout, axum::body::to_bytes(body, limit))
+            .await
+        {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(_)) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body over the {limit}-byte limit"),
+                );
+            }
+            Err(_) => {
+                let mut response = error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "request body not received within {} s",
+                        config.body_read_timeout.as_secs_f64()
+                    ),
+                );
+                // The rest of the body may still come: this connection is not reusable.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return response;
+            }
+        };
 
     let delivery_id = match &config.signing_key {
         Some(key) => match auth::verify_signature(key, headers, &bytes, unix_now()) {
@@ -157,6 +216,20 @@ async fn handle_webhook(app: &App, headers: &HeaderMap, body: Body) -> Response 
     };
     if chunks.is_empty() {
         return error(StatusCode::BAD_REQUEST, "compress_batch has no chunks");
+    }
+    // Sizes are summed and compared later: one absurd size must not get that far.
+    if let Some((i, chunk)) = chunks
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.size > config.max_chunk_size)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "chunks[{i}]: size {} is over this worker's maximum chunk size of {} bytes",
+                chunk.size, config.max_chunk_size
+            ),
+        );
     }
     if chunks.len() > config.max_queue {
         return error(
@@ -285,22 +358,27 @@ async fn status(State(app): State<App>) -> Response {
     let engine = shared.compressor.engine();
     json_response(
         StatusCode::OK,
-        &json!({
-            "status": if shared.draining.load(Ordering::SeqCst) { "draining" } else { "ok" },
-            "gpu": engine == gpu_compress::Engine::OpenCl,
-            "engine": engine.to_string(),
-            "device": shared.compressor.device(),
-            "worker_id": shared.config.worker_id,
-            "queue_length": app.tx.max_capacity() - app.tx.capacity(),
-            "max_queue": app.tx.max_capacity(),
-            "in_flight": m.in_flight(),
-            "accepted": m.accepted(),
-            "completed": m.completed(),
-            "deduplicated": m.deduplicated(),
-            "failed": m.failed(),
-            "bytes_in": m.bytes_in(),
-            "bytes_out": m.bytes_out(),
-        }),
+        &WorkerStatus {
+            status: if shared.draining.load(Ordering::SeqCst) {
+                "draining"
+            } else {
+                "ok"
+            }
+            .into(),
+            gpu: engine == gpu_compress::Engine::OpenCl,
+            engine: engine.to_string(),
+            device: Some(shared.compressor.device().to_string()),
+            worker_id: shared.config.worker_id.clone(),
+            queue_length: (app.tx.max_capacity() - app.tx.capacity()) as u64,
+            max_queue: app.tx.max_capacity() as u64,
+            in_flight: m.in_flight(),
+            accepted: m.accepted(),
+            completed: m.completed(),
+            deduplicated: m.deduplicated(),
+            failed: m.failed(),
+            bytes_in: m.bytes_in(),
+            bytes_out: m.bytes_out(),
+        },
     )
 }
 
@@ -310,7 +388,10 @@ async fn status(State(app): State<App>) -> Response {
 async fn failures(State(app): State<App>) -> Response {
     let body = {
         let failures = app.shared.recent_failures.lock().expect("failures lock");
-        json!({"total": failures.total, "failures": failures.latest})
+        WorkerFailures {
+            total: failures.total,
+            failures: failures.latest.iter().cloned().collect(),
+        }
     };
     json_response(StatusCode::OK, &body)
 }

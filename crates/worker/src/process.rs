@@ -220,7 +220,8 @@ async fn pipeline(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>, track_queue:
             while batch.len() < config.max_batch && bytes < config.max_batch_bytes {
                 match rx.try_recv() {
                     Ok(job) => {
-                        bytes += job.chunk.size;
+                        // Sizes come from requests: never let their sum panic.
+                        bytes = bytes.saturating_add(job.chunk.size);
                         batch.push(job);
                     }
                     Err(_) => break,
@@ -369,6 +370,9 @@ async fn compress_batch(shared: &Arc<Shared>, batch: Vec<Job>) -> (ToStore, Vec<
                     .collect::<Vec<_>>()
             }
         };
+        // A driver may install signal handlers lazily, when it first builds a kernel:
+        // put the worker's back, so SIGTERM still drains (see `signals`).
+        crate::signals::reassert();
         to_compress.into_iter().zip(frames).collect::<Vec<_>>()
     })
     .await;
@@ -442,6 +446,24 @@ async fn store_batch(shared: &Arc<Shared>, chunks: ToStore) -> Vec<Done> {
                 reports.push((r.job.chunk, r.sha, Err(format!("storing {key}: {e}"))));
                 continue;
             }
+        };
+        // Create-only: an object that appeared since the check was not written by us,
+        // and is trusted only once it decodes to the chunk.
+        let upload_hash = if outcome == uploader::PutOutcome::AlreadyExists {
+            match verify_object(shared, &r, &key, codec).await {
+                Verified::Good { upload_hash } => upload_hash,
+                Verified::Missing => {
+                    let reason = format!("{key} was reported stored but is not in the bucket");
+                    reports.push((r.job.chunk, r.sha, Err(reason)));
+                    continue;
+                }
+                Verified::Bad(reason) => {
+                    reports.push((r.job.chunk, r.sha, Err(reason)));
+                    continue;
+                }
+            }
+        } else {
+            upload_hash
         };
         shared.metrics.add_bytes(r.data.len() as u64, output_len);
         done.push(Done {
@@ -650,6 +672,13 @@ fn check_hash(
 
 /// `Some` when the chunk is already in the bucket: from its completion record, or from
 /// the chunk object itself when a worker stopped between storing it and recording it.
+///
+/// The bucket is not trusted: a chunk is reported completed only against an object that
+/// is there and decodes, within the chunk's size, to the chunk's SHA-256. A record whose
+/// object is gone (or names another key) is ignored and the chunk is done again; an
+/// object that is there but does not decode to the chunk is reported as corrupt, by key,
+/// because objects are create-only and this worker cannot replace it (docs/OPERATIONS.md
+/// says what an operator does).
 async fn already_stored(shared: &Shared, r: &Ready) -> Option<Result<ChunkCompressed, String>> {
     let store = &shared.config.store;
     let record_key = object_keys::status_record(&r.sha);
@@ -661,18 +690,38 @@ async fn already_stored(shared: &Shared, r: &Ready) -> Option<Result<ChunkCompre
                 Err(e) => return failed("reading the completion record", e),
             };
             match serde_json::from_slice::<ChunkCompressed>(&object.bytes) {
-                Ok(record)
-                    if record.status == Status::Completed && record.upload_path.is_some() =>
-                {
-                    let mut stats = record.stats;
-                    mark_deduplicated(&mut stats);
-                    return Some(Ok(completed(
-                        shared,
-                        r,
-                        record.upload_path,
-                        record.upload_hash,
-                        stats,
-                    )));
+                Ok(record) if record.status == Status::Completed => {
+                    let codec = record
+                        .upload_path
+                        .as_deref()
+                        .and_then(|key| chunk_codec(&r.sha, key));
+                    match codec {
+                        Some(codec) => {
+                            let key = object_keys::chunk_object(&r.sha, codec);
+                            match verify_object(shared, r, &key, codec).await {
+                                Verified::Good { upload_hash } => {
+                                    let mut stats = record.stats;
+                                    mark_deduplicated(&mut stats);
+                                    return Some(Ok(completed(
+                                        shared,
+                                        r,
+                                        Some(key),
+                                        Some(upload_hash),
+                                        stats,
+                                    )));
+                                }
+                                Verified::Missing => tracing::warn!(
+                                    "{record_key} names {key}, which is not in the bucket; \
+                                     redoing the chunk"
+                                ),
+                                Verified::Bad(reason) => return Some(Err(reason)),
+                            }
+                        }
+                        None => tracing::warn!(
+                            upload_path = ?record.upload_path,
+                            "{record_key} does not name this chunk's object; redoing the chunk"
+                        ),
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(
@@ -686,35 +735,83 @@ async fn already_stored(shared: &Shared, r: &Ready) -> Option<Result<ChunkCompre
     // The chunk object under any codec's name. One `stat` per codec rather than a
     // listing: a listing of `chunks/` costs as much as the bucket is large on a local
     // directory, once for every new chunk.
-    let keys = Codec::ALL.map(|codec| object_keys::chunk_object(&r.sha, codec));
-    let stats = futures::future::join_all(keys.iter().map(|key| store.stat(key))).await;
+    let keys = Codec::ALL.map(|codec| (object_keys::chunk_object(&r.sha, codec), codec));
+    let stats = futures::future::join_all(keys.iter().map(|(key, _)| store.stat(key))).await;
     let mut found = None;
-    for stat in stats {
+    for ((key, codec), stat) in keys.into_iter().zip(stats) {
         match stat {
             Ok(Some(info)) => {
-                found = Some(info);
+                found = Some((key, codec, info));
                 break;
             }
             Ok(None) => {}
             Err(e) => return failed("looking for a stored chunk", e),
         }
     }
-    let info = found?;
-    let object = match store.get(&info.key).await {
-        Ok(object) => object,
-        Err(e) => return failed("reading the stored chunk", e),
+    let (key, codec, info) = found?;
+    let upload_hash = match verify_object(shared, r, &key, codec).await {
+        Verified::Good { upload_hash } => upload_hash,
+        // Deleted between the stat and the read: store it anew.
+        Verified::Missing => return None,
+        Verified::Bad(reason) => return Some(Err(reason)),
     };
-    let mut stats =
-        json!({ "codec": info.meta.map(|m| m.codec.to_string()), "output_bytes": info.size });
+    let mut stats = json!({ "codec": codec.to_string(), "output_bytes": info.size });
     mark_deduplicated(&mut stats);
-    let record = completed(
-        shared,
-        r,
-        Some(info.key),
-        Some(Sha256Digest::of(&object.bytes)),
-        stats,
-    );
+    let record = completed(shared, r, Some(key), Some(upload_hash), stats);
     Some(write_record(shared, &r.sha, &record).await.map(|()| record))
+}
+
+/// What a stored chunk object turned out to be.
+enum Verified {
+    /// It decodes to the chunk; the SHA-256 of the object's bytes.
+    Good { upload_hash: Sha256Digest },
+    /// It is not in the bucket.
+    Missing,
+    /// It could not be read, or it is there and is not the chunk: why, naming the key.
+    Bad(String),
+}
+
+/// Reads the object `key` (of `codec`) and checks that it decodes to the chunk `r`:
+/// decoding stops past the chunk's size ([`gpu_compress::decompress_bounded`]), so a
+/// hostile object costs no more memory than the chunk itself.
+async fn verify_object(shared: &Shared, r: &Ready, key: &str, codec: Codec) -> Verified {
+    let object = match shared.config.store.get(key).await {
+        Ok(object) => object,
+        Err(StoreError::NotFound { .. }) => return Verified::Missing,
+        Err(e) => return Verified::Bad(format!("reading the stored chunk {key}: {e}")),
+    };
+    let expected = r.sha;
+    let size = r.data.len();
+    let key = key.to_owned();
+    // Decoding and hashing megabytes is CPU work; keep it off the async threads.
+    let checked = tokio::task::spawn_blocking(move || {
+        let corrupt = |why: String| {
+            Err(format!(
+                "the stored object {key} is corrupt ({why}); it is create-only, so the \
+                 chunk cannot be stored again until an operator removes it \
+                 (docs/OPERATIONS.md, \"A corrupt chunk object\")"
+            ))
+        };
+        let decoded = match gpu_compress::decompress_bounded(codec, &object.bytes, size) {
+            Ok(decoded) => decoded,
+            Err(e) => return corrupt(format!("it does not decode as {codec}: {e}")),
+        };
+        let actual = Sha256Digest::of(&decoded);
+        if decoded.len() != size || actual != expected {
+            return corrupt(format!(
+                "it decodes to {} bytes with SHA-256 {actual}, not to the chunk's {size} \
+                 bytes with {expected}",
+                decoded.len()
+            ));
+        }
+        Ok(Sha256Digest::of(&object.bytes))
+    })
+    .await;
+    match checked {
+        Ok(Ok(upload_hash)) => Verified::Good { upload_hash },
+        Ok(Err(reason)) => Verified::Bad(reason),
+        Err(e) => Verified::Bad(format!("checking the stored chunk failed: {e}")),
+    }
 }
 
 fn mark_deduplicated(stats: &mut serde_json::Value) {

@@ -14,7 +14,7 @@ use support::{GatedStore, RunningWorker, TIMEOUT, Tree, make_tree};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use uploader::{LocalDir, ObjectStore};
 
-const TOKEN: &str = "test-token";
+const TOKEN: &str = "test-token-0123456789";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn now() -> i64 {
@@ -122,7 +122,9 @@ async fn accepted_batch_is_compressed_stored_and_recorded() {
     let (status, _, _) = Post::default().send(&worker, &batch(&infos[..2])).await;
     assert_eq!(status, 202);
     worker.wait_reported(10).await;
-    let metrics = reqwest::get(worker.url("/metrics"))
+    let metrics = worker
+        .read("/metrics")
+        .send()
         .await
         .unwrap()
         .text()
@@ -180,14 +182,14 @@ async fn wrong_or_missing_credentials_and_stale_signatures_get_401() {
         (
             "wrong token",
             Post {
-                token: Some("test-tokem"),
+                token: Some("test-token-0123456788"),
                 ..Post::default()
             },
         ),
         (
             "token prefix",
             Post {
-                token: Some("test-toke"),
+                token: Some("test-token-012345678"),
                 ..Post::default()
             },
         ),
@@ -453,7 +455,9 @@ async fn a_replayed_delivery_is_acknowledged_without_rework() {
     assert_eq!(again["replayed"], true);
     let status = worker.status().await;
     assert_eq!(status["accepted"], 2, "{status}");
-    let metrics = reqwest::get(worker.url("/metrics"))
+    let metrics = worker
+        .read("/metrics")
+        .send()
         .await
         .unwrap()
         .text()
@@ -499,9 +503,8 @@ async fn corrupt_chunk_fails_with_the_reason_and_its_neighbours_complete() {
     assert_eq!(records.len(), 2, "failures leave no completion record");
 
     // GET /failures names the chunk and the reason, as a callback would.
-    let failures: serde_json::Value = reqwest::Client::new()
-        .get(worker.url("/failures"))
-        .timeout(std::time::Duration::from_secs(10))
+    let failures: serde_json::Value = worker
+        .read("/failures")
         .send()
         .await
         .unwrap()
@@ -571,9 +574,8 @@ async fn a_chunk_that_cannot_be_stored_fails_without_a_completion_record() {
             .unwrap();
         assert_eq!(object.info.meta.unwrap().original_sha256, sha);
     }
-    let failures: serde_json::Value = reqwest::Client::new()
-        .get(worker.url("/failures"))
-        .timeout(TIMEOUT)
+    let failures: serde_json::Value = worker
+        .read("/failures")
         .send()
         .await
         .unwrap()

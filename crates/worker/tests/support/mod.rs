@@ -181,6 +181,8 @@ impl ObjectStore for GatedStore {
 /// A worker serving on a free port of 127.0.0.1 in this process.
 pub struct RunningWorker {
     pub addr: std::net::SocketAddr,
+    /// The token the read endpoints (`/status`, `/failures`, `/metrics`) are asked with.
+    pub token: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<Summary, WorkerError>>>,
 }
@@ -190,12 +192,14 @@ impl RunningWorker {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
+        let token = config.token.clone();
         let worker = Worker::new(config).unwrap();
         let handle = tokio::spawn(worker.serve(listener, async move {
             let _ = rx.await;
         }));
         Self {
             addr,
+            token,
             shutdown: Some(tx),
             handle: Some(handle),
         }
@@ -227,11 +231,20 @@ impl RunningWorker {
         let _ = handle.await;
     }
 
+    /// A GET of a read endpoint, with the worker's token when it has one.
+    pub fn read(&self, path: &str) -> reqwest::RequestBuilder {
+        let request = reqwest::Client::new()
+            .get(self.url(path))
+            .timeout(Duration::from_secs(10));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
     pub async fn status(&self) -> serde_json::Value {
-        let client = reqwest::Client::new();
-        let text = client
-            .get(self.url("/status"))
-            .timeout(Duration::from_secs(10))
+        let text = self
+            .read("/status")
             .send()
             .await
             .unwrap()
@@ -243,12 +256,20 @@ impl RunningWorker {
 
     /// Waits until the worker has reported `n` chunks (completed or failed).
     pub async fn wait_reported(&self, n: u64) -> serde_json::Value {
-        wait_for(|| async {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
             let s = self.status().await;
             let done = s["completed"].as_u64().unwrap() + s["failed"].as_u64().unwrap();
-            (done >= n).then_some(s)
-        })
-        .await
+            if done >= n {
+                return s;
+            }
+            // The last status says where the worker stands, for the failure message.
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{n} chunks not reported in time: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -278,9 +299,11 @@ where
     .expect("condition reached in time")
 }
 
-/// A worker configuration for `tree` with a local bucket.
+/// A worker configuration for `tree` with a local bucket, `insecure` (no token, no
+/// signatures: these workers serve on 127.0.0.1); [`secure`] adds credentials.
 pub fn config(tree: &Tree, store: Arc<dyn ObjectStore>) -> WorkerConfig {
     let mut config = WorkerConfig::new(&tree.root, store);
+    config.insecure = true;
     config.engine = gpu_compress::EngineChoice::Cpu;
     config.worker_id = "test-worker".into();
     config
@@ -317,12 +340,13 @@ pub async fn assert_all_stored(tree: &Tree, store: &dyn ObjectStore) {
 }
 
 /// The bearer token and webhook secret of [`secure`] workers.
-pub const TOKEN: &str = "test-token";
+pub const TOKEN: &str = "test-token-0123456789";
 /// The Standard Webhooks secret of [`secure`] workers.
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// `config` requiring [`TOKEN`] and signatures with [`SECRET`].
 pub fn secure(mut config: WorkerConfig) -> WorkerConfig {
+    config.insecure = false;
     config.token = Some(TOKEN.into());
     config.signing_key = Some(worker::auth::signing_key(SECRET).unwrap());
     config
@@ -363,9 +387,8 @@ pub async fn post_signed(worker: &RunningWorker, body: &[u8]) -> (u16, serde_jso
 impl RunningWorker {
     /// One counter of `GET /metrics`.
     pub async fn metric(&self, name: &str) -> u64 {
-        let text = reqwest::Client::new()
-            .get(self.url("/metrics"))
-            .timeout(Duration::from_secs(10))
+        let text = self
+            .read("/metrics")
             .send()
             .await
             .unwrap()
@@ -379,9 +402,8 @@ impl RunningWorker {
 
     /// `GET /failures`.
     pub async fn failures(&self) -> serde_json::Value {
-        let text = reqwest::Client::new()
-            .get(self.url("/failures"))
-            .timeout(Duration::from_secs(10))
+        let text = self
+            .read("/failures")
             .send()
             .await
             .unwrap()
