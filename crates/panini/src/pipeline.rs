@@ -48,6 +48,8 @@ pub struct PipelineConfig {
     pub worker_urls: Vec<String>,
     /// Bearer token for `worker_urls` (in-process workers get a generated one).
     pub token: Option<String>,
+    /// Webhook signing key for `worker_urls` (in-process workers get a generated one).
+    pub signing_key: Option<Vec<u8>>,
     /// How long a dispatched chunk may stay unreported before it is dispatched again.
     pub lease: Duration,
     /// Where LZ4 runs in in-process workers.
@@ -70,6 +72,7 @@ impl PipelineConfig {
             workers: 2,
             worker_urls: Vec::new(),
             token: None,
+            signing_key: None,
             lease: Duration::from_secs(120),
             engine: gpu_compress::EngineChoice::Auto,
             chunker: chunker::ChunkerConfig::default(),
@@ -299,8 +302,11 @@ impl Pipeline {
         let chunk_count: u64 = inputs.iter().map(|f| f.file.chunks).sum();
 
         // Workers: real HTTP servers, in this process on loopback or given by URL.
-        let (mut workers, token) = if config.worker_urls.is_empty() {
+        let (mut workers, token, signing_key) = if config.worker_urls.is_empty() {
             let token = crate::token::new_token()?;
+            // Workers refuse to start without a signing key: the run makes one, as it
+            // makes the token, and its dispatcher signs with it.
+            let signing_key = crate::token::new_token()?.into_bytes();
             let mut workers = Vec::new();
             for index in 0..config.workers {
                 workers.push(
@@ -309,12 +315,13 @@ impl Pipeline {
                         &repo_root,
                         store.clone(),
                         &token,
+                        &signing_key,
                         config.engine,
                     )
                     .await?,
                 );
             }
-            (workers, Some(token))
+            (workers, Some(token), Some(signing_key))
         } else {
             let token = config.token.clone().filter(|t| !t.is_empty());
             let workers = config
@@ -322,7 +329,7 @@ impl Pipeline {
                 .iter()
                 .map(|url| WorkerClient::remote(url, token.clone()))
                 .collect::<Result<Vec<_>, _>>()?;
-            (workers, token)
+            (workers, token, config.signing_key.clone())
         };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -383,6 +390,7 @@ impl Pipeline {
                 workers.iter().map(WorkerClient::endpoint).collect(),
             );
             dispatch.token = token.clone();
+            dispatch.signing_key = signing_key.clone();
             dispatch.base = Some(base.clone());
             dispatch.lease = lease;
             dispatch.repository = repository.clone();

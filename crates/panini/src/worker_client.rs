@@ -57,16 +57,18 @@ impl WorkerClient {
     }
 
     /// The usual in-process worker of a local run: reads the tree at `source_root`,
-    /// stores into `store`, requires `token`.
+    /// stores into `store`, requires `token` and requests signed with `signing_key`.
     pub async fn start_local(
         index: usize,
         source_root: &Path,
         store: Arc<dyn ObjectStore>,
         token: &str,
+        signing_key: &[u8],
         engine: gpu_compress::EngineChoice,
     ) -> Result<Self, Error> {
         let mut config = worker::WorkerConfig::new(source_root, store);
         config.token = Some(token.to_owned());
+        config.signing_key = Some(signing_key.to_vec());
         config.engine = engine;
         config.worker_id = format!("pipeline-worker-{index}");
         Self::start_in_process(config).await

@@ -54,7 +54,9 @@ pub struct DispatchArgs {
     commit: Option<String>,
 }
 
-/// The signing key from `PANINI_WEBHOOK_SECRET`, if set.
+/// The signing key from `PANINI_WEBHOOK_SECRET`, if set. A key shorter than
+/// [`worker::MIN_SIGNING_KEY_LEN`] bytes (`whsec_` and nothing after it, …) is an error:
+/// an HMAC with an empty key authenticates nothing.
 pub fn signing_key_from_env() -> anyhow::Result<Option<Vec<u8>>> {
     signing_key(std::env::var("PANINI_WEBHOOK_SECRET").ok().as_deref())
 }
@@ -65,6 +67,13 @@ fn signing_key(secret: Option<&str>) -> anyhow::Result<Option<Vec<u8>>> {
         Some(secret) if !secret.is_empty() => {
             let key = dispatcher::signing::signing_key(secret)
                 .context("PANINI_WEBHOOK_SECRET starts with whsec_ but the rest is not base64")?;
+            if key.len() < worker::MIN_SIGNING_KEY_LEN {
+                anyhow::bail!(
+                    "PANINI_WEBHOOK_SECRET gives a {}-byte key; at least {} are needed",
+                    key.len(),
+                    worker::MIN_SIGNING_KEY_LEN
+                );
+            }
             Ok(Some(key))
         }
         _ => Ok(None),

@@ -90,6 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.workers = args.workers;
     config.worker_urls = args.worker_urls.clone();
     config.token = args.token.clone();
+    config.signing_key = super::dispatch::signing_key_from_env()?;
     config.lease = args.lease;
     config.engine = args.engine;
     config.chunker = chunker::ChunkerConfig {

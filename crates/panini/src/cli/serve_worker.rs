@@ -30,9 +30,14 @@ pub struct Args {
     /// Where compressed chunks go: gs://bucket[/prefix], file:///path or a directory.
     #[arg(long, env = "GOOGLE_ONE_BUCKET")]
     bucket: String,
-    /// Bearer token requests must carry.
-    #[arg(long, env = "COLAB_AUTH_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    /// Read the bearer token from this file (first line) instead of COLAB_AUTH_TOKEN.
+    /// The token itself is never an argument: arguments are visible to every user in ps.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Serve without a token or webhook secret. Allowed only on a loopback address
+    /// (a local try-out); without it a worker refuses to start unauthenticated.
+    #[arg(long)]
+    insecure: bool,
     /// Where LZ4 runs: auto, cpu or opencl.
     #[arg(long, default_value = "auto")]
     engine: gpu_compress::EngineChoice,
@@ -45,6 +50,23 @@ pub struct Args {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = worker::DEFAULT_BODY_LIMIT)]
     body_limit: usize,
+    /// Largest chunk size a request may name, in bytes; larger ones get 400.
+    #[arg(long, default_value_t = worker::DEFAULT_MAX_CHUNK_SIZE)]
+    max_chunk_size: u64,
+    /// Seconds a client has to send a request's headers (or the next request on an idle
+    /// connection) before the connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = worker::DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
+    header_read_timeout: u64,
+    /// Seconds a client has to send a request's body; past it, 408.
+    #[arg(long, value_name = "SECS", default_value_t = worker::DEFAULT_BODY_READ_TIMEOUT.as_secs())]
+    body_read_timeout: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = worker::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Seconds open connections get to finish after SIGTERM before they are closed (the
+    /// accepted chunks are still finished and reported).
+    #[arg(long, value_name = "SECS", default_value_t = worker::DEFAULT_SHUTDOWN_TIMEOUT.as_secs())]
+    shutdown_timeout: u64,
     /// Send chunk_compressed repository_dispatch events to OWNER/REPO (token: GITHUB_PAT).
     #[arg(long, value_name = "OWNER/REPO")]
     github_repo: Option<String>,
@@ -60,6 +82,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     super::init_tracing("info");
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
+        // Before the compressor probes OpenCL: the worker then knows its own handlers
+        // and puts them back if a driver replaces them (see worker::signals).
+        let shutdown =
+            worker::signals::install().context("installing the SIGTERM/SIGINT handlers")?;
         let store = uploader::open(&args.bucket, &uploader::StoreConfig::default())
             .await
             .with_context(|| format!("opening the bucket {}", args.bucket))?;
@@ -75,12 +101,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 worker::WorkerConfig::with_repo(repo, store)
             }
             None => worker::WorkerConfig::new(
-                args.source_root.clone().unwrap_or_else(|| PathBuf::from(".")),
+                args.source_root
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(".")),
                 store,
             ),
         };
-        config.token = args.token.filter(|t| !t.is_empty());
+        config.token = match &args.token_file {
+            Some(path) => Some(read_secret_file(path)?),
+            None => std::env::var("COLAB_AUTH_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        };
+        config.read_token = std::env::var("PANINI_READ_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
         config.signing_key = super::dispatch::signing_key_from_env()?;
+        config.insecure = args.insecure;
+        if args.insecure && !args.listen.ip().is_loopback() {
+            bail!(
+                "--insecure serves on a loopback address only, not on {}",
+                args.listen
+            );
+        }
+        config.max_chunk_size = args.max_chunk_size;
+        config.header_read_timeout = std::time::Duration::from_secs(args.header_read_timeout);
+        config.body_read_timeout = std::time::Duration::from_secs(args.body_read_timeout);
+        config.max_connections = args.max_connections;
+        config.shutdown_timeout = std::time::Duration::from_secs(args.shutdown_timeout);
         config.engine = args.engine;
         config.max_queue = args.max_queue;
         config.max_batch = args.max_batch;
@@ -89,21 +137,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             config.worker_id = id;
         }
         if let Some(slug) = &args.github_repo {
-            let token = std::env::var("GITHUB_PAT").context("--github-repo needs GITHUB_PAT (a token with repo scope)")?;
+            let token = std::env::var("GITHUB_PAT")
+                .context("--github-repo needs GITHUB_PAT (a token with repo scope)")?;
             config.github = Some(
                 worker::GithubConfig::from_slug(slug, token, &args.github_api)
                     .with_context(|| format!("--github-repo {slug:?} is not OWNER/REPO"))?,
             );
         }
-        if config.token.is_none() && config.signing_key.is_none() {
-            tracing::warn!("no COLAB_AUTH_TOKEN or PANINI_WEBHOOK_SECRET: anyone who can reach {} can post work", args.listen);
+        if config.insecure {
+            tracing::warn!(
+                "--insecure: requests without a token or signature may be accepted on {}",
+                args.listen
+            );
         }
         let worker = worker::Worker::new(config).context("starting the worker")?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         tracing::info!("listening on http://{}/webhook", listener.local_addr()?);
-        let summary = worker.serve(listener, worker::shutdown_signal()).await?;
+        // The compressor is built: if its driver took over SIGTERM, take it back, and
+        // check, so a worker that would die on SIGTERM says so at start.
+        worker::signals::reassert();
+        if !worker::signals::are_ours() {
+            tracing::error!("SIGTERM is not handled by the worker: it will not drain on SIGTERM");
+        }
+        let summary = worker.serve(listener, shutdown.recv()).await?;
         tracing::info!(
             accepted = summary.accepted,
             completed = summary.completed,
@@ -111,10 +169,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "stopped"
         );
         if summary.accepted != summary.completed + summary.failed {
-            bail!("stopped with {} chunks unreported", summary.accepted - summary.completed - summary.failed);
+            bail!(
+                "stopped with {} chunks unreported",
+                summary.accepted - summary.completed - summary.failed
+            );
         }
         Ok(())
     })
+}
+
+/// The secret in the first line of `path` (a token file, mode 0600 by convention).
+fn read_secret_file(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the token file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.is_empty() {
+        bail!("the token file {} is empty", path.display());
+    }
+    Ok(token)
 }
 
 /// `$XDG_CACHE_HOME/panini/repo-<hash of the URL>` (or under `~/.cache`): one bare
