@@ -106,6 +106,17 @@ pub struct TreeLock {
     path: PathBuf,
 }
 
+/// Writes `<base>/.gitignore` naming the lock file, when the tree has no `.gitignore`.
+fn ignore_lock_file(base: &Path) -> io::Result<()> {
+    let path = base.join(".gitignore");
+    if path.exists() {
+        return Ok(());
+    }
+    let text =
+        format!("# Held by Panini runs that change this tree; never committed.\n/{LOCK_FILE}\n");
+    crate::json_file::write_bytes_atomic(&path, text.as_bytes()).map_err(io::Error::other)
+}
+
 impl TreeLock {
     /// Takes the lock on the tree at `base` (which must exist), waiting as `wait` says,
     /// and records this process's id in the lock file for the runs that wait.
@@ -166,6 +177,10 @@ impl TreeLock {
             // Only informative (for the message a waiting run prints): a failure to
             // record it does not weaken the lock.
             let _ = lock.record_pid();
+            // A user who runs `git add pending_compression` after a local dispatch must
+            // not commit the lock file (runners would then fight over it in rebases).
+            // Best effort, like the pid: the lock holds without it.
+            let _ = ignore_lock_file(base);
             return Ok(lock);
         }
     }
@@ -340,5 +355,21 @@ mod tests {
         let missing = dir.path().join("nope");
         let err = TreeLock::acquire(&missing, Wait::No).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn the_lock_file_is_git_ignored_without_touching_an_existing_gitignore() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(TreeLock::acquire(dir.path(), Wait::No).unwrap());
+        let ignore = std::fs::read_to_string(dir.path().join(".gitignore")).unwrap();
+        assert!(ignore.lines().any(|l| l == "/.panini.lock"), "{ignore}");
+
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join(".gitignore"), "mine\n").unwrap();
+        drop(TreeLock::acquire(other.path(), Wait::No).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(other.path().join(".gitignore")).unwrap(),
+            "mine\n"
+        );
     }
 }

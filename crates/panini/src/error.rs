@@ -41,6 +41,9 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// The chunk tree's lock could not be taken (another run holds it).
+    #[error(transparent)]
+    Lock(#[from] chunk_model::tree_lock::TreeLockError),
     /// A configuration value is unusable.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),

@@ -174,9 +174,17 @@ pub async fn sync(
     }
 
     let base_owned = base.to_path_buf();
-    let mut done = tokio::task::spawn_blocking(move || apply(&base_owned, &records, now, report))
-        .await
-        .map_err(|e| Error::Task(format!("sync: {e}")))??;
+    let mut done = tokio::task::spawn_blocking(move || {
+        // Metadata changes under the tree's lock, like a dispatch's and a callback's, so
+        // that no concurrent run's read-modify-write loses this one's.
+        let _lock = chunk_model::tree_lock::TreeLock::acquire(
+            &base_owned,
+            chunk_model::tree_lock::Wait::Timeout(chunk_model::tree_lock::DEFAULT_WAIT),
+        )?;
+        apply(&base_owned, &records, now, report)
+    })
+    .await
+    .map_err(|e| Error::Task(format!("sync: {e}")))??;
     done.recipes = publish_recipes(base, store).await?;
     Ok(done)
 }

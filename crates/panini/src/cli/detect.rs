@@ -72,8 +72,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for invalid in &report.invalid {
             outln!(
                 "::warning file={}::{}",
-                escape_property(&invalid.path),
-                escape_data(&invalid.reason)
+                detector::actions::escape_property(&invalid.path),
+                detector::actions::escape_data(&invalid.reason)
             );
         }
     }
@@ -87,28 +87,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report.check_strict()?;
     }
     Ok(())
-}
-
-/// Escapes a workflow command's message, so that text from a metadata file can never
-/// start a command of its own.
-fn escape_data(text: &str) -> String {
-    text.replace('%', "%25")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A")
-}
-
-/// Escapes a workflow command's property value.
-fn escape_property(text: &str) -> String {
-    escape_data(text).replace(':', "%3A").replace(',', "%2C")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_shown_default_lease_is_the_detectors() {
-        assert_eq!(
-            super::super::common::parse_duration(super::DEFAULT_LEASE_TEXT),
-            Ok(detector::DEFAULT_LEASE)
-        );
-    }
 }
