@@ -102,6 +102,11 @@ fn chunks_by_hash(tree: &Path) -> HashMap<String, PathBuf> {
     let mut chunks = HashMap::new();
     for file in std::fs::read_dir(tree).unwrap() {
         let file = file.unwrap().path();
+        // Hidden names are not files' trees (docs/FORMATS.md): the chunker's work in
+        // progress, the pipeline's marker of a tree it created.
+        if file.file_name().unwrap().to_string_lossy().starts_with('.') {
+            continue;
+        }
         for chunk in std::fs::read_dir(&file).unwrap() {
             let data = chunk.unwrap().path().join("data.bin");
             if data.is_file() {
