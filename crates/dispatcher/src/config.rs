@@ -99,8 +99,8 @@ impl Default for RetryPolicy {
 }
 
 /// Everything a dispatch run needs. Build with [`DispatchConfig::new`] and adjust the
-/// public fields.
-#[derive(Debug, Clone)]
+/// public fields. Its `Debug` shows whether the token and signing key are set, not them.
+#[derive(Clone)]
 pub struct DispatchConfig {
     /// The workers.
     pub endpoints: Vec<Endpoint>,
@@ -139,6 +139,31 @@ pub struct DispatchConfig {
     pub repository: Option<RepositoryRef>,
     /// The workflow run, when run from Actions.
     pub workflow: Option<WorkflowRef>,
+}
+
+impl std::fmt::Debug for DispatchConfig {
+    // Secrets stay out of logs and panic messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |set: bool| if set { Some("<redacted>") } else { None };
+        f.debug_struct("DispatchConfig")
+            .field("endpoints", &self.endpoints)
+            .field("token", &redacted(self.token.is_some()))
+            .field("signing_key", &redacted(self.signing_key.is_some()))
+            .field("mode", &self.mode)
+            .field("concurrency", &self.concurrency)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("failure_threshold", &self.failure_threshold)
+            .field("cool_off", &self.cool_off)
+            .field("base", &self.base)
+            .field("lease", &self.lease)
+            .field("max_attempts", &self.max_attempts)
+            .field("lock_wait", &self.lock_wait)
+            .field("listed_at", &self.listed_at)
+            .field("repository", &self.repository)
+            .field("workflow", &self.workflow)
+            .finish()
+    }
 }
 
 impl DispatchConfig {

@@ -306,6 +306,15 @@ fn debug_of_a_worker_config_hides_its_secrets() {
     // The key's bytes as a Debug list would print them.
     assert!(!shown.contains("107, 101, 121"), "{shown}");
     assert!(shown.contains("<redacted>"), "{shown}");
+
+    // The dispatcher's configuration holds the same secrets.
+    let mut dispatch = dispatcher::DispatchConfig::new(Vec::new());
+    dispatch.token = Some("token-that-must-not-be-logged".into());
+    dispatch.signing_key = Some(b"key-that-must-not-be-logged".to_vec());
+    let shown = format!("{dispatch:?}");
+    assert!(!shown.contains("must-not-be-logged"), "{shown}");
+    assert!(!shown.contains("107, 101, 121"), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
