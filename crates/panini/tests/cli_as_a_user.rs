@@ -539,8 +539,20 @@ fn help_lists_choices_variables_and_examples() {
         text(&out.stdout)
     );
 
-    // -q: nothing but the result.
     std::fs::write(dir.path().join("a.txt"), "hello\n".repeat(100)).unwrap();
+    // Item 9: logs go to stderr, honour RUST_LOG in every command, and carry no colour
+    // codes when stderr is not a terminal.
+    let out = Command::new(env!("CARGO_BIN_EXE_panini"))
+        .args(["chunk", "a.txt", "--name", "logged"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    expect_code(&out, 0, "RUST_LOG=trace chunk");
+    assert!(!text(&out.stderr).contains('\x1b'), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("TRACE"), "logs went to stdout");
+
+    // -q: nothing but the result.
     let out = panini(&["-q", "chunk", "a.txt"], dir.path());
     expect_code(&out, 0, "-q chunk");
     assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
