@@ -259,14 +259,11 @@ impl Pipeline {
             None => {
                 let base = work.join(layout::DEFAULT_ROOT);
                 let started = Instant::now();
-                if base.exists() {
-                    std::fs::remove_dir_all(&base).map_err(Error::io(&base))?;
-                }
                 // Never replace a tree a pipeline did not create: it may hold a
                 // user's own chunks and their statuses (`--work-dir .`). A tree with
                 // the marker is a previous run's scratch copy, and is replaced.
                 let marker = base.join(PIPELINE_TREE_MARKER);
-                let inputs = self.chunk_all(&base, &on_event)?;
+                if base.exists() {
                     if !marker.is_file() {
                         return Err(Error::InvalidConfig(format!(
                             "{} exists and was not created by a pipeline run; it is left \
@@ -275,14 +272,17 @@ impl Pipeline {
                             base.display()
                         )));
                     }
-                let bytes: u64 = inputs.iter().map(|f| f.file.bytes).sum();
-                let chunks: u64 = inputs.iter().map(|f| f.file.chunks).sum();
+                    std::fs::remove_dir_all(&base).map_err(Error::io(&base))?;
+                }
                 std::fs::create_dir_all(&base).map_err(Error::io(&base))?;
                 std::fs::write(
                     &marker,
                     b"created by a panini pipeline run; replaced by the next\n",
                 )
                 .map_err(Error::io(&marker))?;
+                let inputs = self.chunk_all(&base, &on_event)?;
+                let bytes: u64 = inputs.iter().map(|f| f.file.bytes).sum();
+                let chunks: u64 = inputs.iter().map(|f| f.file.chunks).sum();
                 stages.push(StageReport::new(
                     "chunk",
                     started.elapsed(),
@@ -336,6 +336,8 @@ impl Pipeline {
             .build()
             .map_err(|e| Error::InvalidConfig(format!("building the HTTP client: {e}")))?;
         let engine_status = first_status(&workers, &http).await?;
+        // Workers used before (--worker URL) count every run; report this run's share.
+        let totals_before = WorkerTotals::collect(&workers, &http).await;
         let repository = crate::actions::repository_ref(None, None, &repo_root)?;
 
         // Detect → dispatch → wait → sync, until nothing is left to dispatch. A chunk a
@@ -343,8 +345,6 @@ impl Pipeline {
         // `failed` after the detector's maximum attempts.
         let lease = config.lease.clamp(
             Duration::from_secs(1),
-        // Workers used before (--worker URL) count every run; report this run's share.
-        let totals_before = WorkerTotals::collect(&workers, &http).await;
             config.timeout.max(Duration::from_secs(1)),
         );
         let deadline = Instant::now() + config.timeout;
@@ -758,7 +758,6 @@ impl WorkerTotals {
         }
         totals
     }
-}
 
     /// What happened after `before`. Saturating: a worker restarted in between starts
     /// again at zero, and must not make a count negative.
@@ -772,3 +771,4 @@ impl WorkerTotals {
             bytes_out: self.bytes_out.saturating_sub(before.bytes_out),
         }
     }
+}
