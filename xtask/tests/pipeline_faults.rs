@@ -125,8 +125,8 @@ fn storage_answering_503_for_a_while_delays_the_pipeline_but_loses_nothing() {
     assert_bucket_rebuilds(&bucket, Some(&emulator.endpoint()), work.path(), 4);
 }
 
-fn worker_status(port: u16) -> Option<serde_json::Value> {
-    let body = support::http_get(([127, 0, 0, 1], port).into(), "/status")?;
+fn worker_status(port: u16, token: &str) -> Option<serde_json::Value> {
+    let body = support::http_get_as(([127, 0, 0, 1], port).into(), "/status", Some(token))?;
     serde_json::from_str(&body).ok()
 }
 
@@ -176,7 +176,7 @@ fn a_worker_killed_mid_run_and_restarted_loses_nothing() {
             "the pipeline ended before worker A got work:\n{}",
             pipeline.stderr_so_far()
         );
-        worker_status(port_a).is_some_and(|s| s["accepted"].as_u64() > Some(0))
+        worker_status(port_a, token).is_some_and(|s| s["accepted"].as_u64() > Some(0))
     });
     let killed = worker_a.kill();
     assert!(!killed.status.success(), "{}", killed.text());
@@ -192,7 +192,12 @@ fn a_worker_killed_mid_run_and_restarted_loses_nothing() {
     let mut redispatched = 0;
     let mut chunks = 0;
     for file in std::fs::read_dir(root.join("pending_compression")).unwrap() {
-        for chunk in std::fs::read_dir(file.unwrap().path()).unwrap() {
+        let file = file.unwrap().path();
+        // The tree also holds files of its own (its lock): only directories are files' chunks.
+        if !file.is_dir() {
+            continue;
+        }
+        for chunk in std::fs::read_dir(file).unwrap() {
             let metadata = chunk.unwrap().path().join("metadata.json");
             if !metadata.is_file() {
                 continue;

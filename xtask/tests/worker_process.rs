@@ -47,7 +47,7 @@ fn sigterm_lets_the_worker_finish_what_it_accepted_and_sync_completes_every_chun
     assert!(dispatched.status.success(), "{}", dispatched.text());
 
     // Usually most of the batch is still in flight here (not asserted: timing).
-    let before = support::http_get(addr, "/status").expect("/status answers");
+    let before = support::http_get_as(addr, "/status", Some(token)).expect("/status answers");
     worker.terminate();
     let stopped = worker.wait(LIMIT);
     assert!(stopped.status.success(), "{}", stopped.text());

@@ -184,12 +184,19 @@ pub fn free_port() -> u16 {
 
 /// `GET path` on `addr` over HTTP/1.0 with short timeouts: the body when it answers 200.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    http_get_as(addr, path, None)
+}
+
+/// [`http_get`] with `Authorization: Bearer TOKEN` (a worker's `/status`, `/failures`
+/// and `/metrics` need it).
+pub fn http_get_as(addr: SocketAddr, path: &str, token: Option<&str>) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     stream
         .set_write_timeout(Some(Duration::from_secs(5)))
         .ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n");
     stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
