@@ -349,7 +349,8 @@ fn children(buf: &[u8]) -> impl Iterator<Item = Result<([u8; 4], &[u8]), String>
             },
             n => (n as usize, 8),
         };
-        if size < header || at + size > buf.len() {
+        // A 64-bit size from the file can be anything: compare without adding to it.
+        if size < header || size > buf.len() - at {
             at = buf.len();
             return Some(Err(format!(
                 "box {} has a bad size",
