@@ -40,8 +40,8 @@ impl DirFd {
         }
     }
 
-    /// Reads the whole file at `rel` below this directory.
-    pub(crate) fn read(&self, rel: &str) -> io::Result<Vec<u8>> {
+    /// Reads the file at `rel` below this directory into `buf` (see [`read_all`]).
+    pub(crate) fn read(&self, rel: &str, buf: &mut Vec<u8>, to_end: bool) -> io::Result<()> {
         #[cfg(unix)]
         {
             use rustix::fs::{Mode, OFlags};
@@ -51,11 +51,11 @@ impl DirFd {
                 OFlags::RDONLY | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
-            read_all(std::fs::File::from(fd))
+            read_all(std::fs::File::from(fd), buf, to_end)
         }
         #[cfg(not(unix))]
         {
-            let _ = rel;
+            let _ = (rel, buf, to_end);
             Err(io::ErrorKind::Unsupported.into())
         }
     }
@@ -79,9 +79,9 @@ impl DirFd {
     }
 }
 
-/// Reads `path` whole.
-pub(crate) fn read_path(path: &Path) -> io::Result<Vec<u8>> {
-    read_all(std::fs::File::open(path)?)
+/// Reads `path` into `buf` (see [`read_all`]).
+pub(crate) fn read_path(path: &Path, buf: &mut Vec<u8>, to_end: bool) -> io::Result<()> {
+    read_all(std::fs::File::open(path)?, buf, to_end)
 }
 
 /// Stats `path`, following symbolic links.
@@ -93,19 +93,29 @@ pub(crate) fn stat_path(path: &Path) -> io::Result<FileStat> {
     })
 }
 
-/// Reads to the end without `read_to_end`'s size probe (an `fstat` and an `lseek` per
-/// file): metadata files are small, and those two calls are a measurable share of a scan.
-fn read_all(mut file: std::fs::File) -> io::Result<Vec<u8>> {
+/// Reads the file into `buf` (replacing its contents) without `read_to_end`'s size probe
+/// (an `fstat` and an `lseek` per file): metadata files are small, and those two calls
+/// are a measurable share of a scan. `buf` is meant to be reused from file to file.
+///
+/// Unless `to_end`, a read that returns less than it was offered is taken as the end of
+/// the file, which it is for a regular file on Linux: that saves the second `read` (the
+/// one that returns 0) on every file. A caller that finds the bytes unusable reads again
+/// with `to_end`, so a filesystem that returns short reads costs time, never a result.
+fn read_all(mut file: std::fs::File, buf: &mut Vec<u8>, to_end: bool) -> io::Result<()> {
     use io::Read;
-    let mut buf = vec![0u8; 4096];
+    buf.clear();
+    buf.resize(buf.capacity().max(4096), 0);
     let mut filled = 0;
     loop {
+        let offered = buf.len() - filled;
         match file.read(&mut buf[filled..]) {
             Ok(0) => break,
             Ok(n) => {
                 filled += n;
                 if filled == buf.len() {
                     buf.resize(buf.len() * 2, 0);
+                } else if n < offered && !to_end {
+                    break;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -113,5 +123,5 @@ fn read_all(mut file: std::fs::File) -> io::Result<Vec<u8>> {
         }
     }
     buf.truncate(filled);
-    Ok(buf)
+    Ok(())
 }

@@ -26,6 +26,7 @@ pub mod callback;
 mod config;
 mod dirfd;
 mod error;
+mod fast_meta;
 mod patterns;
 mod report;
 mod scan;

@@ -16,14 +16,15 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use chunk_model::layout::DATA_FILE;
-use chunk_model::{ChunkInfo, ChunkMetadata, ExtraFields};
+use chunk_model::{ChunkInfo, ExtraFields};
 use rayon::prelude::*;
 
 use crate::config::split_base;
 use crate::dirfd::{DirFd, FileStat, read_path, stat_path};
+use crate::fast_meta;
 use crate::patterns::{Patterns, State};
 use crate::report::{InvalidFile, ScanReport, SelectedChunk, SkipCounts};
-use crate::select::{Decision, SkipReason, decide, priority_of};
+use crate::select::{Decision, SkipReason, decide_view, priority_of_view};
 use crate::{DetectConfig, DetectError};
 
 /// What the walk found at one matched file.
@@ -148,10 +149,10 @@ struct At<'a> {
 }
 
 impl At<'_> {
-    fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
+    fn read(&self, name: &str, buf: &mut Vec<u8>, to_end: bool) -> std::io::Result<()> {
         match self.parent {
-            Some((fd, me)) => fd.read(&format!("{me}/{name}")),
-            None => read_path(&self.dir.join(name)),
+            Some((fd, me)) => fd.read(&format!("{me}/{name}"), buf, to_end),
+            None => read_path(&self.dir.join(name), buf, to_end),
         }
     }
 
@@ -292,27 +293,52 @@ fn visit_symlink(
 /// about its chunk. `None` when the file is not there (a partial tree, or it vanished
 /// during the walk).
 fn visit_file(ctx: &Ctx<'_>, at: At<'_>, name: &str, rel: String) -> Option<Found> {
-    let bytes = match at.read(name) {
-        Ok(bytes) => bytes,
-        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::IsADirectory) => {
-            return None;
-        }
-        Err(e) => return Some(invalid(rel, format!("cannot read: {e}"))),
+    thread_local! {
+        /// The read buffer, reused from file to file (one per rayon thread).
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with_borrow_mut(|buf| visit_file_with(ctx, at, name, rel, buf))
+}
+
+fn visit_file_with(
+    ctx: &Ctx<'_>,
+    at: At<'_>,
+    name: &str,
+    rel: String,
+    buf: &mut Vec<u8>,
+) -> Option<Found> {
+    let read = |buf: &mut Vec<u8>, to_end| match at.read(name, buf, to_end) {
+        Ok(()) => None,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::IsADirectory) => Some(None),
+        Err(e) => Some(Some(invalid(rel.as_str(), format!("cannot read: {e}")))),
     };
-    let meta: ChunkMetadata = match serde_json::from_slice(&bytes) {
-        Ok(meta) => meta,
-        Err(e) => {
-            let field = match field_at(&bytes, e.line(), e.column()) {
-                Some(field) if e.is_data() => format!(" (field {field:?})"),
-                _ => String::new(),
-            };
-            return Some(invalid(
-                rel,
-                format!("not valid chunk metadata: {e}{field}"),
-            ));
+    if let Some(outcome) = read(buf, false) {
+        return outcome;
+    }
+    let parsed = match fast_meta::parse(buf) {
+        Ok(parsed) => parsed,
+        Err(_) => {
+            // The quick read may have stopped at a short read that was not the end.
+            if let Some(outcome) = read(buf, true) {
+                return outcome;
+            }
+            match fast_meta::parse(buf) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    let field = match field_at(buf, e.line(), e.column()) {
+                        Some(field) if e.is_data() => format!(" (field {field:?})"),
+                        _ => String::new(),
+                    };
+                    return Some(invalid(
+                        rel,
+                        format!("not valid chunk metadata: {e}{field}"),
+                    ));
+                }
+            }
         }
     };
-    let reason = match decide(&meta, ctx.config, ctx.now) {
+    let meta = parsed.view();
+    let reason = match decide_view(&meta, ctx.config, ctx.now) {
         Decision::Skip(reason) => return Some(Found::Skipped(reason)),
         Decision::Select(reason) => reason,
     };
@@ -320,12 +346,12 @@ fn visit_file(ctx: &Ctx<'_>, at: At<'_>, name: &str, rel: String) -> Option<Foun
     // Only chunks about to be dispatched need their bytes: a completed chunk's data may
     // legitimately have been cleaned up, and skipping the stat keeps the scan cheap.
     let chunk_path = rel.rsplit_once('/').map_or("", |(dir, _)| dir).to_owned();
-    let data_rel = format!("{chunk_path}/{DATA_FILE}");
+    let data_rel = || format!("{chunk_path}/{DATA_FILE}");
     match at.stat(DATA_FILE) {
-        Ok(m) if !m.is_file => return Some(invalid(data_rel, "not a regular file")),
+        Ok(m) if !m.is_file => return Some(invalid(data_rel(), "not a regular file")),
         Ok(m) if m.len != meta.size => {
             return Some(invalid(
-                data_rel,
+                data_rel(),
                 format!(
                     "is {} bytes but {rel} says size {}; not dispatched",
                     m.len, meta.size
@@ -335,11 +361,11 @@ fn visit_file(ctx: &Ctx<'_>, at: At<'_>, name: &str, rel: String) -> Option<Foun
         Ok(_) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => {
             return Some(invalid(
-                data_rel,
+                data_rel(),
                 format!("missing, but {rel} is {}; not dispatched", meta.status),
             ));
         }
-        Err(e) => return Some(invalid(data_rel, format!("cannot stat: {e}"))),
+        Err(e) => return Some(invalid(data_rel(), format!("cannot stat: {e}"))),
     }
 
     let base_dir = chunk_path
@@ -348,15 +374,15 @@ fn visit_file(ctx: &Ctx<'_>, at: At<'_>, name: &str, rel: String) -> Option<Foun
         .to_owned();
     Some(Found::Selected(Box::new(SelectedChunk {
         info: ChunkInfo {
-            chunk_path,
             chunk_id: meta.chunk_id,
-            pattern_type: meta.pattern_type.clone(),
+            pattern_type: meta.pattern_type.to_owned(),
             size: meta.size,
             hash: Some(meta.original_hash),
             base_dir,
             is_keyframe: meta.is_keyframe,
-            priority: priority_of(&meta),
+            priority: priority_of_view(&meta),
             extra: ExtraFields::new(),
+            chunk_path,
         },
         status: meta.status,
         attempts: meta.attempts,

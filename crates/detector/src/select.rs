@@ -4,6 +4,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use chunk_model::{ChunkMetadata, Priority, Status};
 use serde::Serialize;
 
+use crate::fast_meta::View;
 use crate::{DetectConfig, LARGE_CHUNK_BYTES};
 
 /// Why a chunk was selected.
@@ -47,6 +48,11 @@ pub enum Decision {
 /// `dispatched_at + config.lease`; one with neither has no owner on record and is
 /// treated as expired, so that a chunk can never be stuck forever.
 pub fn decide(meta: &ChunkMetadata, config: &DetectConfig, now: DateTime<Utc>) -> Decision {
+    decide_view(&View::from(meta), config, now)
+}
+
+/// [`decide`] on the fields a scan parsed.
+pub(crate) fn decide_view(meta: &View<'_>, config: &DetectConfig, now: DateTime<Utc>) -> Decision {
     let natural = match meta.status {
         Status::Completed => return Decision::Skip(SkipReason::Completed),
         Status::Pending => Ok(SelectReason::Pending),
@@ -67,8 +73,8 @@ pub fn decide(meta: &ChunkMetadata, config: &DetectConfig, now: DateTime<Utc>) -
     }
 }
 
-fn lease_expired(meta: &ChunkMetadata, config: &DetectConfig, now: DateTime<Utc>) -> bool {
-    let expires = match (&meta.lease_expires_at, &meta.dispatched_at) {
+fn lease_expired(meta: &View<'_>, config: &DetectConfig, now: DateTime<Utc>) -> bool {
+    let expires = match (meta.lease_expires_at, meta.dispatched_at) {
         (Some(expires), _) => expires.utc(),
         (None, Some(dispatched)) => {
             // A lease too long for chrono is, for any practical purpose, forever.
@@ -88,10 +94,15 @@ fn lease_expired(meta: &ChunkMetadata, config: &DetectConfig, now: DateTime<Utc>
 /// The dispatch priority: keyframes, then headers (`HEADER` in `pattern` or
 /// `pattern_type`), then chunks over 1 MiB, then the rest.
 pub fn priority_of(meta: &ChunkMetadata) -> Priority {
+    priority_of_view(&View::from(meta))
+}
+
+/// [`priority_of`] on the fields a scan parsed.
+pub(crate) fn priority_of_view(meta: &View<'_>) -> Priority {
     let header = |s: &str| s.contains("HEADER");
     if meta.is_keyframe {
         Priority::Keyframe
-    } else if meta.pattern.as_deref().is_some_and(header) || header(&meta.pattern_type) {
+    } else if meta.pattern.is_some_and(header) || header(meta.pattern_type) {
         Priority::Header
     } else if meta.size > LARGE_CHUNK_BYTES {
         Priority::Large
