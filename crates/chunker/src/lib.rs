@@ -14,6 +14,11 @@
 //! or corrupt the input), and no chunk is larger than the maximum chunk size. A chunk
 //! tree appears under its final name only once it is complete and on disk.
 //!
+//! Folders and many files: [`expand_inputs`] turns the files and folders a user names
+//! into files with distinct chunk tree names (walking folders with `.gitignore` rules,
+//! hidden files and `--exclude` globs left out), and [`chunk_files`] chunks them with
+//! one flush for the whole batch instead of one per file.
+//!
 //! This crate knows nothing about compression, dispatch, workers or cloud storage, and
 //! nothing about terminals: progress is reported through a callback.
 //!
@@ -27,6 +32,7 @@
 mod error;
 pub mod figures;
 mod format;
+mod inputs;
 mod pack;
 mod parse;
 mod plan;
@@ -36,10 +42,15 @@ mod write;
 pub use chunk_model::Strategy;
 pub use error::ChunkerError;
 pub use format::{Format, SNIFF_LEN, detect};
+pub use inputs::{
+    InputError, InputFile, InputOptions, Inputs, NAME_SEPARATOR, SkipReason, Skipped, assign_names,
+    expand_inputs,
+};
 pub use plan::{
     ChunkerConfig, DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MIN_CHUNK_SIZE, FIXED_SIZE, Fallback, Plan,
     PlanError, Span, Structure, plan,
 };
 pub use write::{
-    ChunkOptions, ChunkReport, PatternStats, Progress, ProgressFn, chunk_file, plan_file,
+    ChunkOptions, ChunkReport, PatternStats, Progress, ProgressFn, chunk_file, chunk_files,
+    plan_file,
 };

@@ -167,7 +167,6 @@ pub fn plan_file(path: &Path, config: &ChunkerConfig) -> Result<Plan, ChunkerErr
 
 /// Chunks the file at `path` into `<output>/<name>/`.
 pub fn chunk_file(path: &Path, options: &ChunkOptions) -> Result<ChunkReport, ChunkerError> {
-    let (file, len) = open_input(path)?;
     let name = match &options.name {
         Some(name) => name.clone(),
         None => path
@@ -175,15 +174,265 @@ pub fn chunk_file(path: &Path, options: &ChunkOptions) -> Result<ChunkReport, Ch
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default(),
     };
-    validate_name(&name).map_err(|source| ChunkerError::InvalidName {
-        path: path.to_owned(),
-        source,
-    })?;
     let output = &options.output;
     fs::create_dir_all(output).map_err(|source| ChunkerError::Write {
         path: output.clone(),
         source,
     })?;
+    let written = write_tree(path, name, options, usize::MAX, options.progress.as_ref())?;
+    let durability = Durability::of(options);
+    flush_tree(written.tmp.path(), durability)?;
+    let (report, old) = written.install(options, true)?;
+    remove_replaced(old);
+    Ok(report)
+}
+
+/// Chunks many files at once: each `files[i].path` into `<output>/<files[i].name>/`
+/// (`options.name` is not used), with the per-file costs of [`chunk_file`] paid once
+/// for the whole batch. Returns one result per file, in order; a file that fails does
+/// not stop the others.
+///
+/// Per file, [`chunk_file`] creates the output folder, flushes the filesystem
+/// (`syncfs`) before its rename, and flushes the output folder after it; on a folder of
+/// small files those waits, not the chunking, are the time. Here the trees are written
+/// (small files several at a time, on the threads of `chunk_model::fs_batch`; files
+/// larger than the maximum chunk size one at a time, each with all cores), then one
+/// flush makes them all durable, then each is renamed into place, then one flush of
+/// the output folder makes the renames durable. A tree still appears under its name
+/// only complete and on disk; if the run dies before the renames, no tree appears.
+///
+/// `options.progress` is called after each chunk of a large file and after each small
+/// file, with counts over the whole batch: `total_bytes` is the sum of the files'
+/// [`InputFile::size`](crate::InputFile::size) (the sizes when they were found: a file
+/// that changed since moves the count off the total), `total_chunks` the chunks
+/// planned so far.
+///
+/// Two files given the same name: the first is chunked, the later ones fail with
+/// [`ChunkerError::NameCollision`] (even with `force`, which replaces trees of earlier
+/// runs only).
+pub fn chunk_files(
+    files: &[crate::InputFile],
+    options: &ChunkOptions,
+) -> Vec<Result<ChunkReport, ChunkerError>> {
+    let output = &options.output;
+    if let Err(source) = fs::create_dir_all(output) {
+        return files
+            .iter()
+            .map(|_| {
+                Err(ChunkerError::Write {
+                    path: output.clone(),
+                    source: chunk_model::fs_batch::copy_error(&source),
+                })
+            })
+            .collect();
+    }
+    let durability = Durability::of(options);
+    let mut results: Vec<Option<Result<WrittenTree, ChunkerError>>> =
+        files.iter().map(|_| None).collect();
+    let mut names = std::collections::HashSet::new();
+    let mut small = Vec::new();
+    let mut large = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        if !names.insert(file.name.as_str()) {
+            results[i] = Some(Err(ChunkerError::NameCollision {
+                path: file.path.clone(),
+                dir: output.join(&file.name),
+            }));
+        } else if file.size > options.config.max_chunk_size {
+            large.push(i);
+        } else {
+            small.push(i);
+        }
+    }
+    // Files refused already do not count in the batch's bytes.
+    let batch = BatchProgress::new(
+        small.iter().chain(&large).map(|&i| files[i].size).sum(),
+        options.progress.clone(),
+    );
+    // Small files: a few at a time, each on one thread; creating files and folders is
+    // mostly kernel time, which overlaps across threads even on two cores.
+    let written_small = chunk_model::fs_batch::map(small.clone(), |i| {
+        let file = &files[i];
+        let result = write_tree(&file.path, file.name.clone(), options, 1, None);
+        batch.small_file_done(file.size, &result);
+        result
+    });
+    for (i, result) in small.into_iter().zip(written_small) {
+        results[i] = Some(result);
+    }
+    // Large files: one at a time, each with every core (`write_chunks`).
+    for i in large {
+        let file = &files[i];
+        let progress = batch.for_large_file();
+        let result = write_tree(
+            &file.path,
+            file.name.clone(),
+            options,
+            usize::MAX,
+            progress.as_ref(),
+        );
+        results[i] = Some(result);
+    }
+
+    // One flush for every tree, then the renames, then one flush of the output folder.
+    let flushed = match durability {
+        Durability::None => Ok(()),
+        // Each tree's own folder; its files were flushed as they were written.
+        Durability::EachFile => results
+            .iter()
+            .flatten()
+            .flatten()
+            .try_for_each(|tree| flush_tree(tree.tmp.path(), durability)),
+        Durability::WholeTree => flush_tree(output, durability),
+    };
+    if let Err(error) = flushed {
+        // Nothing was renamed: the temporary trees are deleted as they drop.
+        let message = error.to_string();
+        return results
+            .into_iter()
+            .map(|result| match result.expect("every file has a result") {
+                Ok(tree) => Err(ChunkerError::Write {
+                    path: tree.source.clone(),
+                    source: io::Error::other(format!("flushing the chunk trees: {message}")),
+                }),
+                Err(error) => Err(error),
+            })
+            .collect();
+    }
+    let mut replaced = Vec::new();
+    let mut reports: Vec<Result<ChunkReport, ChunkerError>> = results
+        .into_iter()
+        .map(|result| {
+            let (report, old) = result
+                .expect("every file has a result")?
+                .install(options, false)?;
+            replaced.extend(old);
+            Ok(report)
+        })
+        .collect();
+    if let Err(error) = sync_dir(output) {
+        // The trees are in place but their renames may not be on disk yet.
+        let message = error.to_string();
+        for report in &mut reports {
+            if let Ok(done) = report {
+                *report = Err(ChunkerError::Write {
+                    path: done.dir.clone(),
+                    source: io::Error::other(message.clone()),
+                });
+            }
+        }
+    }
+    for old in replaced {
+        remove_replaced(Some(old));
+    }
+    reports
+}
+
+/// A batch's progress: counts over all its files, reported one call at a time.
+struct BatchProgress {
+    callback: Option<ProgressFn>,
+    done: Mutex<Progress>,
+}
+
+impl BatchProgress {
+    fn new(total_bytes: u64, callback: Option<ProgressFn>) -> Arc<Self> {
+        Arc::new(BatchProgress {
+            callback,
+            done: Mutex::new(Progress {
+                bytes_done: 0,
+                total_bytes,
+                chunks_done: 0,
+                total_chunks: 0,
+            }),
+        })
+    }
+
+    /// Counts a small file, chunks and bytes at once. A file that failed counts as done
+    /// too, so that the bytes reach the total.
+    fn small_file_done(&self, size: u64, result: &Result<WrittenTree, ChunkerError>) {
+        let Some(callback) = &self.callback else {
+            return;
+        };
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        done.bytes_done += size;
+        if let Ok(tree) = result {
+            done.chunks_done += tree.report.total_chunks;
+            done.total_chunks += tree.report.total_chunks;
+        }
+        callback(*done);
+    }
+
+    /// A per-chunk callback for one large file, adding to the batch's counts.
+    fn for_large_file(self: &Arc<Self>) -> Option<ProgressFn> {
+        self.callback.as_ref()?;
+        let batch = Arc::clone(self);
+        let before = *batch.done.lock().unwrap_or_else(|e| e.into_inner());
+        Some(Arc::new(move |p: Progress| {
+            let mut done = batch.done.lock().unwrap_or_else(|e| e.into_inner());
+            done.bytes_done = before.bytes_done + p.bytes_done;
+            done.chunks_done = before.chunks_done + p.chunks_done;
+            done.total_chunks = before.total_chunks + p.total_chunks;
+            if let Some(callback) = &batch.callback {
+                callback(*done);
+            }
+        }))
+    }
+}
+
+/// A chunk tree written under its temporary name, not yet flushed or renamed.
+struct WrittenTree {
+    tmp: tempfile::TempDir,
+    source: PathBuf,
+    report: ChunkReport,
+}
+
+impl WrittenTree {
+    /// Renames the tree into place (replacing an existing one with `force`); returns the
+    /// report and, when a tree was replaced, where the old one was parked for deleting.
+    fn install(
+        self,
+        options: &ChunkOptions,
+        sync_output: bool,
+    ) -> Result<(ChunkReport, Option<PathBuf>), ChunkerError> {
+        let mut report = self.report;
+        let old = install(
+            self.tmp,
+            &report.dir,
+            &options.output,
+            &report.name,
+            options.force,
+            &report.source,
+            sync_output,
+        )?;
+        report.replaced = old.is_some();
+        Ok((report, old))
+    }
+}
+
+/// Deletes a chunk tree that was replaced, once the new one is durably in place.
+fn remove_replaced(old: Option<PathBuf>) {
+    if let Some(old) = old
+        && let Err(e) = fs::remove_dir_all(&old)
+    {
+        tracing::warn!(path = %old.display(), error = %e, "could not delete the replaced chunk tree");
+    }
+}
+
+/// Writes the chunk tree of `path` under a temporary name in `options.output` (which
+/// exists), with at most `max_workers` threads; the caller flushes and installs it.
+fn write_tree(
+    path: &Path,
+    name: String,
+    options: &ChunkOptions,
+    max_workers: usize,
+    progress: Option<&ProgressFn>,
+) -> Result<WrittenTree, ChunkerError> {
+    let (file, len) = open_input(path)?;
+    validate_name(&name).map_err(|source| ChunkerError::InvalidName {
+        path: path.to_owned(),
+        source,
+    })?;
+    let output = &options.output;
     let final_dir = output.join(&name);
     if final_dir.exists() && !options.force {
         return Err(ChunkerError::NameCollision {
@@ -214,7 +463,11 @@ pub fn chunk_file(path: &Path, options: &ChunkOptions) -> Result<ChunkReport, Ch
         tmp.path(),
         grammar_id,
         &created_at,
-        options,
+        HowToWrite {
+            durability,
+            max_workers,
+            progress,
+        },
     )?;
 
     let manifest = Manifest {
@@ -234,8 +487,6 @@ pub fn chunk_file(path: &Path, options: &ChunkOptions) -> Result<ChunkReport, Ch
         )]),
     };
     write_json(&tmp.path().join(MANIFEST_FILE), &manifest, durability)?;
-    flush_tree(tmp.path(), durability)?;
-    let replaced = install(tmp, &final_dir, output, &name, options.force, path)?;
 
     let mut patterns: BTreeMap<String, PatternStats> = BTreeMap::new();
     for chunk in &manifest.chunks {
@@ -243,24 +494,28 @@ pub fn chunk_file(path: &Path, options: &ChunkOptions) -> Result<ChunkReport, Ch
         stats.chunks += 1;
         stats.bytes += chunk.size;
     }
-    Ok(ChunkReport {
+    Ok(WrittenTree {
+        tmp,
         source: path.to_owned(),
-        name,
-        dir: final_dir,
-        format: plan.format,
-        grammar_id,
-        strategy: plan.strategy,
-        max_chunk_size: plan.max_chunk_size,
-        min_chunk_size: plan.min_chunk_size,
-        file_size: len,
-        file_hash,
-        total_chunks: manifest.total_chunks,
-        keyframe_chunks: plan.keyframe_count() as u64,
-        fallback: plan
-            .fallback
-            .map(|f| format!("from offset {}: {}", f.offset, f.reason)),
-        replaced,
-        patterns,
+        report: ChunkReport {
+            source: path.to_owned(),
+            name,
+            dir: final_dir,
+            format: plan.format,
+            grammar_id,
+            strategy: plan.strategy,
+            max_chunk_size: plan.max_chunk_size,
+            min_chunk_size: plan.min_chunk_size,
+            file_size: len,
+            file_hash,
+            total_chunks: manifest.total_chunks,
+            keyframe_chunks: plan.keyframe_count() as u64,
+            fallback: plan
+                .fallback
+                .map(|f| format!("from offset {}: {}", f.offset, f.reason)),
+            replaced: false,
+            patterns,
+        },
     })
 }
 
@@ -303,6 +558,16 @@ fn flush_tree(dir: &Path, durability: Durability) -> Result<(), ChunkerError> {
                 source,
             }),
     }
+}
+
+/// How [`write_chunks`] writes: flushes, threads, progress.
+#[derive(Clone, Copy)]
+struct HowToWrite<'a> {
+    durability: Durability,
+    /// Threads at most (rayon's, or the caller's own when 1).
+    max_workers: usize,
+    /// Called after each chunk.
+    progress: Option<&'a ProgressFn>,
 }
 
 /// Chunk buffers per worker: one being worked on, one waiting for the whole-file hash.
@@ -460,7 +725,7 @@ fn read_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
 /// Reads, hashes and writes every chunk of `plan`; returns the manifest's chunks in
 /// order and the whole file's hash.
 ///
-/// One worker per rayon thread takes the next chunk, reads it at its offset, hashes
+/// One worker per rayon thread (at most `max_workers`) takes the next chunk, reads it at its offset, hashes
 /// it, writes its directory, and hands it to the whole-file hash ([`InOrderHash`]).
 /// No thread is dedicated to reading or to the file hash: on two cores a third,
 /// dedicated thread was crowded off the CPU and became the bottleneck. The first
@@ -473,12 +738,18 @@ fn write_chunks(
     dir: &Path,
     grammar_id: &str,
     created_at: &Timestamp,
-    options: &ChunkOptions,
+    how: HowToWrite<'_>,
 ) -> Result<(Vec<ManifestChunk>, Sha256Digest), ChunkerError> {
+    let HowToWrite {
+        durability,
+        max_workers,
+        progress: progress_fn,
+    } = how;
     let spans = &plan.spans;
     let total = spans.len() as u64;
-    let durability = Durability::of(options);
-    let workers = rayon::current_num_threads().clamp(1, spans.len().max(1));
+    let workers = rayon::current_num_threads()
+        .min(max_workers)
+        .clamp(1, spans.len().max(1));
     let pool = BufferPool::new(workers * BUFFERS_PER_WORKER + 1);
     let file_hash = InOrderHash::new();
     let next_chunk = AtomicUsize::new(0);
@@ -552,7 +823,7 @@ fn write_chunks(
                     return;
                 }
             }
-            if let Some(report) = &options.progress {
+            if let Some(report) = progress_fn {
                 let mut done = progress.lock().unwrap_or_else(|e| e.into_inner());
                 done.bytes_done += span.size;
                 done.chunks_done += 1;
@@ -561,11 +832,17 @@ fn write_chunks(
             file_hash.feed(id, buf, &pool);
         }
     };
-    rayon::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|_| work());
-        }
-    });
+    if workers == 1 {
+        // A one-chunk file, or one of a batch's small files (already one per thread):
+        // handing it to a rayon thread and waiting would only add two thread switches.
+        work();
+    } else {
+        rayon::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|_| work());
+            }
+        });
+    }
     if let Some(error) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(error);
     }
@@ -659,8 +936,10 @@ fn write_json<T: Serialize>(
 }
 
 /// Renames the finished directory into place. With `force`, an existing tree is first
-/// renamed away (hidden), then the new one renamed in, then the old one deleted; if the
-/// second rename fails the old tree is put back. Returns whether a tree was replaced.
+/// renamed away (hidden), then the new one renamed in; if the second rename fails the
+/// old tree is put back. Returns where the replaced tree was parked, for the caller to
+/// delete once the rename is durable: after this function's flush of `output` when
+/// `sync_output`, else after the caller's own (once for a whole batch).
 fn install(
     tmp: tempfile::TempDir,
     final_dir: &Path,
@@ -668,7 +947,8 @@ fn install(
     name: &str,
     force: bool,
     source: &Path,
-) -> Result<bool, ChunkerError> {
+    sync_output: bool,
+) -> Result<Option<PathBuf>, ChunkerError> {
     let write_error = |path: &Path| {
         let path = path.to_owned();
         move |source| ChunkerError::Write { path, source }
@@ -715,12 +995,8 @@ fn install(
     }
     // The directory now lives under its final name; nothing is left to clean up.
     let _ = tmp.keep();
-    sync_dir(output)?;
-    let replaced = old.is_some();
-    if let Some(old) = old
-        && let Err(e) = fs::remove_dir_all(&old)
-    {
-        tracing::warn!(path = %old.display(), error = %e, "could not delete the replaced chunk tree");
+    if sync_output {
+        sync_dir(output)?;
     }
-    Ok(replaced)
+    Ok(old)
 }
