@@ -511,10 +511,15 @@ impl Pipeline {
                     ..
                 }) => recipes.push((rows.len(), *sha)),
                 Some(r) if row.error.is_none() => {
-                    row.error = Some(format!(
-                        "no recipe: {}",
-                        r.reason.as_deref().unwrap_or("unknown")
-                    ));
+                    // Say why in the tree's terms (a chunk failed, and its reason) when
+                    // the tree knows; else what the bucket lacks.
+                    let why = tree::first_unfinished_chunk(&base, &row.name)
+                        .ok()
+                        .flatten()
+                        .map(|c| c.to_string())
+                        .or_else(|| r.reason.clone())
+                        .unwrap_or_else(|| "unknown".into());
+                    row.error = Some(format!("no recipe: {why}"));
                 }
                 None if row.error.is_none() => row.error = Some("no recipe".into()),
                 _ => {}

@@ -84,3 +84,45 @@ pub fn open_chunks(base: &Path, now: chrono::DateTime<chrono::Utc>) -> Result<Ve
         .map(|c| PathBuf::from(c.info.chunk_path))
         .collect())
 }
+
+/// A chunk of a file that is not `completed`, as [`first_unfinished_chunk`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnfinishedChunk {
+    /// The chunk's index in its file.
+    pub chunk_id: u64,
+    /// Its status.
+    pub status: Status,
+    /// Its last error, if any.
+    pub last_error: Option<String>,
+}
+
+impl std::fmt::Display for UnfinishedChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "chunk {} is {}", self.chunk_id, self.status)?;
+        if let Some(error) = &self.last_error {
+            write!(f, " ({error})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The first chunk, in file order, of the file `name` under `base` whose status is not
+/// `completed`; `None` when every chunk is.
+pub fn first_unfinished_chunk(base: &Path, name: &str) -> Result<Option<UnfinishedChunk>, Error> {
+    let layout = Layout::new(base);
+    let manifest: Manifest = json_file::read(&layout.manifest_path(name)?)?;
+    for entry in &manifest.chunks {
+        let path = layout
+            .chunk_dir(name, entry.chunk_id, manifest.total_chunks)?
+            .join(layout::METADATA_FILE);
+        let meta: chunk_model::ChunkMetadata = json_file::read(&path)?;
+        if meta.status != Status::Completed {
+            return Ok(Some(UnfinishedChunk {
+                chunk_id: entry.chunk_id,
+                status: meta.status,
+                last_error: meta.last_error,
+            }));
+        }
+    }
+    Ok(None)
+}
