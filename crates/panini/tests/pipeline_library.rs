@@ -30,7 +30,7 @@ async fn the_library_pipeline_rebuilds_every_file_and_reports_progress() {
     assert_eq!(report.files.len(), files.len(), "{report:#?}");
     assert!(report.files.iter().all(|f| f.verified), "{report:#?}");
     assert!(report.chunks_stored_now > 0);
-    let events = events.lock().unwrap();
+    let events = std::mem::take(&mut *events.lock().unwrap());
     assert!(
         events.contains(&PipelineEvent::StageStarted {
             stage: "chunk",
