@@ -64,7 +64,7 @@ pub(crate) fn parse<R: Read + Seek>(src: &mut Source<R>, out: &mut Regions) -> P
         } else {
             let mut bytes = vec![0; payload as usize];
             src.read_at(moov.offset + moov.header, &mut bytes)?;
-            match keyframe_offsets(&bytes) {
+            match keyframe_offsets(&bytes, src.len()) {
                 Ok(found) => keyframes = found,
                 Err(reason) => {
                     tracing::warn!(%reason, "unreadable sample tables; mdat is cut without keyframes")
@@ -374,7 +374,7 @@ fn child<'a>(buf: &'a [u8], kind: &[u8; 4]) -> Result<Option<&'a [u8]>, String> 
 }
 
 /// Absolute offsets of the sync samples of every video track, sorted.
-fn keyframe_offsets(moov: &[u8]) -> Result<Vec<u64>, String> {
+fn keyframe_offsets(moov: &[u8], file_len: u64) -> Result<Vec<u64>, String> {
     let mut keys = Vec::new();
     for item in children(moov) {
         let (kind, trak) = item?;
@@ -395,7 +395,7 @@ fn keyframe_offsets(moov: &[u8]) -> Result<Vec<u64>, String> {
         else {
             continue;
         };
-        track_keyframes(stbl, &mut keys)?;
+        track_keyframes(stbl, file_len, &mut keys)?;
     }
     keys.sort_unstable();
     keys.dedup();
@@ -414,7 +414,11 @@ fn be64(buf: &[u8], at: usize) -> Result<u64, String> {
         .ok_or_else(|| "sample table truncated".to_owned())
 }
 
-fn track_keyframes(stbl: &[u8], keys: &mut Vec<u64>) -> Result<(), String> {
+/// Appends the file offsets of the track's sync samples that lie inside the file
+/// (`file_len` bytes). The tables come from the file: their counts and offsets are
+/// trusted only as far as the file's own size bounds them, so a few hundred bytes of
+/// `moov` cannot make this walk (and the list it builds) grow to millions of entries.
+fn track_keyframes(stbl: &[u8], file_len: u64, keys: &mut Vec<u64>) -> Result<(), String> {
     // Full boxes: 4 bytes of version and flags first.
     let stsz = child(stbl, b"stsz")?.ok_or("no stsz")?;
     let stsc = child(stbl, b"stsc")?.ok_or("no stsc")?;
@@ -473,9 +477,15 @@ fn track_keyframes(stbl: &[u8], keys: &mut Vec<u64>) -> Result<(), String> {
         }
         let per_chunk = if runs == 0 { 0 } else { run(r)?.1 };
         let mut at = offset;
-        for _ in 0..per_chunk {
+        for i in 0..per_chunk {
             if sample >= count {
                 return Ok(());
+            }
+            if at >= file_len {
+                // The rest of this chunk lies past the end of the file: count its
+                // samples without visiting them one by one.
+                sample = sample.saturating_add(u64::from(per_chunk - i)).min(count);
+                break;
             }
             let number = sample as u32 + 1;
             let is_sync = match &sync {
@@ -490,7 +500,7 @@ fn track_keyframes(stbl: &[u8], keys: &mut Vec<u64>) -> Result<(), String> {
             if is_sync {
                 keys.push(at);
             }
-            at += size_of(sample)?;
+            at = at.saturating_add(size_of(sample)?);
             sample += 1;
         }
     }
