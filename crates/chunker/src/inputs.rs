@@ -18,7 +18,10 @@
 //!    that holds all of them, with [`NAME_SEPARATOR`] between the components and the
 //!    extension kept: `a/x.txt` and `b/x.txt` → `a__x.txt` and `b__x.txt`; `x.txt` and
 //!    `x.md` in one folder → `x.txt` and `x.md`.
-//! 3. In either case `\` becomes `_` and a leading `.` becomes `_` (names starting with
+//! 3. A file whose stem (rule 1) equals a name rule 2 gives another file takes its full
+//!    file name instead: `adduser.local.conf` beside `adduser.local` (whose stem
+//!    `adduser` collides) → `adduser.local.conf`, not `adduser.local`.
+//! 4. In every case `\` becomes `_` and a leading `.` becomes `_` (names starting with
 //!    `.` are reserved for in-progress trees).
 //!
 //! A name depends only on the set of input files, never on the order in which they were
@@ -380,6 +383,36 @@ pub fn assign_names(paths: &[&Path]) -> Vec<Result<String, InputError>> {
         }
     }
 
+    // A unique stem can still equal a name rule 2 gave: `adduser.local.conf` keeps the
+    // stem `adduser.local`, which `adduser.local` gets when its stem `adduser` collides.
+    // Such a file takes its full file name instead, until no stem clashes (each step
+    // only moves files from stem to file name, so this ends).
+    let mut by_stem_rule: Vec<bool> = stems
+        .iter()
+        .map(|stem| groups[stem.as_str()].len() == 1)
+        .collect();
+    loop {
+        let mut count: HashMap<&str, usize> = HashMap::new();
+        for name in &names {
+            *count.entry(name).or_default() += 1;
+        }
+        let clashing: Vec<usize> = (0..paths.len())
+            .filter(|&i| by_stem_rule[i] && count[names[i].as_str()] > 1)
+            .collect();
+        if clashing.is_empty() {
+            break;
+        }
+        for i in clashing {
+            by_stem_rule[i] = false;
+            names[i] = sanitize(
+                &absolute[i]
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy(),
+            );
+        }
+    }
+
     let mut by_name: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, name) in names.iter().enumerate() {
         by_name.entry(name).or_default().push(i);
@@ -512,6 +545,29 @@ mod tests {
             ["_config__x.txt", "x.txt"]
         );
         assert_eq!(names(&["/d/a\\b.txt"]), ["a_b"]);
+    }
+
+    #[test]
+    fn a_stem_equal_to_a_collision_name_takes_its_file_name() {
+        // Found in /usr/share/doc/adduser/examples: `adduser` collides, so
+        // `adduser.local` is named `adduser.local`, the stem of `adduser.local.conf`.
+        assert_eq!(
+            names(&[
+                "/e/adduser.local",
+                "/e/adduser.local.conf",
+                "/e/adduser.conf"
+            ]),
+            ["adduser.local", "adduser.local.conf", "adduser.conf"]
+        );
+        // In any order.
+        assert_eq!(
+            names(&[
+                "/e/adduser.local.conf",
+                "/e/adduser.conf",
+                "/e/adduser.local"
+            ]),
+            ["adduser.local.conf", "adduser.conf", "adduser.local"]
+        );
     }
 
     #[test]
