@@ -21,6 +21,9 @@ pub enum Error {
     /// Chunking a file failed.
     #[error(transparent)]
     Chunk(#[from] chunker::ChunkerError),
+    /// The files and folders given could not be expanded into files to chunk.
+    #[error(transparent)]
+    Inputs(#[from] chunker::InputError),
     /// Scanning the chunk tree or applying a callback failed.
     #[error(transparent)]
     Detect(#[from] detector::DetectError),

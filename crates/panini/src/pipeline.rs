@@ -29,10 +29,15 @@ pub struct PipelineConfig {
     /// The work directory: the chunk tree (`pending_compression/`), rebuilt files, and
     /// the default bucket.
     pub work_dir: PathBuf,
-    /// Files to chunk now into `work_dir/pending_compression`. A tree already there is
-    /// replaced only when a pipeline run created it (it holds [`PIPELINE_TREE_MARKER`]);
-    /// any other tree is an error, never deleted.
+    /// Files and folders to chunk now into `work_dir/pending_compression`; folders are
+    /// walked as `inputs` says, and every file is named by `chunker::assign_names`
+    /// (stems, or paths where stems collide). A tree already there is replaced only when
+    /// a pipeline run created it (it holds [`PIPELINE_TREE_MARKER`]); any other tree is
+    /// an error, never deleted.
     pub files: Vec<PathBuf>,
+    /// How folders in `files` are walked (`.gitignore` rules, hidden files, excludes).
+    /// The work directory is never walked.
+    pub inputs: chunker::InputOptions,
     /// Run on this existing chunk tree instead of chunking `files`: chunks already
     /// completed stay as they are.
     pub base: Option<PathBuf>,
@@ -66,6 +71,7 @@ impl PipelineConfig {
         Self {
             work_dir: work_dir.into(),
             files: Vec::new(),
+            inputs: chunker::InputOptions::default(),
             base: None,
             bucket: None,
             store: StoreConfig::default(),
@@ -606,43 +612,80 @@ impl Pipeline {
     }
 
     /// Chunks every file of the configuration into `base`, in order.
+    /// Expands `files` (folders walked) and chunks them all into `base` as one batch
+    /// (`chunker::chunk_files`: one flush for all trees, not one per file). A file that
+    /// fails to chunk is reported on its own row and the others go on; an input that
+    /// cannot be expanded (a missing path, a FIFO named explicitly, two files the naming
+    /// rule cannot tell apart) stops the run before anything is chunked.
     fn chunk_all(&self, base: &Path, on_event: &EventSink) -> Result<Vec<InputFile>, Error> {
-        let files = &self.config.files;
-        let mut total = 0;
-        for file in files {
-            total += std::fs::metadata(file).map_err(Error::io(file))?.len();
+        let mut walk = self.config.inputs.clone();
+        // The run's own chunk tree, bucket and rebuilt files, when the work directory
+        // is inside a folder given.
+        walk.skip_dirs.push(self.config.work_dir.clone());
+        let expanded = chunker::expand_inputs(&self.config.files, &walk)?;
+        for skipped in &expanded.skipped {
+            on_event(PipelineEvent::Warning(skipped.to_string()));
+        }
+        let mut errors = Vec::new();
+        for error in expanded.errors {
+            match error {
+                // One unreadable subfolder does not make the rest of a folder unusable.
+                error @ chunker::InputError::Walk { .. } => {
+                    on_event(PipelineEvent::Warning(error.to_string()));
+                }
+                error => errors.push(error),
+            }
+        }
+        if let Some(error) = errors.into_iter().next() {
+            return Err(error.into());
+        }
+        let files = expanded.files;
+        if files.is_empty() {
+            return Err(Error::InvalidConfig(
+                "no files to chunk (folders given hold none that are not ignored)".into(),
+            ));
         }
         on_event(PipelineEvent::StageStarted {
             stage: "chunk",
-            total,
+            total: files.iter().map(|f| f.size).sum(),
         });
-        let mut inputs = Vec::new();
-        let mut done_before = 0;
-        for file in files {
-            let mut options = chunker::ChunkOptions::new(base);
-            options.config = self.config.chunker;
-            options.force = true;
-            let offset = done_before;
-            let sink = on_event.clone();
-            options.progress = Some(Arc::new(move |p: chunker::Progress| {
-                sink(PipelineEvent::Progress {
-                    stage: "chunk",
-                    done: offset + p.bytes_done,
-                });
-            }));
-            let report = chunker::chunk_file(file, &options)?;
-            done_before += report.file_size;
-            inputs.push(InputFile {
-                file: tree::TreeFile {
-                    name: report.name,
-                    format: report.format.name().to_owned(),
-                    chunks: report.total_chunks,
-                    bytes: report.file_size,
-                    error: None,
-                },
-                source: Some(report.source),
+        let mut options = chunker::ChunkOptions::new(base);
+        options.config = self.config.chunker;
+        options.force = true;
+        let sink = on_event.clone();
+        options.progress = Some(Arc::new(move |p: chunker::Progress| {
+            sink(PipelineEvent::Progress {
+                stage: "chunk",
+                done: p.bytes_done,
             });
-        }
+        }));
+        let results = chunker::chunk_files(&files, &options);
+        let inputs = files
+            .into_iter()
+            .zip(results)
+            .map(|(input, result)| match result {
+                Ok(report) => InputFile {
+                    file: tree::TreeFile {
+                        name: report.name,
+                        format: report.format.name().to_owned(),
+                        chunks: report.total_chunks,
+                        bytes: report.file_size,
+                        error: None,
+                    },
+                    source: Some(report.source),
+                },
+                Err(error) => InputFile {
+                    file: tree::TreeFile {
+                        name: input.name,
+                        format: "unknown".to_owned(),
+                        chunks: 0,
+                        bytes: input.size,
+                        error: Some(format!("not chunked: {error}")),
+                    },
+                    source: Some(input.path),
+                },
+            })
+            .collect();
         on_event(PipelineEvent::StageFinished { stage: "chunk" });
         Ok(inputs)
     }

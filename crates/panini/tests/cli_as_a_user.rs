@@ -410,10 +410,14 @@ fn errors_are_one_line_with_a_hint() {
     assert!(stderr.contains("/dev/null: not a regular file"), "{stderr}");
     assert!(!stderr.contains("Is a directory"), "{stderr}");
 
+    // A folder is walked (#17); an empty one has nothing to chunk, and says so.
     let out = panini(&["chunk", "some-dir"], dir.path());
     expect_code(&out, 1, "chunk some-dir");
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("not a regular file"), "{stderr}");
+    assert!(
+        stderr.contains("error: no files to chunk in some-dir"),
+        "{stderr}"
+    );
 
     let out = panini(&["dispatch"], dir.path());
     expect_code(&out, 1, "dispatch without a list");

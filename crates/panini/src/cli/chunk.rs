@@ -1,11 +1,15 @@
-//! `panini chunk FILE...`: cut files into the chunk tree under `pending_compression/`.
+//! `panini chunk FILE|DIR...`: cut files, and the files in folders, into the chunk tree
+//! under `pending_compression/`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::bail;
 use chunk_model::Strategy;
-use chunker::{ChunkOptions, ChunkReport, ChunkerConfig, DEFAULT_MAX_CHUNK_SIZE, chunk_file};
+use chunker::{
+    ChunkOptions, ChunkReport, ChunkerConfig, DEFAULT_MAX_CHUNK_SIZE, InputError, chunk_file,
+    chunk_files, expand_inputs,
+};
 
 use super::common::{self, human_bytes, outln};
 
@@ -14,9 +18,13 @@ const PROGRESS_MIN_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Files to chunk.
-    #[arg(required = true)]
+    /// Files and folders to chunk. Folders are walked: .gitignore rules, hidden files and
+    /// --exclude globs leave files out; each file is named by its stem, or by its path
+    /// where stems collide (`a/x.txt` → `a__x.txt`; docs/FORMATS.md).
+    #[arg(required = true, value_name = "PATH")]
     files: Vec<PathBuf>,
+    #[command(flatten)]
+    inputs: common::InputArgs,
     /// Root of the chunk tree (`--output` is the older name).
     #[arg(long, visible_alias = "output", value_name = "DIR", default_value = chunk_model::layout::DEFAULT_ROOT)]
     base: PathBuf,
@@ -26,7 +34,7 @@ pub struct Args {
     /// Maximum chunk size (e.g. 4M, 1GiB; K, M, G, T are powers of 1024).
     #[arg(long, default_value_t = DEFAULT_MAX_CHUNK_SIZE, value_parser = common::parse_size)]
     chunk_size: u64,
-    /// Directory name under the output root (default: the file stem); one file only.
+    /// Directory name under the output root (default: the file stem); one file only, not a folder.
     #[arg(long)]
     name: Option<String>,
     /// Replace an existing chunk tree of the same name.
@@ -38,16 +46,55 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.name.is_some() && args.files.len() > 1 {
+    if args.name.is_some() {
+        if args.files.len() > 1 {
+            bail!(
+                "--name applies to one file; {} were given",
+                args.files.len()
+            );
+        }
+        return run_named(&args);
+    }
+    let mut walk = args.inputs.options();
+    // `panini chunk .` must not chunk the chunk tree it writes into.
+    walk.skip_dirs.push(args.base.clone());
+    let expanded = expand_inputs(&args.files, &walk)?;
+    for skipped in &expanded.skipped {
+        eprintln!("warning: {skipped}");
+    }
+    let mut failures: Vec<(Vec<PathBuf>, String)> = Vec::new();
+    let input_errors = expanded.errors.len();
+    for error in expanded.errors {
+        let paths = input_error_paths(&error);
+        let error = anyhow::Error::from(error);
+        eprintln!("{}", common::error_report(&error));
+        failures.push((paths, error.to_string()));
+    }
+    if expanded.files.is_empty() && failures.is_empty() {
         bail!(
-            "--name applies to one file; {} were given",
-            args.files.len()
+            "no files to chunk in {} (every file was ignored, excluded or skipped; see \
+             --hidden, --no-ignore)",
+            args.files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
+    let total: u64 = expanded.files.iter().map(|f| f.size).sum();
+    let bar = (!args.json && total >= PROGRESS_MIN_BYTES)
+        .then(|| common::bytes_bar(total, common::plural(expanded.files.len() as u64, "file")));
+    let mut options = options(&args);
+    options.progress = bar.clone().map(|bar| {
+        Arc::new(move |p: chunker::Progress| bar.set_position(p.bytes_done)) as chunker::ProgressFn
+    });
+    let results = chunk_files(&expanded.files, &options);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     let mut reports = Vec::new();
-    let mut failures = Vec::new();
-    for file in &args.files {
-        match chunk_one(file, &args) {
+    for (input, result) in expanded.files.iter().zip(results) {
+        match result {
             Ok(report) => {
                 if !args.json {
                     print_report(&report);
@@ -55,15 +102,49 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 reports.push(report);
             }
             Err(err) => {
+                let err = anyhow::Error::from(err);
+                // The error names the path already.
                 eprintln!("{}", common::error_report(&err));
-                failures.push((file.clone(), err.to_string()));
+                failures.push((vec![input.path.clone()], err.to_string()));
             }
         }
     }
+    finish(
+        &args,
+        reports,
+        &failures,
+        expanded.files.len() + input_errors,
+    )
+}
+
+/// The paths an input error is about, for the JSON report.
+fn input_error_paths(error: &InputError) -> Vec<PathBuf> {
+    match error {
+        InputError::Unreadable { path, .. }
+        | InputError::NotARegularFile { path }
+        | InputError::Walk { path, .. }
+        | InputError::InvalidName { path, .. } => vec![path.clone()],
+        InputError::NameClash { paths, .. } => paths.clone(),
+        // Fails the whole expansion before this is reached; and names no path.
+        InputError::Exclude { .. } => Vec::new(),
+    }
+}
+
+/// Prints the summary or the JSON document, and fails when anything failed.
+fn finish(
+    args: &Args,
+    reports: Vec<ChunkReport>,
+    failures: &[(Vec<PathBuf>, String)],
+    inputs: usize,
+) -> anyhow::Result<()> {
     if args.json {
         let failed: Vec<_> = failures
             .iter()
-            .map(|(path, error)| serde_json::json!({ "path": path, "error": error }))
+            .flat_map(|(paths, error)| {
+                paths
+                    .iter()
+                    .map(move |path| serde_json::json!({ "path": path, "error": error }))
+            })
             .collect();
         let out = serde_json::json!({ "chunked": reports, "failed": failed });
         common::print_json(&out)?;
@@ -74,23 +155,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!(
             "{} of {} files could not be chunked",
             failures.len(),
-            args.files.len()
+            inputs
         );
     }
     Ok(())
 }
 
-fn chunk_one(file: &Path, args: &Args) -> anyhow::Result<ChunkReport> {
-    // A directory, /dev/null or a FIFO: say so, instead of the OS error a read of it
-    // gives ("Is a directory" for /dev/null).
-    let meta = std::fs::metadata(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    if !meta.is_file() {
-        bail!("{}: not a regular file", file.display());
-    }
-    let len = meta.len();
-    let bar = (!args.json && len >= PROGRESS_MIN_BYTES)
-        .then(|| common::bytes_bar(len, file.display().to_string()));
-    let options = ChunkOptions {
+fn options(args: &Args) -> ChunkOptions {
+    ChunkOptions {
         output: args.base.clone(),
         name: args.name.clone(),
         config: ChunkerConfig {
@@ -100,11 +172,49 @@ fn chunk_one(file: &Path, args: &Args) -> anyhow::Result<ChunkReport> {
         },
         force: args.force,
         sync: true,
-        progress: bar.clone().map(|bar| {
-            Arc::new(move |p: chunker::Progress| bar.set_position(p.bytes_done))
-                as chunker::ProgressFn
-        }),
-    };
+        progress: None,
+    }
+}
+
+/// `--name`: one file, under the name given.
+fn run_named(args: &Args) -> anyhow::Result<()> {
+    let file = &args.files[0];
+    match chunk_one(file, args) {
+        Ok(report) => {
+            if !args.json {
+                print_report(&report);
+            }
+            finish(args, vec![report], &[], 1)
+        }
+        Err(err) => {
+            eprintln!("{}", common::error_report(&err));
+            finish(
+                args,
+                Vec::new(),
+                &[(vec![file.clone()], err.to_string())],
+                1,
+            )
+        }
+    }
+}
+
+fn chunk_one(file: &Path, args: &Args) -> anyhow::Result<ChunkReport> {
+    // A directory, /dev/null or a FIFO: say so, instead of the OS error a read of it
+    // gives ("Is a directory" for /dev/null).
+    let meta = std::fs::metadata(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    if meta.is_dir() {
+        bail!("{}: --name names one file, not a folder", file.display());
+    }
+    if !meta.is_file() {
+        bail!("{}: not a regular file", file.display());
+    }
+    let len = meta.len();
+    let bar = (!args.json && len >= PROGRESS_MIN_BYTES)
+        .then(|| common::bytes_bar(len, file.display().to_string()));
+    let mut options = options(args);
+    options.progress = bar.clone().map(|bar| {
+        Arc::new(move |p: chunker::Progress| bar.set_position(p.bytes_done)) as chunker::ProgressFn
+    });
     let result = chunk_file(file, &options);
     if let Some(bar) = bar {
         bar.finish_and_clear();

@@ -331,3 +331,30 @@ mod tests {
         );
     }
 }
+
+/// How the folders among a command's inputs are walked (`chunk`, `pipeline`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct InputArgs {
+    /// Leave out paths inside folders that match GLOB (.gitignore syntax, relative to the
+    /// folder given: `*.log`, `build/`, `/out`); repeatable. Files named are always taken.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Take hidden files and folders (names starting with `.`) in folders too.
+    #[arg(long)]
+    pub hidden: bool,
+    /// Take files that .gitignore, .ignore or .git/info/exclude rules leave out.
+    #[arg(long)]
+    pub no_ignore: bool,
+}
+
+impl InputArgs {
+    /// The walk these arguments ask for.
+    pub fn options(&self) -> chunker::InputOptions {
+        chunker::InputOptions {
+            exclude: self.exclude.clone(),
+            hidden: self.hidden,
+            no_ignore: self.no_ignore,
+            ..chunker::InputOptions::default()
+        }
+    }
+}

@@ -16,9 +16,13 @@ use crate::pipeline::{PipelineConfig, PipelineEvent, PipelineReport, StageReport
 /// Options of `cargo xtask pipeline`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Files to run through the pipeline; without any (and without --base), a generated
-    /// sample set (a PNG, an MP4 with keyframes, a text log and random bytes).
+    /// Files and folders to run through the pipeline (folders walked as `panini chunk`
+    /// walks them); without any (and without --base), a generated sample set (a PNG, an
+    /// MP4 with keyframes, a text log and random bytes).
+    #[arg(value_name = "PATH")]
     files: Vec<PathBuf>,
+    #[command(flatten)]
+    inputs: common::InputArgs,
     /// Run on an existing chunk tree (`pending_compression/`, e.g. from `cargo xtask
     /// chunk`) instead of chunking files: chunks already completed are left as they are,
     /// and each file is checked against the SHA-256 in its manifest.
@@ -99,6 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..Default::default()
     };
     config.timeout = args.timeout;
+    config.inputs = args.inputs.options();
 
     let mut samples_stage = None;
     if args.base.is_none() {
