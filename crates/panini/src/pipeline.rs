@@ -24,7 +24,8 @@ use crate::{Error, WorkerClient, tree};
 pub const PIPELINE_TREE_MARKER: &str = ".created-by-panini-pipeline";
 
 /// How a [`Pipeline`] runs. Build with [`PipelineConfig::new`] and adjust the fields.
-#[derive(Debug, Clone)]
+/// `Debug` shows the token and signing key as `<redacted>`.
+#[derive(Clone)]
 pub struct PipelineConfig {
     /// The work directory: the chunk tree (`pending_compression/`), rebuilt files, and
     /// the default bucket.
@@ -63,6 +64,29 @@ pub struct PipelineConfig {
     pub chunker: chunker::ChunkerConfig,
     /// Give up waiting for workers after this long.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for PipelineConfig {
+    // By hand, so that secrets never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |set: bool| if set { Some("<redacted>") } else { None };
+        f.debug_struct("PipelineConfig")
+            .field("work_dir", &self.work_dir)
+            .field("files", &self.files)
+            .field("inputs", &self.inputs)
+            .field("base", &self.base)
+            .field("bucket", &self.bucket)
+            .field("store", &self.store)
+            .field("workers", &self.workers)
+            .field("worker_urls", &self.worker_urls)
+            .field("token", &redacted(self.token.is_some()))
+            .field("signing_key", &redacted(self.signing_key.is_some()))
+            .field("lease", &self.lease)
+            .field("engine", &self.engine)
+            .field("chunker", &self.chunker)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl PipelineConfig {
@@ -818,5 +842,22 @@ impl WorkerTotals {
             bytes_in: self.bytes_in.saturating_sub(before.bytes_in),
             bytes_out: self.bytes_out.saturating_sub(before.bytes_out),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_secrets() {
+        let mut config = PipelineConfig::new("work");
+        config.token = Some("token-that-must-not-leak".into());
+        config.signing_key = Some(b"key-that-must-not-leak".to_vec());
+        let text = format!("{config:?}");
+        assert!(!text.contains("must-not-leak"), "{text}");
+        assert!(text.contains("<redacted>"), "{text}");
+        let signing_key_bytes = format!("{:?}", b"key-that-must-not-leak".to_vec());
+        assert!(!text.contains(&signing_key_bytes), "{text}");
     }
 }

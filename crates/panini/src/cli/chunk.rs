@@ -34,6 +34,11 @@ pub struct Args {
     /// Maximum chunk size (e.g. 4M, 1GiB; K, M, G, T are powers of 1024).
     #[arg(long, default_value_t = DEFAULT_MAX_CHUNK_SIZE, value_parser = common::parse_size)]
     chunk_size: u64,
+    /// Smallest chunk the semantic strategy emits, except a file's header, its tail, or a
+    /// short group of pictures before a keyframe (e.g. 256K; at most a quarter of the
+    /// maximum). `size` ignores it.
+    #[arg(long, default_value_t = chunker::DEFAULT_MIN_CHUNK_SIZE, value_parser = common::parse_size)]
+    min_chunk_size: u64,
     /// Directory name under the output root (default: the file stem); one file only, not a folder.
     #[arg(long)]
     name: Option<String>,
@@ -168,7 +173,7 @@ fn options(args: &Args) -> ChunkOptions {
         config: ChunkerConfig {
             strategy: args.strategy,
             max_chunk_size: args.chunk_size,
-            ..ChunkerConfig::default()
+            min_chunk_size: args.min_chunk_size,
         },
         force: args.force,
         sync: true,

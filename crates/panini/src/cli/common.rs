@@ -358,3 +358,24 @@ impl InputArgs {
         }
     }
 }
+
+/// A secret from the first line of `file` when given, else from the environment
+/// variable `env`; never from a command-line value, which every user sees in `ps`.
+pub(crate) fn secret(file: Option<&std::path::Path>, env: &str) -> anyhow::Result<Option<String>> {
+    match file {
+        Some(path) => read_secret_file(path).map(Some),
+        None => Ok(std::env::var(env).ok().filter(|v| !v.is_empty())),
+    }
+}
+
+/// The secret in the first line of `path` (a token file, mode 0600 by convention).
+pub(crate) fn read_secret_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the secret file {}", path.display()))?;
+    let secret = text.lines().next().unwrap_or("").trim().to_owned();
+    if secret.is_empty() {
+        anyhow::bail!("the secret file {} is empty", path.display());
+    }
+    Ok(secret)
+}

@@ -32,12 +32,16 @@ pub struct DispatchArgs {
     /// as `{url, headers, body}`); progress lines go to stderr.
     #[arg(long)]
     json: bool,
-    /// Bearer token the workers expect.
-    #[arg(long, env = "COLAB_AUTH_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Key that signs each request (Standard Webhooks; `whsec_…` or any text).
-    #[arg(long, env = "PANINI_WEBHOOK_SECRET", hide_env_values = true)]
-    webhook_secret: Option<String>,
+    /// File whose first line is the bearer token the workers expect. Default: the
+    /// environment variable COLAB_AUTH_TOKEN. Secrets are never command-line values,
+    /// which every user sees in `ps`.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// File whose first line is the key that signs each request (Standard Webhooks;
+    /// `whsec_…` or any text of at least 16 bytes). Default: the environment variable
+    /// PANINI_WEBHOOK_SECRET.
+    #[arg(long, value_name = "PATH")]
+    webhook_secret_file: Option<PathBuf>,
     /// The chunk tree whose metadata.json files record the outcome.
     #[arg(long, default_value = detector::DEFAULT_BASE)]
     base: PathBuf,
@@ -61,7 +65,7 @@ pub fn signing_key_from_env() -> anyhow::Result<Option<Vec<u8>>> {
     signing_key(std::env::var("PANINI_WEBHOOK_SECRET").ok().as_deref())
 }
 
-/// The same from a secret given as `--webhook-secret` (whose default is that variable).
+/// The same from a secret read from `--webhook-secret-file` or that variable.
 fn signing_key(secret: Option<&str>) -> anyhow::Result<Option<Vec<u8>>> {
     match secret {
         Some(secret) if !secret.is_empty() => {
@@ -91,8 +95,11 @@ pub fn dispatch(args: DispatchArgs) -> anyhow::Result<()> {
         endpoints.push(Endpoint::from_url("http://localhost:5000/webhook"));
     }
     let mut config = DispatchConfig::new(endpoints);
-    config.token = args.token.clone().filter(|t| !t.is_empty());
-    config.signing_key = signing_key(args.webhook_secret.as_deref())?;
+    config.token = super::common::secret(args.token_file.as_deref(), "COLAB_AUTH_TOKEN")?;
+    config.signing_key = signing_key(
+        super::common::secret(args.webhook_secret_file.as_deref(), "PANINI_WEBHOOK_SECRET")?
+            .as_deref(),
+    )?;
     config.mode = if args.per_chunk {
         Mode::PerChunk
     } else {

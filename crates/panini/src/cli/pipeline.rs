@@ -42,9 +42,11 @@ pub struct Args {
     /// workers. It must serve the same repository root and bucket.
     #[arg(long = "worker", value_name = "URL")]
     worker_urls: Vec<String>,
-    /// Bearer token for --worker services (in-process workers get a generated one).
-    #[arg(long, env = "COLAB_AUTH_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    /// File whose first line is the bearer token of --worker services (in-process workers
+    /// get a generated one). Default: the environment variable COLAB_AUTH_TOKEN; never a
+    /// command-line value, which every user sees in `ps`.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
     /// How long a dispatched chunk may stay unreported before it is dispatched again
     /// (e.g. 90s, 2m).
     #[arg(long, alias = "lease-s", default_value = "120s", value_parser = common::parse_duration)]
@@ -58,6 +60,9 @@ pub struct Args {
     /// Largest chunk (e.g. 4M, 1GiB).
     #[arg(long, default_value_t = chunker::DEFAULT_MAX_CHUNK_SIZE, value_parser = common::parse_size)]
     chunk_size: u64,
+    /// Smallest chunk (e.g. 256K; at most a quarter of the largest), as `chunk` has it.
+    #[arg(long, default_value_t = chunker::DEFAULT_MIN_CHUNK_SIZE, value_parser = common::parse_size)]
+    min_chunk_size: u64,
     /// Size of the generated sample set (e.g. 50M).
     #[arg(long, default_value = "50M", value_parser = common::parse_size)]
     sample_size: u64,
@@ -93,14 +98,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.store.gcs.endpoint = args.endpoint.clone().filter(|e| !e.is_empty());
     config.workers = args.workers;
     config.worker_urls = args.worker_urls.clone();
-    config.token = args.token.clone();
+    config.token = super::common::secret(args.token_file.as_deref(), "COLAB_AUTH_TOKEN")?;
     config.signing_key = super::dispatch::signing_key_from_env()?;
     config.lease = args.lease;
     config.engine = args.engine;
     config.chunker = chunker::ChunkerConfig {
         strategy: args.strategy,
         max_chunk_size: args.chunk_size,
-        ..Default::default()
+        min_chunk_size: args.min_chunk_size,
     };
     config.timeout = args.timeout;
     config.inputs = args.inputs.options();

@@ -107,12 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 store,
             ),
         };
-        config.token = match &args.token_file {
-            Some(path) => Some(read_secret_file(path)?),
-            None => std::env::var("COLAB_AUTH_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty()),
-        };
+        config.token = super::common::secret(args.token_file.as_deref(), "COLAB_AUTH_TOKEN")?;
         config.read_token = std::env::var("PANINI_READ_TOKEN")
             .ok()
             .filter(|t| !t.is_empty());
@@ -176,17 +171,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Ok(())
     })
-}
-
-/// The secret in the first line of `path` (a token file, mode 0600 by convention).
-fn read_secret_file(path: &std::path::Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the token file {}", path.display()))?;
-    let token = text.lines().next().unwrap_or("").trim().to_owned();
-    if token.is_empty() {
-        bail!("the token file {} is empty", path.display());
-    }
-    Ok(token)
 }
 
 /// `$XDG_CACHE_HOME/panini/repo-<hash of the URL>` (or under `~/.cache`): one bare
