@@ -67,6 +67,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for skipped in &expanded.skipped {
         eprintln!("warning: {skipped}");
     }
+    // A folder the user named that gave nothing is worth a word, even when other inputs
+    // did give files: it may be a typo or an over-eager ignore rule.
+    for input in args.files.iter().filter(|p| p.is_dir()) {
+        if !expanded.files.iter().any(|f| f.path.starts_with(input)) {
+            eprintln!(
+                "warning: {}: no files to chunk in this folder (every file was ignored, \
+                 excluded or skipped; see --hidden, --no-ignore)",
+                input.display()
+            );
+        }
+    }
     let mut failures: Vec<(Vec<PathBuf>, String)> = Vec::new();
     let input_errors = expanded.errors.len();
     for error in expanded.errors {
