@@ -6,7 +6,9 @@
 //! permanently, or the deadline passes.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rand::Rng as _;
 
@@ -167,33 +169,82 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
-    #[tokio::test]
-    async fn the_deadline_bounds_retries_and_keeps_the_last_error() {
-        let policy = RetryPolicy {
-            deadline: Duration::from_millis(50),
-            ..quick()
-        };
-        let error = policy
-            .run("put", "chunks/x", || async { Err::<(), _>(unavailable()) })
-            .await
-            .unwrap_err();
+    /// The attempts and time of a `put chunks/x` that gave up on 503s, or a panic naming
+    /// what came instead.
+    fn exhausted(error: StoreError) -> (u32, Duration) {
         match error {
             StoreError::RetriesExhausted {
                 op,
                 key,
                 attempts,
+                elapsed,
                 last,
-                ..
-            } => {
-                assert_eq!((op, key.as_str()), ("put", "chunks/x"));
-                assert!(attempts >= 1);
-                assert!(matches!(*last, StoreError::Http { status: 503, .. }));
+            } if op == "put"
+                && key == "chunks/x"
+                && matches!(*last, StoreError::Http { status: 503, .. }) =>
+            {
+                (attempts, elapsed)
             }
             other => panic!("unexpected {other:?}"),
         }
     }
 
-    #[tokio::test]
+    /// The deadline in virtual time (tokio's clock, paused: nothing sleeps for real).
+    /// Every attempt takes 10 ms and there is no backoff, so a 100 ms deadline allows
+    /// exactly 10 attempts: the tenth ends at 100 ms, and no attempt starts after that.
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_allows_exactly_the_attempts_that_fit() {
+        let calls = AtomicU32::new(0);
+        let policy = RetryPolicy {
+            initial_backoff: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+            deadline: Duration::from_millis(100),
+            attempt_timeout: Duration::from_secs(5),
+        };
+        let start = Instant::now();
+        let error = policy
+            .run("put", "chunks/x", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Err::<(), _>(unavailable())
+            })
+            .await
+            .unwrap_err();
+        let (attempts, elapsed) = exhausted(error);
+        assert_eq!(attempts, 10);
+        assert_eq!(calls.load(Ordering::SeqCst), attempts);
+        assert_eq!(elapsed, Duration::from_millis(100));
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+    }
+
+    /// With jittered waits of at most 5 ms and a 50 ms deadline, giving up needs at least
+    /// 45 ms of waits, so at least 10 attempts; each one is a call. Virtual time too.
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_bounds_jittered_retries_and_keeps_the_last_error() {
+        let calls = AtomicU32::new(0);
+        let policy = RetryPolicy {
+            deadline: Duration::from_millis(50),
+            ..quick()
+        };
+        let error = policy
+            .run("put", "chunks/x", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(unavailable())
+            })
+            .await
+            .unwrap_err();
+        let (attempts, elapsed) = exhausted(error);
+        assert_eq!(calls.load(Ordering::SeqCst), attempts);
+        assert!(attempts >= 10, "{attempts} attempts in {elapsed:?}");
+        // (tokio's timer ends a sleep on a whole millisecond, so the last wait may end
+        // on the deadline itself, never after it.)
+        assert!(
+            elapsed >= Duration::from_millis(45) && elapsed <= policy.deadline,
+            "{elapsed:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_hung_attempt_times_out_and_is_retried() {
         let calls = AtomicU32::new(0);
         let policy = RetryPolicy {
@@ -210,5 +261,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(value, "done");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 }
