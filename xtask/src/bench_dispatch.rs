@@ -352,8 +352,8 @@ async fn phase(
             .unwrap_or(0)
     };
     let (bytes_in, bytes_out) = (
-        metric("panini_worker_bytes_in_total"),
-        metric("panini_worker_bytes_out_total"),
+        metric("panini_worker_input_bytes_total"),
+        metric("panini_worker_output_bytes_total"),
     );
     let _ = stop.send(());
     task.await.context("worker task")??;

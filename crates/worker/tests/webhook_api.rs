@@ -139,7 +139,7 @@ async fn accepted_batch_is_compressed_stored_and_recorded() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("panini_worker_bytes_in_total 800000\n"),
+        metrics.contains("panini_worker_input_bytes_total 800000\n"),
         "{metrics}"
     );
     assert!(
@@ -151,7 +151,7 @@ async fn accepted_batch_is_compressed_stored_and_recorded() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("panini_worker_queue_length 0\n"),
+        metrics.contains("panini_worker_chunks_queued 0\n"),
         "{metrics}"
     );
     let health = reqwest::get(worker.url("/healthz")).await.unwrap();
