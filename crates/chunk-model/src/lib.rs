@@ -3,7 +3,9 @@
 //! Every other Panini crate speaks in these types, so this crate stays small and free of
 //! policy: it knows the shape of the data (chunk metadata, manifests, recipes, the
 //! detector→dispatcher→worker wire types), the legal status transitions, and the on-disk
-//! layout under `pending_compression/`, including how to write a JSON file atomically.
+//! layout under `pending_compression/`, including how to write a JSON file atomically
+//! and how a chunk path from outside is checked and resolved without leaving the tree
+//! ([`chunk_path`]).
 //! It knows nothing about HTTP, GCS, OpenCL or compression.
 //!
 //! Compatibility is a contract: files written by the original Python chunker (local
@@ -11,6 +13,7 @@
 //! must read, and writing back through [`json_file::update`] changes only the keys the
 //! caller changed.
 
+pub mod chunk_path;
 pub mod digest;
 pub mod error;
 pub mod file_mode;
@@ -28,6 +31,7 @@ pub mod tree_lock;
 pub mod webhook_signature;
 pub mod wire;
 
+pub use chunk_path::{ChunkPath, ChunkPathError, TreeRoot};
 pub use digest::Sha256Digest;
 pub use error::ModelError;
 pub use layout::Layout;

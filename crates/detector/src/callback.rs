@@ -3,21 +3,23 @@
 //! A worker reports back through GitHub's `repository_dispatch`; the workflow hands the
 //! event file to [`apply_callback`]. The event comes from outside the repository, so it
 //! is checked before anything is written: `chunk_path` must resolve (symbolic links
-//! included) to a directory inside the base, a `completed` event must be about this
-//! chunk's content (its `original_hash` is the chunk's, and its `upload_path` is the
-//! chunk object key of that hash), the status change must be legal, and only the
-//! changed keys are written back, atomically, under the tree's lock. Replaying an event
-//! is harmless: the same `completed` event a second time changes nothing and succeeds.
+//! included) to a directory inside the base whose `metadata.json` is a regular file, not
+//! a link (`chunk_model::chunk_path`, the check the worker makes too), a `completed`
+//! event must be about this chunk's content (its `original_hash` is the chunk's, and its
+//! `upload_path` is the chunk object key of that hash), the status change must be legal,
+//! and only the changed keys are written back, atomically, under the tree's lock.
+//! Replaying an event is harmless: the same `completed` event a second time changes
+//! nothing and succeeds.
 //!
 //! Error messages quote the payload's text escaped ([`crate::actions::escape_data`] or
 //! `{:?}`), never raw: they are printed in the callback job's log, where a line break
 //! followed by `::error` would be read as a workflow command.
 
 use std::fs;
-use std::io::ErrorKind;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use chunk_model::chunk_path::{ChunkPath, ChunkPathError, ChunkPathFault, TreeRoot};
 use chunk_model::layout::METADATA_FILE;
 use chunk_model::object_keys::{self, parse_chunk_object};
 use chunk_model::tree_lock::{self, TreeLock, TreeLockError, Wait};
@@ -147,7 +149,9 @@ pub enum CallbackError {
         /// The missing field.
         field: &'static str,
     },
-    /// `chunk_path` does not lie inside the base directory.
+    /// `chunk_path` does not lie inside the base directory: by its grammar (empty,
+    /// absolute, `..`, a NUL or a backslash), through a symbolic link, or because its
+    /// `metadata.json` is a symbolic link.
     #[error("chunk_path {chunk_path:?} is outside {base}: {}", escape_data(.reason))]
     OutsideBase {
         /// The path as given.
@@ -166,15 +170,15 @@ pub enum CallbackError {
         #[source]
         source: crate::DetectError,
     },
-    /// `chunk_path` names no chunk directory.
+    /// `chunk_path` names no chunk directory, or one without a regular `metadata.json`.
     #[error(
-        "chunk_path {chunk_path:?}: no chunk directory at {}",
+        "chunk_path {chunk_path:?}: no chunk directory with its metadata at {}",
         escape_data(&.path.display().to_string())
     )]
     ChunkNotFound {
         /// The path as given.
         chunk_path: String,
-        /// Where it was looked for.
+        /// What is missing, or is not a directory or a regular file.
         path: PathBuf,
     },
     /// A file system operation on the base or chunk failed.
@@ -411,13 +415,16 @@ pub fn apply_to_metadata(
 }
 
 /// Resolves `chunk_path` (relative to the base's parent, the repository root) to the
-/// chunk's `metadata.json`, refusing anything that is absolute, climbs with `..`, or
-/// resolves through a symbolic link to somewhere outside the base. For many paths under
-/// one base, [`ChunkResolver`] does the base's share of the work once.
+/// chunk's `metadata.json` with `chunk_model::chunk_path`, the check the worker uses too:
+/// it refuses a path that is empty, absolute, climbs with `..` or holds a NUL or a
+/// backslash, one that resolves (symbolic links included) to anything but a directory
+/// strictly inside the base, and a `metadata.json` that is a symbolic link or not a
+/// regular file. For many paths under one base, [`ChunkResolver`] does the base's share
+/// of the work once.
 pub fn resolve_metadata(base: &Path, chunk_path: &str) -> Result<PathBuf, CallbackError> {
     // The path's own faults come first, whatever the state of the base.
-    check_relative(base, chunk_path)?;
-    ChunkResolver::new(base)?.metadata_path(chunk_path)
+    let parsed = parse(base, chunk_path)?;
+    ChunkResolver::new(base)?.resolve(&parsed)
 }
 
 /// [`resolve_metadata`] for many chunk paths under `base`: one [`ChunkResolver`] for
@@ -431,17 +438,14 @@ pub fn metadata_resolver(base: &Path) -> impl Fn(&str) -> Result<PathBuf, Callba
 }
 
 /// Resolves chunk paths to `metadata.json` files under one base, as
-/// [`resolve_metadata`] does, with the base's real path found once instead of per path.
+/// [`resolve_metadata`] does, with the real paths of the base and of the repository root
+/// found once instead of per path.
 #[derive(Debug, Clone)]
 pub struct ChunkResolver {
     /// The base as given, for messages.
     base: PathBuf,
-    /// The repository root as given (the base's parent): chunk paths are relative to it.
-    root: PathBuf,
-    /// The root with every symbolic link resolved.
-    root_real: PathBuf,
-    /// The base with every symbolic link resolved.
-    base_real: PathBuf,
+    /// Chunk paths resolve under the base's parent and must stay inside the base.
+    tree: TreeRoot,
 }
 
 impl ChunkResolver {
@@ -451,106 +455,54 @@ impl ChunkResolver {
             base: base.to_owned(),
             source,
         })?;
-        let io = |source| CallbackError::Io {
-            path: base.to_owned(),
-            source,
-        };
-        let base_real = fs::canonicalize(root.join(&name)).map_err(io)?;
-        let root_real = fs::canonicalize(&root).map_err(io)?;
+        let tree = TreeRoot::with_bound(&root, &root.join(&name)).map_err(|e| match e {
+            ModelError::Io { source, .. } => CallbackError::Io {
+                path: base.to_owned(),
+                source,
+            },
+            other => CallbackError::Model(other),
+        })?;
         Ok(ChunkResolver {
             base: base.to_owned(),
-            root,
-            root_real,
-            base_real,
+            tree,
         })
     }
 
-    /// The `metadata.json` of the chunk directory `chunk_path` names.
-    ///
-    /// Each component below the root is looked at without following links (one `lstat`
-    /// each, instead of resolving the whole absolute path again); only a path that
-    /// really goes through a symbolic link is resolved in full, and must still land
-    /// inside the base.
+    /// The `metadata.json` of the chunk directory `chunk_path` names (its real path).
     pub fn metadata_path(&self, chunk_path: &str) -> Result<PathBuf, CallbackError> {
-        check_relative(&self.base, chunk_path)?;
-        let candidate = self.root.join(chunk_path);
-        let not_found = |path: PathBuf| CallbackError::ChunkNotFound {
-            chunk_path: chunk_path.to_owned(),
-            path,
-        };
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| CallbackError::Io { path, source }
-        };
-        let mut real = self.root_real.clone();
-        let mut last = None;
-        for component in Path::new(chunk_path).components() {
-            let Component::Normal(part) = component else {
-                continue; // `.`; everything else was refused above
-            };
-            real.push(part);
-            let meta = match fs::symlink_metadata(&real) {
-                Ok(meta) => meta,
-                Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found(candidate)),
-                Err(e) => return Err(io(&candidate)(e)),
-            };
-            if meta.file_type().is_symlink() {
-                real = match fs::canonicalize(&candidate) {
-                    Ok(real) => real,
-                    Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found(candidate)),
-                    Err(e) => return Err(io(&candidate)(e)),
-                };
-                last = fs::metadata(&real).ok();
-                break;
-            }
-            last = Some(meta);
-        }
-        if real == self.base_real || !real.starts_with(&self.base_real) {
-            return Err(self.outside(chunk_path, format!("it resolves to {}", real.display())));
-        }
-        if !last.is_some_and(|meta| meta.is_dir()) {
-            return Err(not_found(candidate));
-        }
-        let metadata = real.join(METADATA_FILE);
-        match fs::symlink_metadata(&metadata) {
-            Ok(m) if m.file_type().is_symlink() => Err(self.outside(
-                chunk_path,
-                format!("{} is a symbolic link", metadata.display()),
-            )),
-            Ok(_) => Ok(metadata),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(not_found(metadata)),
-            Err(e) => Err(io(&metadata)(e)),
-        }
+        self.resolve(&parse(&self.base, chunk_path)?)
     }
 
-    fn outside(&self, chunk_path: &str, reason: String) -> CallbackError {
-        CallbackError::OutsideBase {
-            chunk_path: chunk_path.to_owned(),
-            base: self.base.clone(),
-            reason,
-        }
+    fn resolve(&self, chunk_path: &ChunkPath) -> Result<PathBuf, CallbackError> {
+        self.tree
+            .resolve_file(chunk_path, METADATA_FILE)
+            .map_err(|e| refused(&self.base, e))
     }
 }
 
-/// Refuses a chunk path that is empty, absolute or climbs with `..`, before any file
-/// is looked at.
-fn check_relative(base: &Path, chunk_path: &str) -> Result<(), CallbackError> {
-    let outside = |reason: &str| CallbackError::OutsideBase {
-        chunk_path: chunk_path.to_owned(),
-        base: base.to_owned(),
-        reason: reason.to_owned(),
-    };
-    if chunk_path.is_empty() {
-        return Err(outside("it is empty"));
+/// Checks the grammar of `chunk_path`, before any file is looked at.
+fn parse(base: &Path, chunk_path: &str) -> Result<ChunkPath, CallbackError> {
+    ChunkPath::parse(chunk_path).map_err(|e| refused(base, e))
+}
+
+/// A refused chunk path as a callback error: a path that does not stay inside the base
+/// (by its grammar, a symbolic link, or a linked `metadata.json`) is
+/// [`CallbackError::OutsideBase`]; one that finds no chunk there is
+/// [`CallbackError::ChunkNotFound`].
+fn refused(base: &Path, error: ChunkPathError) -> CallbackError {
+    let ChunkPathError { path, fault } = error;
+    match fault {
+        ChunkPathFault::Missing { at: found }
+        | ChunkPathFault::NotADirectory { at: found }
+        | ChunkPathFault::NotAFile { file: found } => CallbackError::ChunkNotFound {
+            chunk_path: path,
+            path: found,
+        },
+        ChunkPathFault::Io { at, source } => CallbackError::Io { path: at, source },
+        reason => CallbackError::OutsideBase {
+            chunk_path: path,
+            base: base.to_owned(),
+            reason: reason.to_string(),
+        },
     }
-    for component in Path::new(chunk_path).components() {
-        match component {
-            Component::Prefix(_) | Component::RootDir => {
-                return Err(outside("it is an absolute path"));
-            }
-            Component::ParentDir => return Err(outside("it contains '..'")),
-            Component::CurDir | Component::Normal(_) => {}
-        }
-    }
-    Ok(())
 }

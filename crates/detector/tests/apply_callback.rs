@@ -338,6 +338,57 @@ fn symbolic_links_out_of_the_base_are_refused() {
     assert!(matches!(ok.change, Change::Applied { .. }));
 }
 
+/// The rules `chunk_model::chunk_path` shares with the worker, through `apply_callback`:
+/// a file directory that links out, a `metadata.json` that is a link even to another
+/// chunk inside the base, a backslash or NUL in the path, a metadata that is not a file.
+#[cfg(unix)]
+#[test]
+fn the_shared_chunk_path_check_refuses_links_and_odd_paths() {
+    use std::os::unix::fs::symlink;
+    let t = Tree::new();
+    let target = queued_chunk(&t);
+    let target_text = fs::read(&target).unwrap();
+    // Outside the repository: a file directory holding a queued chunk an escape would
+    // complete.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let victim = elsewhere.path().join("movie/chunk_0003");
+    fs::create_dir_all(&victim).unwrap();
+    let victim_text = fs::read(&target).unwrap();
+    fs::write(victim.join("metadata.json"), &victim_text).unwrap();
+    symlink(elsewhere.path().join("movie"), t.base.join("linked_movie")).unwrap();
+    // Inside the base: a chunk whose metadata.json is a link to chunk 3's.
+    let aliased = t.chunk_dir("aliased", 3);
+    fs::create_dir_all(&aliased).unwrap();
+    symlink(&target, aliased.join("metadata.json")).unwrap();
+    // A chunk whose metadata.json is a directory.
+    fs::create_dir_all(t.chunk_dir("odd", 3).join("metadata.json")).unwrap();
+
+    for (chunk_path, outside) in [
+        ("pending_compression/linked_movie/chunk_0003", true),
+        ("pending_compression/aliased/chunk_0003", true),
+        ("pending_compression\\movie\\chunk_0003", true),
+        ("pending_compression/movie/chunk_0003\0", true),
+        ("pending_compression/odd/chunk_0003", false),
+    ] {
+        let err = apply_callback(&t.base, &payload(chunk_path), now()).unwrap_err();
+        let expected = if outside {
+            matches!(err, CallbackError::OutsideBase { .. })
+        } else {
+            matches!(err, CallbackError::ChunkNotFound { .. })
+        };
+        assert!(expected, "{chunk_path:?}: {err}");
+    }
+    assert_eq!(fs::read(victim.join("metadata.json")).unwrap(), victim_text);
+    assert_eq!(fs::read(&target).unwrap(), target_text);
+    // Empty components and `.` are spelling, not escapes.
+    apply_callback(
+        &t.base,
+        &payload("./pending_compression//movie/./chunk_0003"),
+        now(),
+    )
+    .unwrap();
+}
+
 #[cfg(unix)]
 #[test]
 fn one_resolver_serves_many_chunks_and_agrees_with_resolve_metadata() {

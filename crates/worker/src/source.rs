@@ -2,20 +2,23 @@
 //! at the commit each request names (fetched on demand into a bare cache the worker
 //! owns).
 //!
-//! Everything a request names (`chunk_path`, `base_dir`) is untrusted. Under a tree,
-//! every path is resolved and must stay inside the root, symbolic links included
-//! ([`resolve_in_tree`], the one place that checks). In a repository, paths are looked
-//! up in the commit's tree objects, which cannot point outside the repository, and an
-//! entry must be a regular blob (a symbolic link's blob is its target's name, not data).
+//! Everything a request names (`chunk_path`, `base_dir`) is untrusted, and is checked by
+//! `chunk_model::chunk_path`, which the detector's callbacks use too: the same grammar
+//! for both sources ([`relative_path`]); under a tree, the path is resolved and must stay
+//! inside the root, symbolic links included, and the file must be a regular file, not a
+//! link ([`resolve_in_tree`]). In a repository, paths are looked up in the commit's tree
+//! objects, which cannot point outside the repository, and an entry must be a regular
+//! blob (a symbolic link's blob is its target's name, not data).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use chunk_model::chunk_path::{ChunkPath, TreeRoot};
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 
@@ -35,8 +38,10 @@ pub const MAX_FETCH_BACKOFF: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub enum ChunkSource {
     /// A repository checkout on local disk: `chunk_path`s resolve under this directory,
-    /// and nothing outside it (through symbolic links either) is read. Requests need not
-    /// name a commit; the checkout must be up to date before webhooks arrive.
+    /// nothing outside it (through symbolic links either) is read, and a `data.bin` or
+    /// `metadata.json` that is a symbolic link is refused, as a blob that is one is.
+    /// Requests need not name a commit; the checkout must be up to date before webhooks
+    /// arrive.
     Tree(PathBuf),
     /// A git repository read at the commit each request names
     /// (`repository.commit_sha`), fetched on demand.
@@ -162,55 +167,31 @@ pub enum SourceError {
     },
 }
 
-/// Checks that `path` is a non-empty relative path without `..` and returns it with
-/// `/` separators and no `.` components (the form git trees and object keys use).
+/// Checks `path` against the chunk-path grammar ([`ChunkPath::parse`]: relative, no `..`,
+/// no NUL or backslash) and returns its normal form (`/` separators, no `.` components:
+/// the form git trees and object keys use). `what` names the field in messages
+/// (`chunk_path`, `base_dir`).
 pub(crate) fn relative_path(what: &str, path: &str) -> Result<String, String> {
-    let refuse = |why: &str| Err(format!("{what} {path:?} {why}"));
-    let mut parts = Vec::new();
-    for component in Path::new(path).components() {
-        match component {
-            Component::Prefix(_) | Component::RootDir => return refuse("is absolute"),
-            Component::ParentDir => return refuse("contains '..'"),
-            Component::CurDir => {}
-            Component::Normal(part) => match part.to_str() {
-                Some(part) => parts.push(part),
-                None => return refuse("is not valid UTF-8"),
-            },
-        }
-    }
-    if parts.is_empty() {
-        return refuse("is empty");
-    }
-    Ok(parts.join("/"))
+    ChunkPath::parse(path)
+        .map(String::from)
+        .map_err(|e| format!("{what} {e}"))
 }
 
-/// Resolves `<dir>/<file>` under `root` (which must be canonical), refusing a `dir` that
-/// is not a plain relative path, a file that resolves (through symbolic links too)
-/// outside `root`, and anything but a regular file. `what` names `dir` in messages
-/// (`chunk_path`, `base_dir`).
+/// Resolves `<dir>/<file>` under `root` with [`TreeRoot`]: `dir` must pass the grammar
+/// and resolve, symbolic links included, to a directory strictly inside `root`, and
+/// `file` must be a regular file there, not a symbolic link. `what` names `dir` in
+/// messages (`chunk_path`, `base_dir`), which become the `400` a request gets.
 pub(crate) fn resolve_in_tree(
     root: &Path,
     what: &str,
     dir: &str,
     file: &str,
 ) -> Result<PathBuf, String> {
-    let relative = relative_path(what, dir)?;
-    let refuse = |why: String| Err(format!("{what} {dir:?} {why}"));
-    let path = root.join(&relative).join(file);
-    let real = match std::fs::canonicalize(&path) {
-        Ok(real) => real,
-        Err(e) => return refuse(format!("has no readable {file}: {e}")),
-    };
-    if !real.starts_with(root) {
-        return refuse(format!(
-            "{file} resolves outside the source root (to {})",
-            real.display()
-        ));
-    }
-    if !real.is_file() {
-        return refuse(format!("{file} is not a regular file"));
-    }
-    Ok(real)
+    let dir = ChunkPath::parse(dir).map_err(|e| format!("{what} {e}"))?;
+    TreeRoot::new(root)
+        .map_err(|e| format!("source root {e}"))?
+        .resolve_file(&dir, file)
+        .map_err(|e| format!("{what} {e}"))
 }
 
 /// Checks a commit id: 40 (SHA-1) or 64 (SHA-256) hex digits. Returns it lowercased.
@@ -552,8 +533,13 @@ mod tests {
             relative_path("p", "./pending_compression/a/chunk_0000/").unwrap(),
             "pending_compression/a/chunk_0000"
         );
-        for bad in ["", ".", "/etc", "a/../b", "../a"] {
-            assert!(relative_path("p", bad).is_err(), "{bad:?}");
+        // The same grammar as a callback's: refused with the field's name and the path.
+        for bad in ["", ".", "/etc", "a/../b", "../a", "a\\b", "a\0b"] {
+            let message = relative_path("base_dir", bad).unwrap_err();
+            assert!(
+                message.starts_with(&format!("base_dir {bad:?} ")),
+                "{message}"
+            );
         }
     }
 

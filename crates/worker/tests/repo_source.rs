@@ -272,6 +272,15 @@ async fn requests_without_a_commit_or_with_escaping_paths_get_400() {
             "absolute",
         ),
         ("empty", batch(&with_path(""), Some(&commit)), "empty"),
+        // The grammar a checkout and the detector's callbacks share.
+        (
+            "backslash",
+            batch(
+                &with_path("pending_compression\\f\\chunk_0000"),
+                Some(&commit),
+            ),
+            "backslash",
+        ),
     ];
     for (what, body, needle) in cases {
         let (status, response) = post_signed(&setup.worker, &body).await;

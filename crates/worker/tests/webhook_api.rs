@@ -309,17 +309,17 @@ async fn bad_requests_get_400_with_a_message() {
         (
             "data.bin links out",
             with_path("pending_compression/file_0/chunk_link"),
-            "outside the source root",
+            "data.bin as a symbolic link",
         ),
         (
             "dir links out",
             with_path("pending_compression/file_0/chunk_dirlink"),
-            "outside the source root",
+            "which is not inside",
         ),
         (
             "no such chunk",
             with_path("pending_compression/file_0/chunk_9999"),
-            "no readable data.bin",
+            "chunk_9999 does not exist",
         ),
     ];
     for (what, body, needle) in cases {
@@ -330,6 +330,66 @@ async fn bad_requests_get_400_with_a_message() {
     }
     // Nothing of a refused batch was queued, not even its good chunk.
     assert_eq!(worker.status().await["accepted"], 0);
+}
+
+/// The check a checkout's `chunk_path` shares with the detector's callbacks
+/// (`chunk_model::chunk_path`), through `POST /webhook`: a file directory that leads out,
+/// a `data.bin` that is a link (even to a chunk inside the root), and paths outside the
+/// grammar get `400`, and nothing of the batch is queued.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlink_escapes_and_odd_chunk_paths_get_400() {
+    use chunk_model::layout::{DATA_FILE, METADATA_FILE};
+    use std::os::unix::fs::symlink;
+
+    let tree = make_tree(1, 1, 1000);
+    let bucket = tempfile::tempdir().unwrap();
+    let worker = secured_worker(&tree, Arc::new(LocalDir::new(bucket.path()).unwrap())).await;
+    let good = tree.infos()[0].clone();
+    let good_dir = tree.root.join(&good.chunk_path);
+
+    // Outside the source root, a copy of the good chunk: only the path check stops it.
+    let elsewhere = tree.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    for file in [DATA_FILE, METADATA_FILE] {
+        std::fs::copy(good_dir.join(file), elsewhere.join(file)).unwrap();
+    }
+    // A file directory that leads out of the root, above it.
+    symlink(tree.dir.path(), tree.base.join("up")).unwrap();
+    // A chunk whose data.bin is a link to the good chunk's, inside the root.
+    let aliased = tree.base.join("file_0/chunk_0001");
+    std::fs::create_dir_all(&aliased).unwrap();
+    symlink(good_dir.join(DATA_FILE), aliased.join(DATA_FILE)).unwrap();
+
+    for (path, needle) in [
+        ("pending_compression/up/elsewhere", "which is not inside"),
+        ("pending_compression/file_0/chunk_0001", "symbolic link"),
+        ("pending_compression\\file_0\\chunk_0000", "backslash"),
+        ("pending_compression/file_0/chunk_0000\0", "NUL"),
+        ("pending_compression/file_0/../../../elsewhere", "'..'"),
+    ] {
+        let mut bad = good.clone();
+        bad.chunk_path = path.to_owned();
+        let body = batch(&[good.clone(), bad]);
+        let (status, response, _) = Post::default().send(&worker, &body).await;
+        assert_eq!(status, 400, "{path:?}: {response}");
+        let message = response["error"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!("chunks[1]: chunk_path {path:?} ")),
+            "{message}"
+        );
+        assert!(message.contains(needle), "{path:?}: {message}");
+    }
+    assert_eq!(worker.status().await["accepted"], 0);
+
+    // The good chunk spelled with `.` and doubled or trailing `/` is the same chunk.
+    let mut spelled = good.clone();
+    spelled.chunk_path = "./pending_compression//file_0/./chunk_0000/".into();
+    let (status, response, _) = Post::default().send(&worker, &batch(&[spelled])).await;
+    assert_eq!(status, 202, "{response}");
+    let status = worker.wait_reported(1).await;
+    assert_eq!(status["completed"], 1, "{status}");
+    worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
