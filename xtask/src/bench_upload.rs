@@ -272,6 +272,7 @@ fn store_config(endpoint: &str, transfers: usize) -> StoreConfig {
                 deadline: Duration::from_secs(120),
                 ..RetryPolicy::default()
             },
+            ..GcsConfig::default()
         },
         limits: Limits {
             max_in_flight: transfers,

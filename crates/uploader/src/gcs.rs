@@ -32,15 +32,37 @@ pub const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
 /// The environment variable that points every Cloud Storage client at an emulator.
 pub const EMULATOR_HOST_ENV: &str = "STORAGE_EMULATOR_HOST";
 
+/// The environment variable that names a credentials file (a service-account key) for
+/// the Application Default Credentials.
+pub const CREDENTIALS_FILE_ENV: &str = "GOOGLE_APPLICATION_CREDENTIALS";
+
 /// How to reach Cloud Storage.
 #[derive(Debug, Clone, Default)]
 pub struct GcsConfig {
-    /// Another endpoint (an emulator: `http://127.0.0.1:4443`). When unset,
-    /// `STORAGE_EMULATOR_HOST` is used if set. With an endpoint override the requests are
-    /// anonymous; otherwise the Application Default Credentials are used.
+    /// Another endpoint: an emulator (`http://127.0.0.1:4443`), or a private or proxied
+    /// endpoint of the real service. When unset, `STORAGE_EMULATOR_HOST` is used if set.
     pub endpoint: Option<String>,
+    /// What the requests carry.
+    pub credentials: GcsCredentials,
     /// Retries of every operation.
     pub retry: RetryPolicy,
+}
+
+/// Which credentials the requests carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GcsCredentials {
+    /// The convention of Google's client libraries: anonymous when the endpoint is
+    /// overridden (an emulator, through [`GcsConfig::endpoint`] or
+    /// `STORAGE_EMULATOR_HOST`), [`ApplicationDefault`](Self::ApplicationDefault)
+    /// otherwise.
+    #[default]
+    Auto,
+    /// None: an emulator.
+    Anonymous,
+    /// The Application Default Credentials, whatever the endpoint: the key file that
+    /// `GOOGLE_APPLICATION_CREDENTIALS` names, else gcloud's application-default login,
+    /// else the machine's service account (metadata server).
+    ApplicationDefault,
 }
 
 /// Objects up to this size go up in one multipart request; larger ones use a resumable
@@ -57,6 +79,8 @@ pub struct Gcs {
     client: Storage,
     http: reqwest::Client,
     credentials: Credentials,
+    /// Where the credentials come from, for errors.
+    credentials_from: String,
     endpoint: String,
     bucket: String,
     prefix: String,
@@ -109,11 +133,25 @@ impl Gcs {
                     format!("http://{host}")
                 }
             });
-        let credentials = match &endpoint {
-            Some(_) => google_cloud_auth::credentials::anonymous::Builder::new().build(),
-            None => google_cloud_auth::credentials::Builder::default()
+        let anonymous = match config.credentials {
+            GcsCredentials::Auto => endpoint.is_some(),
+            GcsCredentials::Anonymous => true,
+            GcsCredentials::ApplicationDefault => false,
+        };
+        let (credentials, credentials_from) = if anonymous {
+            (
+                google_cloud_auth::credentials::anonymous::Builder::new().build(),
+                "none (anonymous)".to_owned(),
+            )
+        } else {
+            let from = application_default_source();
+            let built = google_cloud_auth::credentials::Builder::default()
                 .build()
-                .map_err(|e| StoreError::Credentials(e.to_string()))?,
+                .map_err(|e| StoreError::Credentials {
+                    from: from.clone(),
+                    reason: one_line(&e),
+                })?;
+            (built, from)
         };
         let endpoint = endpoint.unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
         let endpoint = endpoint.trim_end_matches('/').to_owned();
@@ -134,6 +172,7 @@ impl Gcs {
             client,
             http,
             credentials,
+            credentials_from,
             endpoint,
             bucket: bucket.to_owned(),
             prefix: if prefix.is_empty() {
@@ -165,6 +204,14 @@ impl Gcs {
         object: &str,
         source: google_cloud_storage::Error,
     ) -> StoreError {
+        if source.is_authentication() {
+            // The credentials could not make a request's headers (a key that does not
+            // parse, a token that cannot be had): no retry helps.
+            return StoreError::Credentials {
+                from: self.credentials_from.clone(),
+                reason: one_line(&source),
+            };
+        }
         if source.http_status_code() == Some(404) {
             return StoreError::NotFound {
                 store: self.url(),
@@ -187,7 +234,10 @@ impl Gcs {
             Ok(CacheableResource::New { data, .. }) => Ok(data),
             // Only returned when the caller passes a cached entity tag, which we never do.
             Ok(CacheableResource::NotModified) => Ok(reqwest::header::HeaderMap::new()),
-            Err(e) => Err(StoreError::Credentials(e.to_string())),
+            Err(e) => Err(StoreError::Credentials {
+                from: self.credentials_from.clone(),
+                reason: one_line(&e),
+            }),
         }
     }
 

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 pub use bucket_url::{BucketUrl, BucketUrlError};
 pub use error::StoreError;
-pub use gcs::{Gcs, GcsConfig};
+pub use gcs::{Gcs, GcsConfig, GcsCredentials};
 pub use limits::{Limited, Limits};
 pub use local::LocalDir;
 pub use publish::{KnownObjects, Publish, PublishError, publish_if_complete};

@@ -235,6 +235,11 @@ pub(crate) fn error_report(error: &anyhow::Error) -> String {
 fn hint(line: &str) -> Option<&'static str> {
     if line.contains(detector::DEFAULT_OUTPUT) && line.contains("No such file") {
         Some("run `panini detect` first: it writes the list of chunks to dispatch")
+    } else if line.contains("the file GOOGLE_APPLICATION_CREDENTIALS names") {
+        Some(
+            "point GOOGLE_APPLICATION_CREDENTIALS at a service-account key file (JSON, as the \
+             Cloud console downloads it), or unset it to use gcloud's application-default login",
+        )
     } else if line.contains("credential")
         || line.contains("metadata server")
         || line.contains("ADC")

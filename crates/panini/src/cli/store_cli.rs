@@ -8,7 +8,7 @@ use super::common::{self, bytes_bar, human_bytes, outln, plural};
 use crate::output::VerifiedFile;
 use anyhow::Context as _;
 use chunk_model::{Layout, Sha256Digest};
-use uploader::{GcsConfig, Limits, RetryPolicy, StoreConfig, UploadOptions, Which};
+use uploader::{GcsConfig, GcsCredentials, Limits, RetryPolicy, StoreConfig, UploadOptions, Which};
 
 /// Where objects go and how to reach it.
 #[derive(Debug, clap::Args)]
@@ -21,6 +21,15 @@ pub struct StoreArgs {
     /// GOOGLE_APPLICATION_CREDENTIALS or the machine's default account.
     #[arg(long, env = "STORAGE_EMULATOR_HOST")]
     endpoint: Option<String>,
+    /// Cloud Storage endpoint reached WITH credentials (GOOGLE_APPLICATION_CREDENTIALS or
+    /// the machine's default account): a private or proxied endpoint of the service.
+    #[arg(
+        long,
+        env = "PANINI_GCS_ENDPOINT",
+        value_name = "URL",
+        conflicts_with = "endpoint"
+    )]
+    gcs_endpoint: Option<String>,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
@@ -41,7 +50,16 @@ impl StoreArgs {
         StoreConfig {
             gcs: GcsConfig {
                 // An empty STORAGE_EMULATOR_HOST means none.
-                endpoint: self.endpoint.clone().filter(|e| !e.is_empty()),
+                endpoint: self
+                    .gcs_endpoint
+                    .clone()
+                    .or_else(|| self.endpoint.clone())
+                    .filter(|e| !e.is_empty()),
+                credentials: if self.gcs_endpoint.as_ref().is_some_and(|e| !e.is_empty()) {
+                    GcsCredentials::ApplicationDefault
+                } else {
+                    GcsCredentials::Auto
+                },
                 retry: RetryPolicy {
                     deadline: self.retry_deadline,
                     ..RetryPolicy::default()

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use gcs_emulator::Emulator;
-use uploader::{GcsConfig, RetryPolicy};
+use uploader::{GcsConfig, GcsCredentials, RetryPolicy};
 
 /// The bucket every emulator starts with.
 pub const BUCKET: &str = "panini-test";
@@ -26,6 +26,7 @@ pub fn start_emulator() -> Emulator {
 pub fn config_for(endpoint: &str) -> GcsConfig {
     GcsConfig {
         endpoint: Some(endpoint.to_owned()),
+        credentials: GcsCredentials::Anonymous,
         retry: RetryPolicy {
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(500),
