@@ -74,6 +74,7 @@ fn make_tree(root: &Path, n: usize, size: usize) -> anyhow::Result<Vec<ChunkInfo
             base_dir: format!("pending_compression/{name}"),
             is_keyframe: false,
             priority: Priority::Normal,
+            staged_object: None,
             extra: Default::default(),
         });
     }

@@ -68,6 +68,11 @@ pub struct ChunkMetadata {
     /// SHA-256 of the stored (compressed) object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_hash: Option<Sha256Digest>,
+    /// Where the chunk's raw bytes are when they travel through the bucket instead of
+    /// git: the key `staging/<original_hash>` (see [`crate::object_keys::staged_object`]).
+    /// A staged chunk has no `data.bin`; workers read the object and check its SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_object: Option<String>,
 
     /// Fields this version does not know, kept on write-back.
     #[serde(flatten)]
@@ -106,6 +111,7 @@ impl ChunkMetadata {
             lease_expires_at: None,
             upload_path: None,
             upload_hash: None,
+            staged_object: None,
             extra: ExtraFields::new(),
         }
     }

@@ -26,6 +26,23 @@ pub fn parse_chunk_object(key: &str) -> Option<(Sha256Digest, Codec)> {
     (chunk_object(&digest, codec) == key).then_some((digest, codec))
 }
 
+/// The prefix all staged raw chunks share.
+pub const STAGING_PREFIX: &str = "staging/";
+
+/// `staging/<sha256 of the chunk>`: a chunk's raw bytes, uploaded by `chunk --stage`
+/// instead of committed to git, until `prune` removes them once the chunk is stored.
+pub fn staged_object(original: &Sha256Digest) -> String {
+    format!("{STAGING_PREFIX}{original}")
+}
+
+/// The chunk hash a staged-object key names, when `key` is exactly what
+/// [`staged_object`] makes; `None` for anything else. Like [`parse_chunk_object`], only
+/// the canonical spelling is accepted: the key arrives from outside, in webhooks.
+pub fn parse_staged_object(key: &str) -> Option<Sha256Digest> {
+    let digest: Sha256Digest = key.strip_prefix(STAGING_PREFIX)?.parse().ok()?;
+    (staged_object(&digest) == key).then_some(digest)
+}
+
 /// `recipes/<name>/<file sha256>.json`.
 pub fn recipe(name: &str, file: &Sha256Digest) -> String {
     format!("{}{file}.json", recipe_prefix(name))
@@ -57,6 +74,26 @@ mod tests {
             format!("recipes/movie/{}.json", d.to_hex())
         );
         assert_eq!(status_record(&d), format!("status/{}.json", d.to_hex()));
+    }
+
+    #[test]
+    fn only_canonical_staged_keys_parse() {
+        let d = Sha256Digest::of(b"abc");
+        let hex = d.to_hex();
+        assert_eq!(staged_object(&d), format!("staging/{hex}"));
+        assert_eq!(parse_staged_object(&staged_object(&d)), Some(d));
+        for bad in [
+            String::new(),
+            "staging/".to_owned(),
+            format!("staging/{}", hex.to_uppercase()),
+            format!("staging/{hex}.lz4"),
+            format!("staging/{hex}/x"),
+            format!("staging/../{hex}"),
+            format!("/staging/{hex}"),
+            format!("chunks/{hex}"),
+        ] {
+            assert_eq!(parse_staged_object(&bad), None, "{bad}");
+        }
     }
 
     #[test]

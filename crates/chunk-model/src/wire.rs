@@ -45,6 +45,11 @@ pub struct ChunkInfo {
     /// Dispatch priority.
     #[serde(default = "normal_priority")]
     pub priority: Priority,
+    /// The bucket key holding the chunk's raw bytes (`staging/<hash>`) when they were
+    /// staged there instead of committed as `data.bin`; the worker then reads them from
+    /// its bucket, not from git.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_object: Option<String>,
     /// Fields this version does not know, passed through.
     #[serde(flatten)]
     pub extra: ExtraFields,

@@ -68,6 +68,8 @@ pub(crate) struct ScanMetadata<'a> {
     #[serde(default)]
     #[allow(dead_code)]
     upload_hash: Option<Sha256Digest>,
+    #[serde(default, borrow)]
+    pub(crate) staged_object: Option<Cow<'a, str>>,
 }
 
 /// What the selection rules look at, from either parse.
@@ -102,6 +104,7 @@ pub(crate) struct View<'p> {
     pub(crate) is_keyframe: bool,
     pub(crate) pattern: Option<&'p str>,
     pub(crate) attempts: u32,
+    pub(crate) staged_object: Option<&'p str>,
 }
 
 impl Parsed<'_> {
@@ -118,6 +121,7 @@ impl Parsed<'_> {
                 is_keyframe: m.is_keyframe,
                 pattern: m.pattern.as_deref(),
                 attempts: m.attempts,
+                staged_object: m.staged_object.as_deref(),
             },
             Parsed::Full(m) => View::from(&**m),
         }
@@ -137,6 +141,7 @@ impl<'p> From<&'p ChunkMetadata> for View<'p> {
             is_keyframe: m.is_keyframe,
             pattern: m.pattern.as_deref(),
             attempts: m.attempts,
+            staged_object: m.staged_object.as_deref(),
         }
     }
 }

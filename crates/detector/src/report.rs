@@ -183,6 +183,8 @@ struct InfoOut<'a> {
     base_dir: &'a str,
     is_keyframe: bool,
     priority: Priority,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    staged_object: Option<&'a str>,
     #[serde(flatten)]
     extra: &'a chunk_model::ExtraFields,
 }
@@ -198,6 +200,7 @@ impl<'a> From<&'a ChunkInfo> for InfoOut<'a> {
             base_dir: &info.base_dir,
             is_keyframe: info.is_keyframe,
             priority: info.priority,
+            staged_object: info.staged_object.as_deref(),
             extra: &info.extra,
         }
     }
@@ -306,6 +309,7 @@ mod tests {
                     Priority::Large,
                     Priority::Normal,
                 ][i as usize % 4],
+                staged_object: (i % 4 == 1).then(|| format!("staging/{i:064x}")),
                 extra: if i % 5 == 0 {
                     extra.clone()
                 } else {

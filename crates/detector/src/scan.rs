@@ -16,6 +16,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use chunk_model::layout::DATA_FILE;
+use chunk_model::object_keys;
 use chunk_model::{ChunkInfo, ExtraFields};
 use rayon::prelude::*;
 
@@ -347,25 +348,45 @@ fn visit_file_with(
     // legitimately have been cleaned up, and skipping the stat keeps the scan cheap.
     let chunk_path = rel.rsplit_once('/').map_or("", |(dir, _)| dir).to_owned();
     let data_rel = || format!("{chunk_path}/{DATA_FILE}");
-    match at.stat(DATA_FILE) {
-        Ok(m) if !m.is_file => return Some(invalid(data_rel(), "not a regular file")),
-        Ok(m) if m.len != meta.size => {
+    // A staged chunk's bytes are in the bucket, not beside its metadata: the worker reads
+    // and verifies them there. Its key must be the one its hash names, so a tree cannot
+    // point a worker at another chunk's bytes.
+    let staged_object = match meta.staged_object {
+        Some(key) if object_keys::parse_staged_object(key) == Some(meta.original_hash) => {
+            Some(key.to_owned())
+        }
+        Some(key) => {
             return Some(invalid(
-                data_rel(),
+                rel,
                 format!(
-                    "is {} bytes but {rel} says size {}; not dispatched",
-                    m.len, meta.size
+                    "staged_object is {key:?}, not {:?}; not dispatched",
+                    object_keys::staged_object(&meta.original_hash)
                 ),
             ));
         }
-        Ok(_) => {}
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            return Some(invalid(
-                data_rel(),
-                format!("missing, but {rel} is {}; not dispatched", meta.status),
-            ));
+        None => None,
+    };
+    if staged_object.is_none() {
+        match at.stat(DATA_FILE) {
+            Ok(m) if !m.is_file => return Some(invalid(data_rel(), "not a regular file")),
+            Ok(m) if m.len != meta.size => {
+                return Some(invalid(
+                    data_rel(),
+                    format!(
+                        "is {} bytes but {rel} says size {}; not dispatched",
+                        m.len, meta.size
+                    ),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Some(invalid(
+                    data_rel(),
+                    format!("missing, but {rel} is {}; not dispatched", meta.status),
+                ));
+            }
+            Err(e) => return Some(invalid(data_rel(), format!("cannot stat: {e}"))),
         }
-        Err(e) => return Some(invalid(data_rel(), format!("cannot stat: {e}"))),
     }
 
     let base_dir = chunk_path
@@ -381,6 +402,7 @@ fn visit_file_with(
             base_dir,
             is_keyframe: meta.is_keyframe,
             priority: priority_of_view(&meta),
+            staged_object,
             extra: ExtraFields::new(),
             chunk_path,
         },

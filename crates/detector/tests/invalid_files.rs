@@ -159,3 +159,64 @@ fn symbolic_links_to_directories_are_reported_not_followed() {
     // The dangling link is on the fast path (opened directly): it reads as "not there".
     assert_eq!(report.scanned, 2);
 }
+
+#[test]
+fn staged_chunks_need_no_data_bin_but_their_key_must_be_their_hash() {
+    let t = Tree::new();
+    let own_key = format!("staging/{:064x}", 1);
+    // Staged: no data.bin, and listed with the key the worker reads.
+    t.chunk_with_data(
+        "f",
+        0,
+        &with(
+            python_metadata(0, 100, "FIXED_SIZE"),
+            json!({"staged_object": own_key}),
+        ),
+        None,
+    );
+    // A key that names other content, and one that is no staging key at all.
+    t.chunk_with_data(
+        "f",
+        1,
+        &with(
+            python_metadata(1, 100, "FIXED_SIZE"),
+            json!({"staged_object": format!("staging/{:064x}", 1)}),
+        ),
+        None,
+    );
+    t.chunk_with_data(
+        "f",
+        2,
+        &with(
+            python_metadata(2, 100, "FIXED_SIZE"),
+            json!({"staged_object": "chunks/../../etc/passwd"}),
+        ),
+        None,
+    );
+    // Not staged, with its data: the two transports mix in one tree.
+    t.chunk("f", 3, &python_metadata(3, 100, "FIXED_SIZE"));
+
+    let report = scan(&DetectConfig::new(&t.base), now()).unwrap();
+    let listed: Vec<(&str, Option<&str>)> = report
+        .selected
+        .iter()
+        .map(|s| (s.info.chunk_path.as_str(), s.info.staged_object.as_deref()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("pending_compression/f/chunk_0000", Some(own_key.as_str())),
+            ("pending_compression/f/chunk_0003", None),
+        ]
+    );
+    let reasons: Vec<String> = report.invalid.iter().map(ToString::to_string).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:#?}");
+    for (reason, id) in reasons.iter().zip([1, 2]) {
+        assert!(
+            reason.starts_with(&format!(
+                "pending_compression/f/chunk_{id:04}/metadata.json: staged_object is"
+            )),
+            "{reason}"
+        );
+    }
+}

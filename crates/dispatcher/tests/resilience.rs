@@ -202,6 +202,7 @@ fn chunk_tree(n: u64) -> (tempfile::TempDir, PathBuf, Vec<ChunkInfo>) {
             base_dir: "pending_compression/f".to_owned(),
             is_keyframe: false,
             priority: Priority::Normal,
+            staged_object: None,
             extra: Default::default(),
         });
     }

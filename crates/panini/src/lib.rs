@@ -7,6 +7,9 @@
 //!
 //! - [`sync`]: complete chunks from the completion records workers leave in the bucket,
 //!   and publish the recipes of files whose chunks are all stored;
+//! - [`stage`]: raw chunk bytes through the bucket (`staging/<sha256>`) instead of git;
+//! - [`prune`]: free the raw bytes of completed chunks, in the tree and in the bucket,
+//!   once their compressed objects verify;
 //! - [`tree`]: the files and open chunks of a chunk tree;
 //! - [`actions`]: the GitHub Actions context a dispatch carries (repository, commit, run);
 //! - [`WorkerClient`]: a worker service seen over HTTP (`/status`, `/failures`), or one
@@ -34,7 +37,9 @@ pub mod cli;
 mod error;
 pub mod output;
 pub mod pipeline;
+pub mod prune;
 pub mod schema;
+pub mod stage;
 pub mod sync;
 pub mod token;
 pub mod tree;

@@ -8,6 +8,8 @@ use crate::output::{
     CompressOutput, DispatchOutput, ReconstructOutput, UploadOutput, VerifyOutput,
 };
 use crate::pipeline::PipelineReport;
+use crate::prune::PruneReport;
+use crate::stage::StageReport;
 
 /// Every published schema, with the file name it is published under.
 pub fn all() -> Vec<(&'static str, Schema)> {
@@ -35,6 +37,14 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         (
             "dispatch_output.schema.json",
             titled::<DispatchOutput>("panini dispatch --json"),
+        ),
+        (
+            "stage_output.schema.json",
+            titled::<StageReport>("panini stage --json"),
+        ),
+        (
+            "prune_output.schema.json",
+            titled::<PruneReport>("panini prune --json"),
         ),
     ]
 }

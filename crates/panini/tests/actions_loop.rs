@@ -1,7 +1,8 @@
 //! The deployed flow, with this machine playing GitHub's part.
 //!
-//! A bare repository is `origin`. A user clone chunks two files with `panini chunk`,
-//! commits and pushes. A runner clone executes the `run:` steps of
+//! A bare repository is `origin`. A user clone chunks a mixed set of files with
+//! `panini chunk` (raw bytes committed as `data.bin`, or staged in the bucket with
+//! `--stage`), commits and pushes. A runner clone executes the `run:` steps of
 //! `.github/workflows/async_compression.yml` exactly as written (read from the YAML, with
 //! the `GITHUB_*` variables, `$GITHUB_OUTPUT` and the secrets as environment) against
 //! two `panini worker` processes started with `--repo` pointing at the bare repository,
@@ -9,8 +10,9 @@
 //! server standing in for the GitHub API; each recorded event runs the `run:` steps of
 //! `compression_callback.yml` in a runner clone of its own, several at once, so their
 //! pushes race and rebase. At the end a fresh clone shows every chunk `completed`, and
-//! `panini reconstruct` in an empty directory rebuilds both files from the bucket alone,
-//! checked with `cmp` and `sha256sum`.
+//! `panini reconstruct` in an empty directory rebuilds every file from the bucket alone,
+//! checked with `cmp` and `sha256sum`; `panini prune` then frees the raw bytes, and the
+//! files still rebuild.
 //!
 //! Steps that install the toolchain or build `panini` (`rustup`, `cargo build`) are not
 //! run: the binary under test is put on `PATH` instead, as the build step does.
@@ -409,6 +411,69 @@ impl Drop for WorkerProcess {
 
 #[test]
 fn push_detect_dispatch_compress_callback_and_rebuild_without_github() {
+    let figures = run_loop(Transport::Git);
+    eprintln!("figures (raw bytes through git): {figures}");
+}
+
+/// The same flow with `chunk --stage`: raw bytes go to the bucket, git carries metadata
+/// only, and the origin stays a small fraction of the input.
+#[test]
+fn the_same_flow_with_raw_bytes_staged_in_the_bucket() {
+    let figures = run_loop(Transport::Staged);
+    eprintln!("figures (raw bytes staged in the bucket): {figures}");
+    assert!(
+        figures.origin_bytes * 20 < figures.input_bytes,
+        "the origin should be under 5% of the input: {figures}"
+    );
+}
+
+/// How raw chunk bytes reach the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// Committed as `data.bin`; workers read them at the dispatched commit.
+    Git,
+    /// `chunk --stage`: uploaded to `staging/<sha256>`; workers read them from the bucket.
+    Staged,
+}
+
+/// What one run of the loop measured.
+struct Figures {
+    input_bytes: u64,
+    /// The bare origin repository on disk after every push of the run.
+    origin_bytes: u64,
+}
+
+impl std::fmt::Display for Figures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "input {} bytes, origin {} bytes ({:.2}% of the input)",
+            self.input_bytes,
+            self.origin_bytes,
+            self.origin_bytes as f64 * 100.0 / self.input_bytes as f64
+        )
+    }
+}
+
+/// Bytes of every file under `dir`.
+fn disk_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                disk_bytes(&entry.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+/// Runs the whole loop with `transport`. The input is a mixed set of sample files of
+/// about 2 MiB, or `PANINI_LOOP_MIB` MiB (to measure the repository's size at scale).
+fn run_loop(transport: Transport) -> Figures {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let origin = root.join("origin.git");
@@ -433,27 +498,36 @@ fn push_detect_dispatch_compress_callback_and_rebuild_without_github() {
         std::fs::copy(repo_root().join(file), &to).unwrap();
     }
     let inputs = root.join("inputs");
-    std::fs::create_dir_all(&inputs).unwrap();
-    let photo = inputs.join("photo.png");
-    let log = inputs.join("server.log");
-    std::fs::write(
-        &photo,
-        samples::png(&samples::PngSpec::with_approx_size(700_000, 5)).bytes,
-    )
-    .unwrap();
-    std::fs::write(&log, samples::text_log(900_000, 6)).unwrap();
-    let chunked = Command::new(panini())
-        .args(["chunk", "--chunk-size", "256K"])
-        .arg(&photo)
-        .arg(&log)
-        .current_dir(&user)
-        .output()
-        .unwrap();
+    let mib: u64 = std::env::var("PANINI_LOOP_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let files = samples::sample_set(&inputs, mib << 20).unwrap();
+    let input_bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    let mut chunk = Command::new(panini());
+    chunk.args(["chunk", "--chunk-size", "256K"]).args(&files);
+    if transport == Transport::Staged {
+        chunk.arg("--stage").arg(&bucket);
+    }
+    let chunked = chunk.current_dir(&user).output().unwrap();
     assert!(
         chunked.status.success(),
         "{}",
         String::from_utf8_lossy(&chunked.stderr)
     );
+    let data_files = Command::new("find")
+        .args(["pending_compression", "-name", "data.bin"])
+        .current_dir(&user)
+        .output()
+        .unwrap();
+    let data_files = String::from_utf8(data_files.stdout).unwrap();
+    match transport {
+        Transport::Git => assert!(!data_files.is_empty()),
+        Transport::Staged => assert!(data_files.is_empty(), "left to commit: {data_files}"),
+    }
     git(&user, &["add", "."]);
     git(
         &user,
@@ -464,6 +538,8 @@ fn push_detect_dispatch_compress_callback_and_rebuild_without_github() {
     let chunk_count = std::fs::read_dir(user.join("pending_compression"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        // Files' directories only (not the tree's .gitignore).
+        .filter(|file| file.is_dir())
         .flat_map(|file| std::fs::read_dir(file).unwrap())
         .filter(|e| {
             e.as_ref()
@@ -607,7 +683,11 @@ fn push_detect_dispatch_compress_callback_and_rebuild_without_github() {
     );
     let mut completed = 0;
     for file in std::fs::read_dir(check.join("pending_compression")).unwrap() {
-        for chunk in std::fs::read_dir(file.unwrap().path()).unwrap() {
+        let file = file.unwrap().path();
+        if !file.is_dir() {
+            continue;
+        }
+        for chunk in std::fs::read_dir(file).unwrap() {
             let chunk = chunk.unwrap().path();
             let Ok(meta) = std::fs::read(chunk.join("metadata.json")) else {
                 continue;
@@ -619,40 +699,95 @@ fn push_detect_dispatch_compress_callback_and_rebuild_without_github() {
     }
     assert_eq!(completed, chunk_count);
 
-    // An empty directory on "any machine": the bucket alone rebuilds both files.
+    // An empty directory on "any machine": the bucket alone rebuilds every file.
     let elsewhere = root.join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
-    for (name, original) in [("photo", &photo), ("server", &log)] {
-        let out = elsewhere.join(name);
-        let rebuilt = Command::new(panini())
-            .args(["reconstruct", name, "--bucket"])
-            .arg(&bucket)
-            .arg("-o")
-            .arg(&out)
-            .current_dir(&elsewhere)
-            .output()
-            .unwrap();
-        assert!(
-            rebuilt.status.success(),
-            "reconstruct {name}: {}",
-            String::from_utf8_lossy(&rebuilt.stderr)
-        );
-        let cmp = Command::new("cmp")
-            .arg(original)
-            .arg(&out)
-            .status()
-            .unwrap();
-        assert!(cmp.success(), "{name}: cmp says the rebuilt file differs");
-        let sums = Command::new("sha256sum")
-            .arg(original)
-            .arg(&out)
-            .output()
-            .unwrap();
-        let sums = String::from_utf8(sums.stdout).unwrap();
-        let hashes: Vec<&str> = sums
-            .lines()
-            .map(|l| l.split_whitespace().next().unwrap())
-            .collect();
-        assert_eq!(hashes[0], hashes[1], "{sums}");
+    let rebuild_all = || {
+        for original in &files {
+            let name = original.file_stem().unwrap().to_str().unwrap();
+            let out = elsewhere.join(name);
+            let _ = std::fs::remove_file(&out);
+            rebuild_and_compare(name, original, &bucket, &out);
+        }
+    };
+    rebuild_all();
+    let origin_bytes = disk_bytes(&origin);
+
+    // Prune, in the fresh clone: every completed data.bin (git transport) or every
+    // staged object (bucket transport) goes, and the bucket still rebuilds every file.
+    let pruned = Command::new(panini())
+        .args(["prune", "--json", "--bucket"])
+        .arg(&bucket)
+        .current_dir(&check)
+        .output()
+        .unwrap();
+    assert!(
+        pruned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pruned.stderr)
+    );
+    let report: Value = serde_json::from_slice(&pruned.stdout).unwrap();
+    assert_eq!(report["kept"], serde_json::json!([]), "{report}");
+    assert_eq!(report["completed_chunks"], chunk_count, "{report}");
+    let staging = bucket.join("staging");
+    let staged_left = std::fs::read_dir(&staging).map_or(0, |d| d.count());
+    assert_eq!(staged_left, 0, "{report}");
+    match transport {
+        Transport::Git => {
+            assert_eq!(report["data_files_removed"], chunk_count, "{report}");
+            assert_eq!(report["staged_objects_deleted"], 0, "{report}");
+        }
+        Transport::Staged => {
+            assert_eq!(report["data_files_removed"], 0, "{report}");
+            assert!(report["staged_objects_deleted"].as_u64().unwrap() > 0);
+            assert!(report["staged_bytes_freed"].as_u64().unwrap() >= input_bytes / 2);
+        }
     }
+    let left = Command::new("find")
+        .args(["pending_compression", "-name", "data.bin"])
+        .current_dir(&check)
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    rebuild_all();
+
+    Figures {
+        input_bytes,
+        origin_bytes,
+    }
+}
+
+/// `panini reconstruct NAME` into `out`, checked against `original` with `cmp` and
+/// `sha256sum`.
+fn rebuild_and_compare(name: &str, original: &Path, bucket: &Path, out: &Path) {
+    let rebuilt = Command::new(panini())
+        .args(["reconstruct", name, "--bucket"])
+        .arg(bucket)
+        .arg("-o")
+        .arg(out)
+        .current_dir(out.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        rebuilt.status.success(),
+        "reconstruct {name}: {}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    let cmp = Command::new("cmp").arg(original).arg(out).status().unwrap();
+    assert!(cmp.success(), "{name}: cmp says the rebuilt file differs");
+    let sums = Command::new("sha256sum")
+        .arg(original)
+        .arg(out)
+        .output()
+        .unwrap();
+    let sums = String::from_utf8(sums.stdout).unwrap();
+    let hashes: Vec<&str> = sums
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(hashes[0], hashes[1], "{sums}");
 }

@@ -134,6 +134,7 @@ fn tree(dir: &Path, len: usize) -> ChunkInfo {
         base_dir: "pending_compression/f".into(),
         is_keyframe: false,
         priority: Priority::Normal,
+        staged_object: None,
         extra: Default::default(),
     }
 }

@@ -432,6 +432,43 @@ impl Gcs {
         }
     }
 
+    /// One JSON API DELETE; `Ok(false)` on 404.
+    async fn delete_once(&self, name: &str) -> Result<bool, StoreError> {
+        let url = format!(
+            "{}/storage/v1/b/{}/o/{}",
+            self.endpoint,
+            utf8_percent_encode(&self.bucket, SEGMENT),
+            utf8_percent_encode(name, SEGMENT)
+        );
+        let headers = self.auth_headers().await?;
+        let request_error = |source| StoreError::Request {
+            op: "delete",
+            url: url.clone(),
+            source,
+        };
+        let response = self
+            .http
+            .delete(&url)
+            .headers(headers)
+            .send()
+            .await
+            .map_err(request_error)?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        if !status.is_success() {
+            let body = response.bytes().await.map_err(request_error)?;
+            return Err(StoreError::Http {
+                op: "delete",
+                url,
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+            });
+        }
+        Ok(true)
+    }
+
     async fn list_page(
         &self,
         prefix: &str,
@@ -529,6 +566,13 @@ impl ObjectStore for Gcs {
         }
         infos.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(infos)
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let name = self.object_name(key)?;
+        self.retry
+            .run("delete", key, || self.delete_once(&name))
+            .await
     }
 }
 

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod bucket_url;
+mod chunk_check;
 mod error;
 pub mod gcs;
 pub mod limits;
@@ -32,6 +33,7 @@ pub mod upload;
 use std::sync::Arc;
 
 pub use bucket_url::{BucketUrl, BucketUrlError};
+pub use chunk_check::{ChunkObject, check_chunk_object, read_chunk_object};
 pub use error::StoreError;
 pub use gcs::{Gcs, GcsConfig, GcsCredentials};
 pub use limits::{Limited, Limits};

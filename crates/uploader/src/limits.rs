@@ -140,6 +140,10 @@ impl<S: ObjectStore> ObjectStore for Limited<S> {
             .map_err(|e| StoreError::Task(e.to_string()))?;
         self.inner.list(prefix).await
     }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.delete(key).await
+    }
 }
 
 /// A token bucket that may go into debt: taking more than is there succeeds at once and

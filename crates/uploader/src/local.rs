@@ -424,6 +424,24 @@ impl LocalDir {
         )))
     }
 
+    /// The object first, then its sidecar: a sidecar without an object reads as no
+    /// object, and a later put of the key replaces both.
+    fn delete_blocking(&self, key: &str) -> Result<bool, StoreError> {
+        let path = self.object_path(key)?;
+        let removed = match fs::remove_file(&path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(StoreError::io(path, e)),
+        };
+        let sidecar = self.sidecar_path(key);
+        match fs::remove_file(&sidecar) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(sidecar, e)),
+        }
+        Ok(removed)
+    }
+
     fn get_blocking(&self, key: &str) -> Result<Object, StoreError> {
         let path = self.object_path(key)?;
         let not_found = || StoreError::NotFound {
@@ -551,6 +569,11 @@ impl ObjectStore for LocalDir {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         let prefix = prefix.to_owned();
         self.blocking(move |this| this.list_blocking(&prefix)).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let key = key.to_owned();
+        self.blocking(move |this| this.delete_blocking(&key)).await
     }
 }
 

@@ -199,6 +199,11 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
 
     /// Every object whose key starts with `prefix`, in key order.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+
+    /// Removes the object at `key`: `true` when this call removed it, `false` when there
+    /// was none. Objects are otherwise immutable; only `prune` deletes, and only staged
+    /// raw chunks whose compressed objects it has verified.
+    async fn delete(&self, key: &str) -> Result<bool, StoreError>;
 }
 
 #[async_trait]
@@ -228,6 +233,9 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Arc<S> {
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         (**self).list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        (**self).delete(key).await
     }
 }
 

@@ -49,6 +49,9 @@ impl ObjectStore for CountingStats {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         self.inner.list(prefix).await
     }
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.delete(key).await
+    }
 }
 
 /// Stores chunk `index` of `manifest` (read back from the tree) under `codec`.

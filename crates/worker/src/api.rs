@@ -10,7 +10,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chunk_model::layout::DATA_FILE;
+use chunk_model::layout::{DATA_FILE, METADATA_FILE};
+use chunk_model::object_keys;
 use chunk_model::wire::{
     RepositoryRef, WebhookAccepted, WorkerErrorBody, WorkerFailures, WorkerStatus,
 };
@@ -231,6 +232,21 @@ async fn handle_webhook(app: &App, headers: &HeaderMap, body: Body) -> Response 
             ),
         );
     }
+    // A staged chunk's bytes come from this worker's bucket: the key must be the one its
+    // hash names, or a request could have the worker store one chunk's bytes as another's.
+    if let Some((i, chunk)) = chunks.iter().enumerate().find(|(_, c)| {
+        c.staged_object
+            .as_deref()
+            .is_some_and(|key| c.hash.is_none() || object_keys::parse_staged_object(key) != c.hash)
+    }) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "chunks[{i}]: staged_object {:?} is not staging/<hash> of the chunk's hash",
+                chunk.staged_object.as_deref().unwrap_or_default()
+            ),
+        );
+    }
     if chunks.len() > config.max_queue {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -251,7 +267,14 @@ async fn handle_webhook(app: &App, headers: &HeaderMap, body: Body) -> Response 
                     .into_iter()
                     .enumerate()
                     .map(|(i, chunk)| {
-                        resolve_in_tree(&root, "chunk_path", &chunk.chunk_path, DATA_FILE)
+                        // A staged chunk has no data.bin; its directory must still be
+                        // in the tree, for the file's manifest.
+                        let file = if chunk.staged_object.is_some() {
+                            METADATA_FILE
+                        } else {
+                            DATA_FILE
+                        };
+                        resolve_in_tree(&root, "chunk_path", &chunk.chunk_path, file)
                             .map(|data| (chunk, Location::Tree(data)))
                             .map_err(|reason| format!("chunks[{i}]: {reason}"))
                     })

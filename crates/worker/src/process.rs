@@ -273,6 +273,19 @@ async fn compress_batch(shared: &Arc<Shared>, batch: Vec<Job>) -> (ToStore, Vec<
         Ok((data, sha)) => Read::Ready(Ready { job, data, sha }),
         Err(reason) => Read::Failed(job, reason),
     };
+    // Staged chunks come from the bucket whatever the source; the rest from the source.
+    let (staged, batch): (Vec<Job>, Vec<Job>) = batch
+        .into_iter()
+        .partition(|job| job.chunk.staged_object.is_some());
+    let concurrency = shared.config.upload_concurrency;
+    let staged_read: Vec<Read> = futures::stream::iter(staged)
+        .map(|job| async move {
+            let outcome = read_staged(shared, &job).await;
+            classify(job, outcome)
+        })
+        .buffered(concurrency)
+        .collect()
+        .await;
     let read = match &shared.source {
         Source::Tree(root) => {
             let root = root.clone();
@@ -287,17 +300,14 @@ async fn compress_batch(shared: &Arc<Shared>, batch: Vec<Job>) -> (ToStore, Vec<
             })
             .await
         }
-        Source::Repo(cache) => {
-            let concurrency = shared.config.upload_concurrency;
-            Ok(futures::stream::iter(batch)
-                .map(|job| async move {
-                    let outcome = read_from_repo(cache, &job).await;
-                    classify(job, outcome)
-                })
-                .buffered(concurrency)
-                .collect::<Vec<_>>()
-                .await)
-        }
+        Source::Repo(cache) => Ok(futures::stream::iter(batch)
+            .map(|job| async move {
+                let outcome = read_from_repo(cache, &job).await;
+                classify(job, outcome)
+            })
+            .buffered(concurrency)
+            .collect::<Vec<_>>()
+            .await),
     };
     let read = match read {
         Ok(read) => read,
@@ -309,7 +319,7 @@ async fn compress_batch(shared: &Arc<Shared>, batch: Vec<Job>) -> (ToStore, Vec<
         }
     };
     let mut ready = Vec::new();
-    for item in read {
+    for item in read.into_iter().chain(staged_read) {
         match item {
             Read::Ready(r) => ready.push(r),
             Read::Failed(job, reason) => report(shared, &job.chunk, None, Err(reason)).await,
@@ -645,6 +655,43 @@ async fn read_from_repo(cache: &GitCache, job: &Job) -> Result<(Vec<u8>, Sha256D
         .map_err(|e| format!("hashing failed: {e}"))?
 }
 
+/// Reads a staged chunk's bytes from the bucket (`staging/<hash>`, a key the request
+/// check tied to the chunk's hash) and checks their size and SHA-256.
+///
+/// When the staged object is gone, `prune` removed it because the chunk is stored: the
+/// bytes are then decoded from the chunk object (and checked the same way), so the
+/// chunk completes as a duplicate instead of failing.
+async fn read_staged(shared: &Shared, job: &Job) -> Result<(Vec<u8>, Sha256Digest), String> {
+    let key = job.chunk.staged_object.as_deref().unwrap_or_default();
+    let expected = job
+        .chunk
+        .hash
+        .ok_or("a staged chunk without a hash reached the worker")?;
+    let store = &shared.config.store;
+    let shown = format!("{key} in {}", store.url());
+    let data = match store.get(key).await {
+        Ok(object) => object.bytes.to_vec(),
+        Err(StoreError::NotFound { .. }) => {
+            match uploader::read_chunk_object(store.as_ref(), &expected, job.chunk.size).await {
+                Ok(Some(Ok(data))) => data,
+                Ok(Some(Err(why))) => return Err(format!("{shown} is missing and {why}")),
+                Ok(None) => {
+                    return Err(format!(
+                        "{shown} is missing (was the chunk staged into another bucket?)"
+                    ));
+                }
+                Err(e) => return Err(format!("{shown} is missing, and {e}")),
+            }
+        }
+        Err(e) => return Err(format!("reading {shown}: {e}")),
+    };
+    check_size(job, &shown, data.len() as u64)?;
+    // Hashing megabytes is CPU work; keep it off the async threads.
+    tokio::task::spawn_blocking(move || check_hash(&shown, data, expected))
+        .await
+        .map_err(|e| format!("hashing failed: {e}"))?
+}
+
 fn check_size(job: &Job, shown: &str, actual: u64) -> Result<(), String> {
     if actual == job.chunk.size {
         Ok(())
@@ -664,7 +711,7 @@ fn check_hash(
     let actual = Sha256Digest::of(&data);
     if actual != expected {
         return Err(format!(
-            "SHA-256 mismatch for {shown}: expected {expected}, data.bin has {actual}"
+            "SHA-256 mismatch for {shown}: expected {expected}, the bytes have {actual}"
         ));
     }
     Ok((data, actual))

@@ -61,6 +61,7 @@ fn make_tree(root: &Path, n: u64) -> Vec<ChunkInfo> {
                 base_dir: "pending_compression/f".into(),
                 is_keyframe: false,
                 priority: Priority::Normal,
+                staged_object: None,
                 extra: Default::default(),
             }
         })

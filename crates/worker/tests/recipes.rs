@@ -49,6 +49,7 @@ fn chunk(root: &std::path::Path, name: &str, data: &[u8]) -> Vec<ChunkInfo> {
                 base_dir: base_dir.clone(),
                 is_keyframe: false,
                 priority: Priority::Normal,
+                staged_object: None,
                 extra: Default::default(),
             }
         })

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use chunk_model::Strategy;
 use chunker::{
     ChunkOptions, ChunkReport, ChunkerConfig, DEFAULT_MAX_CHUNK_SIZE, InputError, chunk_file,
@@ -45,7 +45,17 @@ pub struct Args {
     /// Replace an existing chunk tree of the same name.
     #[arg(long)]
     force: bool,
-    /// Print the reports as one JSON document on stdout (`{"chunked": […], "failed": […]}`).
+    /// Then upload every pending chunk's bytes to this bucket (`staging/<sha256>`) and
+    /// remove their data.bin, so that git carries metadata only (gs://bucket[/prefix],
+    /// file:///path or a directory; workers must store into the same bucket). See
+    /// `panini stage`.
+    #[arg(long, value_name = "URL")]
+    stage: Option<String>,
+    /// Cloud Storage endpoint for --stage, e.g. an emulator (requests are then anonymous).
+    #[arg(long, env = "STORAGE_EMULATOR_HOST", hide_env_values = true)]
+    endpoint: Option<String>,
+    /// Print the reports as one JSON document on stdout (`{"chunked": […], "failed": […]}`,
+    /// and `"staged": {…}` with --stage).
     #[arg(long)]
     json: bool,
 }
@@ -153,6 +163,12 @@ fn finish(
     failures: &[(Vec<PathBuf>, String)],
     inputs: usize,
 ) -> anyhow::Result<()> {
+    // Staging covers every pending chunk of the tree, so chunks of an earlier run that
+    // was interrupted before staging go up too.
+    let staged = match &args.stage {
+        Some(url) => Some(stage(args, url)?),
+        None => None,
+    };
     if args.json {
         let failed: Vec<_> = failures
             .iter()
@@ -162,10 +178,19 @@ fn finish(
                     .map(move |path| serde_json::json!({ "path": path, "error": error }))
             })
             .collect();
-        let out = serde_json::json!({ "chunked": reports, "failed": failed });
+        let mut out = serde_json::json!({ "chunked": reports, "failed": failed });
+        if let Some(staged) = &staged {
+            out["staged"] = serde_json::to_value(staged)?;
+        }
         common::print_json(&out)?;
     } else {
         print_summary(&reports, failures.len());
+    }
+    if let Some(staged) = &staged {
+        if !args.json {
+            outln!("{}", super::stage::stage_summary(staged));
+        }
+        super::stage::stage_outcome(staged)?;
     }
     if !failures.is_empty() {
         bail!(
@@ -175,6 +200,24 @@ fn finish(
         );
     }
     Ok(())
+}
+
+/// `--stage URL`: the tree's pending chunks into the bucket.
+fn stage(args: &Args, url: &str) -> anyhow::Result<crate::stage::StageReport> {
+    let config = uploader::StoreConfig {
+        gcs: uploader::GcsConfig {
+            endpoint: args.endpoint.clone().filter(|e| !e.is_empty()),
+            ..uploader::GcsConfig::default()
+        },
+        ..uploader::StoreConfig::default()
+    };
+    super::store_cli::runtime()?.block_on(async {
+        let store = uploader::open(url, &config)
+            .await
+            .with_context(|| format!("opening the bucket {url}"))?;
+        let options = crate::stage::StageOptions::default();
+        anyhow::Ok(crate::stage::stage(&args.base, store, &options).await?)
+    })
 }
 
 fn options(args: &Args) -> ChunkOptions {

@@ -14,6 +14,7 @@ mod detect;
 mod dispatch;
 mod pipeline;
 mod serve_worker;
+mod stage;
 mod status;
 mod store_cli;
 
@@ -84,6 +85,18 @@ pub enum Command {
         after_long_help = "Examples:\n  panini reconstruct photo --bucket gs://my-bucket/panini -o photo.png\n  panini reconstruct photo --bucket ./bucket -o rebuilt.png --json"
     )]
     Reconstruct(store_cli::ReconstructArgs),
+    /// Upload the bytes of pending chunks to the bucket (staging/<sha256>) and remove
+    /// their data.bin, so that git carries metadata only; workers read them from the bucket.
+    #[command(
+        after_long_help = "Examples:\n  panini stage --bucket gs://my-bucket/panini\n  panini chunk movie.mp4 --stage gs://my-bucket/panini   # chunk and stage in one step"
+    )]
+    Stage(stage::StageArgs),
+    /// Free the raw bytes of completed chunks (their data.bin, and staged objects in the
+    /// bucket) once their compressed objects read back and verify.
+    #[command(
+        after_long_help = "Examples:\n  panini prune --bucket gs://my-bucket/panini --dry-run\n  panini prune --bucket gs://my-bucket/panini --json"
+    )]
+    Prune(stage::PruneArgs),
 }
 
 /// The `panini` binary: `panini <command> …`.
@@ -140,6 +153,8 @@ fn execute(command: Command) -> anyhow::Result<()> {
         Command::Sync(args) => dispatch::sync(args),
         Command::Upload(args) => store_cli::upload(args),
         Command::Reconstruct(args) => store_cli::reconstruct(args),
+        Command::Stage(args) => stage::stage(args),
+        Command::Prune(args) => stage::prune(args),
     }
 }
 

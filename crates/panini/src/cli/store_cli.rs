@@ -15,7 +15,7 @@ use uploader::{GcsConfig, GcsCredentials, Limits, RetryPolicy, StoreConfig, Uplo
 pub struct StoreArgs {
     /// The bucket: gs://bucket[/prefix], file:///absolute/path or a directory path.
     #[arg(long, env = "GOOGLE_ONE_BUCKET")]
-    bucket: String,
+    pub(super) bucket: String,
     /// Cloud Storage endpoint override, e.g. an emulator at http://127.0.0.1:4443;
     /// requests are then anonymous. Otherwise credentials come from
     /// GOOGLE_APPLICATION_CREDENTIALS or the machine's default account.
@@ -32,7 +32,7 @@ pub struct StoreArgs {
     gcs_endpoint: Option<String>,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 8)]
-    concurrency: usize,
+    pub(super) concurrency: usize,
     /// Bandwidth cap in bytes per second (e.g. 50M).
     #[arg(long, value_parser = super::common::parse_size)]
     max_bytes_per_second: Option<u64>,
@@ -42,11 +42,11 @@ pub struct StoreArgs {
     /// Print the result as one JSON document on stdout (schemas:
     /// docs/schemas/<command>_output.schema.json); messages go to stderr.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 impl StoreArgs {
-    fn config(&self) -> StoreConfig {
+    pub(super) fn config(&self) -> StoreConfig {
         StoreConfig {
             gcs: GcsConfig {
                 // An empty STORAGE_EMULATOR_HOST means none.
@@ -115,7 +115,7 @@ pub struct UploadArgs {
     engine: gpu_compress::EngineChoice,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

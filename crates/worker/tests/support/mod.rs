@@ -110,6 +110,7 @@ pub fn make_tree(files: usize, per_file: usize, size: usize) -> Tree {
                 base_dir: format!("pending_compression/{name}"),
                 is_keyframe: false,
                 priority: Priority::Normal,
+                staged_object: None,
                 extra: Default::default(),
             };
             chunks.push((info, bytes));
@@ -175,6 +176,9 @@ impl ObjectStore for GatedStore {
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.delete(key).await
     }
 }
 
