@@ -576,6 +576,32 @@ impl ObjectStore for Gcs {
     }
 }
 
+/// Where the Application Default Credentials come from, for errors: the key file and the
+/// variable that names it, when it does.
+fn application_default_source() -> String {
+    match std::env::var_os(CREDENTIALS_FILE_ENV) {
+        Some(path) => format!(
+            "{}, the file {CREDENTIALS_FILE_ENV} names",
+            std::path::Path::new(&path).display()
+        ),
+        None => "the Application Default Credentials".to_owned(),
+    }
+}
+
+/// An error and its sources on one line (a library's message may span several).
+fn one_line(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(next) = source {
+        let more = next.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = next.source();
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// The JSON API's object resource, the fields used here.
 #[derive(Debug, Deserialize)]
 struct JsonObject {
