@@ -80,17 +80,33 @@ fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
     }
 }
 
+/// Why `POST /webhook` refused a request, carried on the response to the one log line
+/// [`webhook`] writes for it.
+#[derive(Debug, Clone)]
+struct Refusal(String);
+
+/// A refusal: `{"error": message}`, and the message for the log.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    json_response(
+    let message = message.into();
+    let mut response = json_response(
         status,
         &WorkerErrorBody {
-            error: message.into(),
+            error: message.clone(),
         },
-    )
+    );
+    response.extensions_mut().insert(Refusal(message));
+    response
 }
 
 fn unauthorized() -> Response {
     error(StatusCode::UNAUTHORIZED, "Unauthorized")
+}
+
+/// `401 Unauthorized`, saying no more to the client; `reason` goes to the log only.
+fn unauthorized_because(reason: impl Into<String>) -> Response {
+    let mut response = unauthorized();
+    response.extensions_mut().insert(Refusal(reason.into()));
+    response
 }
 
 fn busy(app: &App, message: &str) -> Response {
@@ -113,9 +129,15 @@ fn accepted(paths: &[String], replayed: bool) -> Response {
     )
 }
 
+/// `POST /webhook`: counts every answer, and logs every refusal with its reason (one
+/// line per refused request; the chunks that fail later are logged where they fail).
 async fn webhook(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
     let response = handle_webhook(&app, &headers, body).await;
-    app.shared.metrics.response(response.status().as_u16());
+    let status = response.status().as_u16();
+    app.shared.metrics.response(status);
+    if let Some(Refusal(reason)) = response.extensions().get::<Refusal>() {
+        tracing::warn!(status, %reason, "refused a webhook");
+    }
     response
 }
 
@@ -127,7 +149,7 @@ async fn handle_webhook(app: &App, headers: &HeaderMap, body: Body) -> Response 
     if let Some(token) = &config.token
         && !auth::bearer_matches(token, headers)
     {
-        return unauthorized();
+        return unauthorized_because("no bearer token, or not this worker's");
     }
     let limit = config.body_limit;
     let declared = headers
@@ -172,10 +194,7 @@ async fn handle_webhook(app: &App, headers: &HeaderMap, body: Body) -> Response 
     let delivery_id = match &config.signing_key {
         Some(key) => match auth::verify_signature(key, headers, &bytes, unix_now()) {
             Ok(id) => Some(id),
-            Err(reason) => {
-                tracing::warn!(%reason, "refused a webhook");
-                return unauthorized();
-            }
+            Err(reason) => return unauthorized_because(format!("signature: {reason}")),
         },
         None => headers
             .get(auth::WEBHOOK_ID)
@@ -312,6 +331,9 @@ async fn handle_webhook(app: &App, headers: &HeaderMap, body: Body) -> Response 
     }
     // All of a batch or none of it: a partial acceptance would leave the dispatcher
     // unsure which chunks to resend.
+    let bytes = resolved
+        .iter()
+        .fold(0u64, |sum, (chunk, _)| sum.saturating_add(chunk.size));
     match app.tx.try_reserve_many(resolved.len()) {
         Ok(permits) => {
             let now = Instant::now();
@@ -328,10 +350,12 @@ async fn handle_webhook(app: &App, headers: &HeaderMap, body: Body) -> Response 
         }
         Err(TrySendError::Closed(())) => return busy(app, "worker is shutting down"),
     }
+    let delivery = delivery_id.as_deref().unwrap_or("-").to_owned();
     if let Some(id) = delivery_id {
         replays.insert(id, paths.clone(), Instant::now());
     }
     drop(replays);
+    tracing::info!(chunks = paths.len(), bytes, %delivery, "accepted a webhook");
     app.shared.metrics.add_accepted(paths.len() as u64);
     app.shared
         .metrics

@@ -133,7 +133,8 @@ pub struct WorkerConfig {
     pub upload_concurrency: usize,
     /// What `503` answers put in `Retry-After`.
     pub retry_after: Duration,
-    /// This worker's name in reports.
+    /// This worker's name in reports (default: [`default_worker_id`],
+    /// `panini-worker@<host name>`).
     pub worker_id: String,
     /// Where to send `repository_dispatch` callbacks, if anywhere.
     pub github: Option<GithubConfig>,
@@ -278,14 +279,29 @@ impl WorkerConfig {
     }
 }
 
-fn default_worker_id() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .map_or_else(
-            || "panini-worker".to_owned(),
-            |h| format!("panini-worker@{h}"),
-        )
+/// `panini-worker@<host name>`, or `panini-worker` where the system names no host.
+///
+/// The name comes from the system (`uname`), not from `$HOSTNAME`: most shells set that
+/// variable without exporting it, so a worker started from a shell or a unit file would
+/// not see it.
+pub fn default_worker_id() -> String {
+    match host_name() {
+        Some(host) => format!("panini-worker@{host}"),
+        None => "panini-worker".to_owned(),
+    }
+}
+
+/// The machine's host name, as `uname -n` prints it.
+#[cfg(unix)]
+fn host_name() -> Option<String> {
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy().trim().to_owned();
+    (!name.is_empty() && name != "(none)").then_some(name)
+}
+
+#[cfg(not(unix))]
+fn host_name() -> Option<String> {
+    None
 }
 
 /// Why a worker could not start or stopped with an error.

@@ -114,6 +114,10 @@ enum Read {
 struct CompressedBatch {
     /// Jobs in the batch, for the in-flight gauge.
     jobs: usize,
+    /// The bytes its requests named, for the batch's log line.
+    bytes: u64,
+    /// When it was taken from the queue.
+    started: Instant,
     /// Each chunk with its frame, or why it could not be compressed.
     chunks: Vec<(Ready, Result<Compressed, String>)>,
     /// Chunks reported completed because they were stored already: their files may be
@@ -232,6 +236,7 @@ async fn pipeline(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>, track_queue:
                 shared.metrics.set_queue_length(rx.len());
             }
             shared.metrics.add_in_flight(jobs);
+            let started = Instant::now();
             let (chunks, deduplicated) = compress_batch(&shared, batch).await;
             if track_queue {
                 shared.metrics.set_queue_length(rx.len());
@@ -239,6 +244,8 @@ async fn pipeline(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>, track_queue:
             if to_store
                 .send(CompressedBatch {
                     jobs,
+                    bytes,
+                    started,
                     chunks,
                     deduplicated,
                 })
@@ -254,8 +261,22 @@ async fn pipeline(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>, track_queue:
         // Owned by this stage alone, so publishing needs no lock.
         let mut known = KnownObjects::new();
         while let Some(batch) = stored_rx.recv().await {
-            let mut done = store_batch(&shared, batch.chunks).await;
+            // What the first stage reported: chunks found stored, and (all the others it
+            // did not pass on) chunks that failed to read or check.
+            let found = batch.deduplicated.len();
+            let failed_early = batch.jobs.saturating_sub(batch.chunks.len() + found);
+            let (mut done, outcomes) = store_batch(&shared, batch.chunks).await;
             shared.metrics.sub_in_flight(batch.jobs);
+            tracing::info!(
+                chunks = batch.jobs,
+                bytes = batch.bytes,
+                engine = %shared.compressor.engine(),
+                seconds = format_args!("{:.3}", batch.started.elapsed().as_secs_f64()),
+                stored = outcomes.stored,
+                deduplicated = found + outcomes.deduplicated,
+                failed = failed_early + outcomes.failed,
+                "batch done"
+            );
             done.extend(batch.deduplicated);
             publish_recipes(&shared, &mut known, done).await;
         }
@@ -407,8 +428,8 @@ fn chunk_codec(sha: &Sha256Digest, key: &str) -> Option<Codec> {
 /// Stores every compressed chunk of a batch, records and reports each one: one
 /// `put_many` for the chunk objects, then one for the completion records of those that
 /// were stored, so that a record never names an object that is not durably there.
-/// Returns the chunks whose objects are now stored.
-async fn store_batch(shared: &Arc<Shared>, chunks: ToStore) -> Vec<Done> {
+/// Returns the chunks whose objects are now stored, and how their reports went.
+async fn store_batch(shared: &Arc<Shared>, chunks: ToStore) -> (Vec<Done>, Outcomes) {
     let store = &shared.config.store;
     let mut done = Vec::new();
     let mut reports: Vec<(ChunkInfo, Sha256Digest, Result<ChunkCompressed, String>)> = Vec::new();
@@ -509,13 +530,36 @@ async fn store_batch(shared: &Arc<Shared>, chunks: ToStore) -> Vec<Done> {
         reports.push((r.job.chunk, r.sha, outcome));
     }
 
+    let mut outcomes = Outcomes::default();
+    for (_, _, outcome) in &reports {
+        match outcome {
+            Ok(record) if is_deduplicated(record) => outcomes.deduplicated += 1,
+            Ok(_) => outcomes.stored += 1,
+            Err(_) => outcomes.failed += 1,
+        }
+    }
     let concurrency = shared.config.upload_concurrency;
     futures::stream::iter(reports)
         .for_each_concurrent(concurrency, |(chunk, sha, outcome)| async move {
             report(shared, &chunk, Some(sha), outcome).await;
         })
         .await;
-    done
+    (done, outcomes)
+}
+
+/// How the reports of a stored batch went.
+#[derive(Debug, Default)]
+struct Outcomes {
+    /// Compressed and stored now.
+    stored: usize,
+    /// Found stored by another worker between the check and the put.
+    deduplicated: usize,
+    failed: usize,
+}
+
+/// Whether a completion record says the chunk was found stored rather than stored now.
+fn is_deduplicated(record: &ChunkCompressed) -> bool {
+    record.stats.get("deduplicated") == Some(&json!(true))
 }
 
 /// Publishes the recipe of every file `done` touched whose chunk objects are now all
@@ -931,14 +975,13 @@ async fn report(
 ) {
     let payload = match outcome {
         Ok(record) => {
-            let deduplicated = record.stats.get("deduplicated") == Some(&json!(true));
-            shared.metrics.add_completed(deduplicated);
+            shared.metrics.add_completed(is_deduplicated(&record));
             tracing::debug!(chunk = %chunk.chunk_path, upload = ?record.upload_path, "completed");
             record
         }
         Err(reason) => {
             shared.metrics.add_failed();
-            tracing::warn!(chunk = %chunk.chunk_path, %reason, "failed");
+            tracing::warn!(chunk = %chunk.chunk_path, %reason, "chunk failed");
             ChunkCompressed {
                 chunk_path: chunk.chunk_path.clone(),
                 status: Status::Failed,

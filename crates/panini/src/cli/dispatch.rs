@@ -66,7 +66,7 @@ pub fn signing_key_from_env() -> anyhow::Result<Option<Vec<u8>>> {
 }
 
 /// The same from a secret read from `--webhook-secret-file` or that variable.
-fn signing_key(secret: Option<&str>) -> anyhow::Result<Option<Vec<u8>>> {
+pub(super) fn signing_key(secret: Option<&str>) -> anyhow::Result<Option<Vec<u8>>> {
     match secret {
         Some(secret) if !secret.is_empty() => {
             let key = dispatcher::signing::signing_key(secret)

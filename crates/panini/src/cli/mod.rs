@@ -68,7 +68,7 @@ pub enum Command {
     GenToken,
     /// Run the compression worker service (POST /webhook, GET /status, /healthz, /metrics).
     #[command(
-        after_long_help = "Examples:\n  panini worker --listen 0.0.0.0:8080 --repo https://github.com/you/repo --bucket gs://my-bucket/panini"
+        after_long_help = serve_worker::LONG_HELP
     )]
     Worker(serve_worker::Args),
     /// Mark chunks completed from the completion records in the bucket, and publish the

@@ -10,12 +10,10 @@ use anyhow::Context as _;
 use chunk_model::{Layout, Sha256Digest};
 use uploader::{GcsConfig, GcsCredentials, Limits, RetryPolicy, StoreConfig, UploadOptions, Which};
 
-/// Where objects go and how to reach it.
-#[derive(Debug, clap::Args)]
-pub struct StoreArgs {
-    /// The bucket: gs://bucket[/prefix], file:///absolute/path or a directory path.
-    #[arg(long, env = "GOOGLE_ONE_BUCKET")]
-    pub(super) bucket: String,
+/// How Cloud Storage is reached, for every command that opens a bucket (`upload`,
+/// `reconstruct`, `verify`, `worker`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct GcsArgs {
     /// Cloud Storage endpoint override, e.g. an emulator at http://127.0.0.1:4443;
     /// requests are then anonymous. Otherwise credentials come from
     /// GOOGLE_APPLICATION_CREDENTIALS or the machine's default account.
@@ -30,6 +28,33 @@ pub struct StoreArgs {
         conflicts_with = "endpoint"
     )]
     gcs_endpoint: Option<String>,
+}
+
+impl GcsArgs {
+    /// The endpoint and credentials these options choose, with `retry`.
+    pub(super) fn config(&self, retry: RetryPolicy) -> GcsConfig {
+        let gcs_endpoint = self.gcs_endpoint.clone().filter(|e| !e.is_empty());
+        GcsConfig {
+            credentials: if gcs_endpoint.is_some() {
+                GcsCredentials::ApplicationDefault
+            } else {
+                GcsCredentials::Auto
+            },
+            // An empty STORAGE_EMULATOR_HOST means none.
+            endpoint: gcs_endpoint.or_else(|| self.endpoint.clone().filter(|e| !e.is_empty())),
+            retry,
+        }
+    }
+}
+
+/// Where objects go and how to reach it.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// The bucket: gs://bucket[/prefix], file:///absolute/path or a directory path.
+    #[arg(long, env = "GOOGLE_ONE_BUCKET")]
+    pub(super) bucket: String,
+    #[command(flatten)]
+    gcs: GcsArgs,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 8)]
     pub(super) concurrency: usize,
@@ -48,23 +73,10 @@ pub struct StoreArgs {
 impl StoreArgs {
     pub(super) fn config(&self) -> StoreConfig {
         StoreConfig {
-            gcs: GcsConfig {
-                // An empty STORAGE_EMULATOR_HOST means none.
-                endpoint: self
-                    .gcs_endpoint
-                    .clone()
-                    .or_else(|| self.endpoint.clone())
-                    .filter(|e| !e.is_empty()),
-                credentials: if self.gcs_endpoint.as_ref().is_some_and(|e| !e.is_empty()) {
-                    GcsCredentials::ApplicationDefault
-                } else {
-                    GcsCredentials::Auto
-                },
-                retry: RetryPolicy {
-                    deadline: self.retry_deadline,
-                    ..RetryPolicy::default()
-                },
-            },
+            gcs: self.gcs.config(RetryPolicy {
+                deadline: self.retry_deadline,
+                ..RetryPolicy::default()
+            }),
             limits: Limits {
                 max_in_flight: self.concurrency,
                 bytes_per_second: self.max_bytes_per_second,
