@@ -366,8 +366,15 @@ impl Pipeline {
             .build()
             .map_err(|e| Error::InvalidConfig(format!("building the HTTP client: {e}")))?;
         let engine_status = first_status(&workers, &http).await?;
-        // Workers used before (--worker URL) count every run; report this run's share.
+        // Workers used before (--worker URL) count every run; report this run's share,
+        // and apply only the failures that come after this point.
         let totals_before = WorkerTotals::collect(&workers, &http).await;
+        let reported_before = totals_before.completed + totals_before.failed;
+        for worker in &mut workers {
+            if let Err(e) = worker.skip_earlier_failures(&http).await {
+                on_event(PipelineEvent::Warning(e.to_string()));
+            }
+        }
         let repository = crate::actions::repository_ref(None, None, &repo_root)?;
 
         // Detect → dispatch → wait → sync, until nothing is left to dispatch. A chunk a
@@ -444,7 +451,7 @@ impl Pipeline {
                 }
                 on_event(PipelineEvent::Progress {
                     stage: "compress",
-                    done: done.min(chunk_count),
+                    done: done.saturating_sub(reported_before).min(chunk_count),
                 });
                 if done >= accepted || Instant::now() > deadline {
                     break;
@@ -497,9 +504,9 @@ impl Pipeline {
             dispatch_time,
             0,
             format!(
-                "{dispatched} chunks over HTTP to {} worker{}",
-                totals.workers,
-                if totals.workers == 1 { "" } else { "s" }
+                "{} over HTTP to {}",
+                plural(dispatched as u64, "chunk"),
+                plural(totals.workers as u64, "worker")
             ),
         ));
         stages.push(StageReport::new(
@@ -801,6 +808,15 @@ async fn first_status(
         }
     }
     Err(last_error.unwrap_or_else(|| Error::InvalidConfig("no workers".into())))
+}
+
+/// `1 chunk`, `2 chunks`: the one plural rule of reports and of the command line.
+pub(crate) fn plural(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
 }
 
 /// What the workers that answer did. A restarted worker's counters start again at zero.

@@ -137,6 +137,16 @@ impl WorkerClient {
         serde_json::from_slice(&body).map_err(|e| failed(format!("unexpected body: {e}")))
     }
 
+    /// Takes every failure the worker has reported so far as seen, so that
+    /// [`WorkerClient::new_failures`] returns only those that come after: a worker used
+    /// before (`--worker URL`) still lists the failures of earlier runs, whose chunk
+    /// paths may name chunks of this run's tree.
+    pub async fn skip_earlier_failures(&mut self, http: &reqwest::Client) -> Result<(), Error> {
+        let WorkerFailures { total, .. } = self.get_json(http, "/failures").await?;
+        self.failures_seen = total;
+        Ok(())
+    }
+
     /// The failures reported since the last call.
     pub async fn new_failures(
         &mut self,

@@ -183,12 +183,7 @@ fn draw_target() -> ProgressDrawTarget {
 
 /// `n thing` or `n things`.
 pub(crate) fn plural(n: impl Into<u64>, thing: &str) -> String {
-    let n = n.into();
-    if n == 1 {
-        format!("1 {thing}")
-    } else {
-        format!("{n} {thing}s")
-    }
+    crate::pipeline::plural(n.into(), thing)
 }
 
 /// Whether `error` comes from writing to a pipe whose reader has gone.
