@@ -203,6 +203,11 @@ fn apply(
     };
     let scan = detector::scan(&config, now)?;
     report.open_chunks = scan.selected.len();
+    // A chunk whose metadata does not parse or whose data.bin is gone is not scanned as
+    // open, so no record can complete it: say so rather than leave it silently behind.
+    report
+        .errors
+        .extend(scan.invalid.iter().map(ToString::to_string));
     let resolve = detector::metadata_resolver(base);
     // (chunk path, its metadata file, the payload to apply)
     let mut changes: Vec<(&str, PathBuf, ChunkCompressed)> = Vec::new();

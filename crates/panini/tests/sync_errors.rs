@@ -1,0 +1,344 @@
+//! `panini::sync::sync` when things are wrong: every record or chunk it cannot use is
+//! reported by name (the bucket key of the record, the path of the chunk or file), the
+//! rest still goes on, and a bucket that cannot be listed or a tree that is not there
+//! fails the sync with the name of what failed.
+//!
+//! The tree is written by the real chunker and the bucket is a real `LocalDir`; faults
+//! are made the way they happen: a record that is not JSON, one filed under another
+//! chunk's name, one without its upload, an object damaged on disk, a `data.bin` or
+//! `metadata.json` gone bad, a chunk object never stored.
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use panini::chunk_model::{ChunkCompressed, Codec, Manifest, Sha256Digest, Status, object_keys};
+use panini::sync::{RecipeState, SyncReport, sync};
+use panini::uploader::{LocalDir, ObjectMeta, ObjectStore as _};
+
+/// A file of three 16 KiB chunks, `movie`, chunked into `<root>/pending_compression`.
+struct Tree {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    base: PathBuf,
+    bucket: LocalDir,
+    bucket_dir: PathBuf,
+    /// Per chunk: its path relative to the root (as records and reports name it), its
+    /// bytes and their SHA-256.
+    chunks: Vec<(String, Vec<u8>, Sha256Digest)>,
+}
+
+fn tree() -> Tree {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let base = root.join("pending_compression");
+    std::fs::create_dir_all(&root).unwrap();
+    let input = dir.path().join("movie.bin");
+    let bytes: Vec<u8> = (0..48 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&input, &bytes).unwrap();
+    let mut options = panini::chunker::ChunkOptions::new(&base);
+    options.config = panini::chunker::ChunkerConfig {
+        strategy: panini::chunker::Strategy::Size,
+        max_chunk_size: 16 * 1024,
+        min_chunk_size: 0,
+    };
+    options.sync = false;
+    panini::chunker::chunk_file(&input, &options).unwrap();
+    let manifest: Manifest =
+        panini::chunk_model::json_file::read(&base.join("movie/manifest.json")).unwrap();
+    assert_eq!(manifest.chunks.len(), 3);
+    let chunks = (0..3)
+        .map(|i| {
+            let path = format!("pending_compression/movie/chunk_{i:04}");
+            let data = std::fs::read(root.join(&path).join("data.bin")).unwrap();
+            let sha = Sha256Digest::of(&data);
+            (path, data, sha)
+        })
+        .collect();
+    let bucket_dir = dir.path().join("bucket");
+    std::fs::create_dir_all(&bucket_dir).unwrap();
+    let bucket = LocalDir::new(&bucket_dir).unwrap();
+    Tree {
+        _dir: dir,
+        root,
+        base,
+        bucket,
+        bucket_dir,
+        chunks,
+    }
+}
+
+impl Tree {
+    /// Stores chunk `i` as a `store` object.
+    async fn store_object(&self, i: usize) {
+        let (_, data, sha) = &self.chunks[i];
+        self.bucket
+            .put(
+                &object_keys::chunk_object(sha, Codec::Store),
+                data.clone().into(),
+                &ObjectMeta {
+                    codec: Codec::Store,
+                    original_size: data.len() as u64,
+                    original_sha256: *sha,
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The completion record a worker writes for chunk `i`.
+    fn record(&self, i: usize) -> ChunkCompressed {
+        let (path, data, sha) = &self.chunks[i];
+        ChunkCompressed {
+            chunk_path: path.clone(),
+            status: Status::Completed,
+            upload_path: Some(object_keys::chunk_object(sha, Codec::Store)),
+            upload_hash: Some(Sha256Digest::of(data)),
+            original_hash: Some(*sha),
+            worker_id: Some("w1".into()),
+            error: None,
+            stats: serde_json::Value::Null,
+        }
+    }
+
+    /// Puts `bytes` as the record of chunk `i` (`status/<sha>.json`); returns its key.
+    async fn put_record_bytes(&self, i: usize, bytes: Vec<u8>) -> String {
+        let key = object_keys::status_record(&self.chunks[i].2);
+        self.bucket
+            .put(&key, bytes.clone().into(), &ObjectMeta::plain(&bytes))
+            .await
+            .unwrap();
+        key
+    }
+
+    async fn put_record(&self, i: usize, record: &ChunkCompressed) -> String {
+        self.put_record_bytes(i, serde_json::to_vec(record).unwrap())
+            .await
+    }
+
+    fn status(&self, i: usize) -> Status {
+        let meta: panini::chunk_model::ChunkMetadata = panini::chunk_model::json_file::read(
+            &self.root.join(&self.chunks[i].0).join("metadata.json"),
+        )
+        .unwrap();
+        meta.status
+    }
+
+    async fn sync(&self) -> SyncReport {
+        sync(&self.base, &self.bucket, Utc::now()).await.unwrap()
+    }
+}
+
+/// The one error of `report`, which starts with `name: `.
+fn only_error_names<'a>(report: &'a SyncReport, name: &str) -> &'a str {
+    assert_eq!(report.errors.len(), 1, "{report:#?}");
+    let error = &report.errors[0];
+    assert!(
+        error.starts_with(&format!("{name}: ")),
+        "the error names {name}: {error}"
+    );
+    error
+}
+
+#[tokio::test]
+async fn a_record_that_is_not_json_is_named_and_the_others_still_apply() {
+    let t = tree();
+    let bad = t
+        .put_record_bytes(0, b"{\"status\": \"compl".to_vec())
+        .await;
+    t.put_record(1, &t.record(1)).await;
+
+    let report = t.sync().await;
+
+    only_error_names(&report, &bad);
+    assert_eq!(report.completed, [t.chunks[1].0.clone()], "{report:#?}");
+    assert_eq!(t.status(0), Status::Pending);
+    assert_eq!(t.status(1), Status::Completed);
+}
+
+#[tokio::test]
+async fn a_record_filed_under_another_chunks_name_is_refused() {
+    let t = tree();
+    // Chunk 1's record, stored under chunk 0's name.
+    let key = t.put_record(0, &t.record(1)).await;
+
+    let report = t.sync().await;
+
+    let error = only_error_names(&report, &key);
+    assert!(error.contains("original_hash"), "{error}");
+    assert!(report.completed.is_empty(), "{report:#?}");
+    assert_eq!(
+        (t.status(0), t.status(1)),
+        (Status::Pending, Status::Pending)
+    );
+}
+
+#[tokio::test]
+async fn a_completed_record_without_its_upload_is_refused_naming_the_chunk() {
+    let t = tree();
+    t.put_record(
+        0,
+        &ChunkCompressed {
+            upload_path: None,
+            ..t.record(0)
+        },
+    )
+    .await;
+    t.put_record(
+        1,
+        &ChunkCompressed {
+            upload_path: Some("chunks/../../etc/passwd".into()),
+            ..t.record(1)
+        },
+    )
+    .await;
+
+    let report = t.sync().await;
+
+    assert_eq!(report.errors.len(), 2, "{report:#?}");
+    let mut errors = report.errors.clone();
+    errors.sort();
+    assert!(
+        errors[0].starts_with(&format!("{}: ", t.chunks[0].0)) && errors[0].contains("upload_path"),
+        "{errors:#?}"
+    );
+    assert!(
+        errors[1].starts_with(&format!("{}: ", t.chunks[1].0))
+            && errors[1].contains("chunks/../../etc/passwd"),
+        "{errors:#?}"
+    );
+    assert!(report.completed.is_empty());
+    assert_eq!(
+        (t.status(0), t.status(1)),
+        (Status::Pending, Status::Pending)
+    );
+}
+
+#[tokio::test]
+async fn a_record_that_cannot_be_read_back_is_named() {
+    let t = tree();
+    let key = t.put_record(0, &t.record(0)).await;
+    t.put_record(1, &t.record(1)).await;
+    // Bit rot in the bucket: the bytes no longer match the CRC32C stored beside them.
+    let object = t.bucket_dir.join(&key);
+    let mut bytes = std::fs::read(&object).unwrap();
+    bytes[5] ^= 0x20;
+    std::fs::write(&object, bytes).unwrap();
+
+    let report = t.sync().await;
+
+    only_error_names(&report, &key);
+    assert_eq!(report.completed, [t.chunks[1].0.clone()], "{report:#?}");
+    assert_eq!(t.status(0), Status::Pending);
+}
+
+#[tokio::test]
+async fn a_chunk_with_bad_metadata_or_no_data_is_reported_by_path() {
+    let t = tree();
+    for i in 0..3 {
+        t.put_record(i, &t.record(i)).await;
+    }
+    let no_data = t.root.join(&t.chunks[0].0).join("data.bin");
+    std::fs::remove_file(&no_data).unwrap();
+    let bad_metadata = t.root.join(&t.chunks[2].0).join("metadata.json");
+    std::fs::write(&bad_metadata, "{\"chunk_id\": 2, \"status\": ").unwrap();
+
+    let report = t.sync().await;
+
+    let mut errors = report.errors.clone();
+    errors.sort();
+    assert_eq!(errors.len(), 2, "{report:#?}");
+    assert!(
+        errors[0].starts_with(&format!("{}/data.bin: ", t.chunks[0].0)),
+        "{errors:#?}"
+    );
+    assert!(
+        errors[1].starts_with(&format!("{}/metadata.json: ", t.chunks[2].0)),
+        "{errors:#?}"
+    );
+    assert_eq!(report.completed, [t.chunks[1].0.clone()], "{report:#?}");
+}
+
+#[tokio::test]
+async fn a_file_with_a_chunk_object_missing_gets_no_recipe_and_says_which() {
+    let t = tree();
+    for i in 0..3 {
+        t.put_record(i, &t.record(i)).await;
+    }
+    t.store_object(0).await;
+    t.store_object(2).await;
+
+    let report = t.sync().await;
+
+    assert!(report.errors.is_empty(), "{report:#?}");
+    assert_eq!(report.completed.len(), 3);
+    assert_eq!(report.recipes.len(), 1, "{report:#?}");
+    let recipe = &report.recipes[0];
+    assert_eq!(
+        (recipe.name.as_str(), recipe.state),
+        ("movie", RecipeState::Incomplete)
+    );
+    let reason = recipe.reason.as_deref().unwrap();
+    assert!(
+        reason.contains("chunk 1") && reason.contains(&t.chunks[1].2.to_string()),
+        "the reason names the chunk and its object: {reason}"
+    );
+    assert!(t.bucket.list("recipes/").await.unwrap().is_empty());
+
+    // Once stored, the next sync publishes it.
+    t.store_object(1).await;
+    let report = t.sync().await;
+    assert_eq!(
+        report.recipes[0].state,
+        RecipeState::Published,
+        "{report:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_manifest_that_does_not_parse_fails_that_file_by_path() {
+    let t = tree();
+    let manifest = t.base.join("movie/manifest.json");
+    std::fs::write(&manifest, "{\"chunks\": [").unwrap();
+
+    let report = t.sync().await;
+
+    assert_eq!(report.recipes.len(), 1, "{report:#?}");
+    let recipe = &report.recipes[0];
+    assert_eq!(recipe.state, RecipeState::Failed);
+    let reason = recipe.reason.as_deref().unwrap();
+    assert!(
+        reason.contains(manifest.to_str().unwrap()),
+        "the reason names the manifest: {reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_bucket_that_cannot_be_listed_fails_the_sync_naming_what_failed() {
+    let t = tree();
+    // `status` is a file where the records' directory should be.
+    std::fs::write(t.bucket_dir.join("status"), "not a directory").unwrap();
+
+    let error = sync(&t.base, &t.bucket, Utc::now()).await.unwrap_err();
+
+    let text = error.to_string();
+    assert!(
+        matches!(error, panini::Error::Store(_))
+            && text.contains(&format!("{}", t.bucket_dir.join("status").display())),
+        "{text}"
+    );
+    assert_eq!(t.status(0), Status::Pending);
+}
+
+#[tokio::test]
+async fn a_tree_that_is_not_there_fails_the_sync_naming_it() {
+    let t = tree();
+    t.put_record(0, &t.record(0)).await;
+    let missing: &Path = &t.root.join("no-such-tree");
+
+    let error = sync(missing, &t.bucket, Utc::now()).await.unwrap_err();
+
+    let text = error.to_string();
+    assert!(text.contains(missing.to_str().unwrap()), "{text}");
+}
