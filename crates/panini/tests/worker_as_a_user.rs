@@ -231,6 +231,8 @@ fn worker_help_speaks_the_shared_vocabulary() {
         "PANINI_WEBHOOK_SECRET",
         "PANINI_READ_TOKEN",
         "GITHUB_PAT",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "PANINI_OPENCL_DEVICE",
         "RUST_LOG",
         // Choices, sizes and durations in the one syntax, and the secret files.
         "auto, cpu, opencl",

@@ -9,7 +9,8 @@ use anyhow::{Context as _, bail};
 use super::common;
 
 /// What `panini worker --help` adds after the options: examples, and the environment
-/// variables that hold secrets (never options: arguments are visible in `ps`).
+/// variables that are not options' defaults: secrets (never options: arguments are
+/// visible in `ps`) and those the libraries read.
 pub(super) const LONG_HELP: &str = "\
 Examples:
   panini worker --listen 0.0.0.0:8080 --repo https://github.com/you/repo --bucket gs://my-bucket/panini
@@ -22,6 +23,8 @@ Environment (secrets come only from here or from the matching --…-file option)
   PANINI_WEBHOOK_SECRET  the key webhooks are signed with (--webhook-secret-file)
   PANINI_READ_TOKEN      a token for /status, /failures and /metrics only (--read-token-file)
   GITHUB_PAT             for --github-repo callbacks and fetching a private --repo
+  GOOGLE_APPLICATION_CREDENTIALS  a service-account key for a gs:// bucket
+  PANINI_OPENCL_DEVICE   the OpenCL device (index or part of its name) for --engine
   RUST_LOG               the log filter (default: info), e.g. RUST_LOG=worker=debug
 
 Logs go to stderr: one line per batch (chunks, bytes, engine, time, stored and
