@@ -8,16 +8,20 @@ use anyhow::{Context, bail};
 /// Options of `cargo xtask codegen`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Fail instead of writing when a generated file is stale.
+    /// Fail instead of writing when a generated file is stale (or missing).
     #[arg(long)]
     check: bool,
+    /// The schemas' directory (default: docs/schemas of this checkout).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let dir = args.dir.unwrap_or_else(schemas_dir);
     if args.check {
-        return check();
+        return check_dir(&dir);
     }
-    for path in update_schemas(false)? {
+    for path in update_schemas(&dir, false)? {
         println!("updated {}", path.display());
     }
     Ok(())
@@ -25,7 +29,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// Fails when a generated file differs from what the code generates now.
 pub fn check() -> anyhow::Result<()> {
-    let stale = update_schemas(true)?;
+    check_dir(&schemas_dir())
+}
+
+fn check_dir(dir: &Path) -> anyhow::Result<()> {
+    let stale = update_schemas(dir, true)?;
     if !stale.is_empty() {
         bail!(
             "stale generated files: {}; run `cargo xtask codegen`",
@@ -47,11 +55,17 @@ pub fn project_root() -> PathBuf {
         .to_owned()
 }
 
-/// Regenerates `docs/schemas/`; returns the files that were stale (and, unless
+/// `docs/schemas/` of this checkout.
+fn schemas_dir() -> PathBuf {
+    project_root().join("docs/schemas")
+}
+
+/// Regenerates the schemas in `dir`; returns the files that were stale (and, unless
 /// `check_only`, have been rewritten).
-fn update_schemas(check_only: bool) -> anyhow::Result<Vec<PathBuf>> {
-    let dir = project_root().join("docs/schemas");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+fn update_schemas(dir: &Path, check_only: bool) -> anyhow::Result<Vec<PathBuf>> {
+    if !check_only {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let mut stale = Vec::new();
     // chunk-model's documents, then the panini commands' --json outputs.
     for (file, schema) in chunk_model::schema::all()
@@ -76,7 +90,7 @@ fn update_schemas(check_only: bool) -> anyhow::Result<Vec<PathBuf>> {
 mod tests {
     #[test]
     fn generated_schemas_are_fresh() {
-        let stale = super::update_schemas(true).unwrap();
+        let stale = super::update_schemas(&super::schemas_dir(), true).unwrap();
         assert!(
             stale.is_empty(),
             "stale generated files {stale:?}: run `cargo xtask codegen` and commit the result"

