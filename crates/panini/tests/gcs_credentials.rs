@@ -14,13 +14,15 @@
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+mod support;
 
 use base64::Engine as _;
 use gcs_emulator::Emulator;
 use gcs_emulator::recording_proxy::{RecordedRequest, RecordingProxy};
+use support::{panini, text, tool};
 
 const BUCKET: &str = "panini-test";
 const CLIENT_EMAIL: &str = "panini-uploader@panini-test.iam.gserviceaccount.com";
@@ -32,43 +34,8 @@ fn start_emulator() -> Emulator {
     Emulator::start(&binary, &[BUCKET]).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// `panini ARGS` in `cwd` with `env`, nothing from the developer's shell deciding how it
-/// reaches Cloud Storage.
-fn panini(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_panini"));
-    command
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .env_remove("STORAGE_EMULATOR_HOST")
-        .env_remove("PANINI_GCS_ENDPOINT")
-        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-        .env_remove("GOOGLE_CLOUD_QUOTA_PROJECT")
-        .env_remove("GOOGLE_ONE_BUCKET")
-        .env_remove("RUST_LOG");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().expect("the panini binary runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn openssl(args: &[&str]) -> Output {
-    let out = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("openssl is installed (Debian `openssl`)");
-    assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
-    out
+fn openssl(args: &[&str]) -> std::process::Output {
+    tool("openssl", args)
 }
 
 /// A service-account key file, as the Cloud console downloads it, with a fresh RSA key
@@ -256,12 +223,7 @@ fn a_service_account_key_file_authenticates_upload_and_reconstruct() {
         &user,
     );
     assert!(out.status.success(), "reconstruct: {}", text(&out));
-    let cmp = Command::new("cmp")
-        .arg(&input)
-        .arg(&rebuilt)
-        .output()
-        .unwrap();
-    assert!(cmp.status.success(), "cmp: {}", text(&cmp));
+    tool("cmp", &[input.to_str().unwrap(), rebuilt.to_str().unwrap()]);
 
     let requests = proxy.requests();
     assert!(

@@ -2,28 +2,16 @@
 //! runs them: the built binary spawned in a temporary directory, its exit code, output
 //! and the files it changed checked.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
+use support::text;
 
 fn panini(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_panini"))
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the panini binary runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    support::panini(args, cwd, &[])
 }
 
 fn read_json(path: &Path) -> Value {
