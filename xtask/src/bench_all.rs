@@ -1095,7 +1095,7 @@ fn machine(loadavg_start: String, out: &Path) -> Machine {
 /// journal is named as such: it delays reusing deleted inodes and scans past them on
 /// every allocation, which slows the stages that rewrite many small files
 /// (docs/OPERATIONS.md).
-fn filesystem(path: &Path) -> String {
+pub(crate) fn filesystem(path: &Path) -> String {
     let (Ok(real), Ok(mounts)) = (
         std::fs::canonicalize(path),
         std::fs::read_to_string("/proc/self/mountinfo"),

@@ -32,7 +32,7 @@ pub struct Args {
 }
 
 /// A chunk tree of `n` chunks in 100-chunk files: half text-like, half random.
-fn make_tree(root: &Path, n: usize, size: usize) -> anyhow::Result<Vec<ChunkInfo>> {
+pub(crate) fn make_tree(root: &Path, n: usize, size: usize) -> anyhow::Result<Vec<ChunkInfo>> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let words: [&[u8]; 5] = [b"panini ", b"chunk ", b"dispatch ", b"worker ", b"bucket\n"];
     let per_file = 100;

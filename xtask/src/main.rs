@@ -8,6 +8,7 @@
 mod bench_all;
 mod bench_compress;
 mod bench_dispatch;
+mod bench_scale;
 mod bench_upload;
 mod ci;
 mod codegen;
@@ -68,7 +69,7 @@ enum Command {
     },
     /// The user commands, as the `panini` binary has them.
     #[command(flatten)]
-    User(panini::cli::Command),
+    User(Box<panini::cli::Command>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,12 +80,18 @@ enum Bench {
     Dispatch(bench_dispatch::Args),
     /// Upload ≥ 1 GiB of chunk objects to the GCS emulator, beside `rclone copy`.
     Upload(bench_upload::Args),
+    /// Detect + dispatch to 1…64 simulated workers (a fixed GPU speed each): where one
+    /// dispatcher stops scaling; and one run with real workers.
+    Scale(bench_scale::Args),
+    /// The simulated workers of `bench scale`, run as its child process.
+    #[command(hide = true)]
+    ScaleFleet(bench_scale::FleetArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::User(command) => return panini::cli::run(command, &cli.global),
+        Command::User(command) => return panini::cli::run(*command, &cli.global),
         Command::Ci(args) => ci::run(args),
         Command::Codegen(args) => codegen::run(args),
         Command::GpuCheck(args) => gpu_check::run(args),
@@ -103,6 +110,14 @@ fn main() -> ExitCode {
             what: Some(Bench::Dispatch(args)),
             ..
         } => bench_dispatch::run(args),
+        Command::Bench {
+            what: Some(Bench::Scale(args)),
+            ..
+        } => bench_scale::run(args),
+        Command::Bench {
+            what: Some(Bench::ScaleFleet(args)),
+            ..
+        } => bench_scale::run_fleet(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
