@@ -165,3 +165,63 @@ fn read_head(stream: &mut TcpStream) -> std::io::Result<(Vec<u8>, usize)> {
         buffer.extend_from_slice(&piece[..n]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-shot upstream that records the head it got and answers `hello`.
+    fn upstream() -> (SocketAddr, std::thread::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let (buffer, head_end) = read_head(&mut stream).unwrap();
+            let mut body = buffer[head_end..].to_vec();
+            while body.len() < 4 {
+                let mut piece = [0u8; 16];
+                let n = stream.read(&mut piece).unwrap();
+                body.extend_from_slice(&piece[..n]);
+            }
+            stream
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+                )
+                .unwrap();
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&buffer[..head_end]),
+                String::from_utf8_lossy(&body)
+            )
+        });
+        (addr, server)
+    }
+
+    #[test]
+    fn records_each_request_head_and_forwards_it_with_connection_close() {
+        let (addr, server) = upstream();
+        let proxy = RecordingProxy::start(addr).unwrap();
+        let mut client = TcpStream::connect(proxy.addr).unwrap();
+        client
+            .write_all(
+                b"POST /upload/o?name=a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0k\r\nConnection: keep-alive\r\nContent-Length: 4\r\n\r\nbody",
+            )
+            .unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).unwrap();
+        assert!(answer.ends_with("\r\n\r\nhello"), "{answer}");
+
+        let forwarded = server.join().unwrap();
+        assert!(forwarded.contains("Connection: close\r\n"), "{forwarded}");
+        assert!(!forwarded.contains("keep-alive"), "{forwarded}");
+        assert!(forwarded.ends_with("\r\n\r\nbody"), "{forwarded}");
+        let requests = proxy.requests();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(
+            (requests[0].method.as_str(), requests[0].target.as_str()),
+            ("POST", "/upload/o?name=a")
+        );
+        assert_eq!(requests[0].header("authorization"), Some("Bearer t0k"));
+        assert_eq!(requests[0].header("X-Missing"), None);
+    }
+}
