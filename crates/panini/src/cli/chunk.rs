@@ -51,9 +51,9 @@ pub struct Args {
     /// `panini stage`.
     #[arg(long, value_name = "URL")]
     stage: Option<String>,
-    /// Cloud Storage endpoint for --stage, e.g. an emulator (requests are then anonymous).
-    #[arg(long, env = "STORAGE_EMULATOR_HOST", hide_env_values = true)]
-    endpoint: Option<String>,
+    /// How --stage reaches Cloud Storage.
+    #[command(flatten)]
+    gcs: super::store_cli::GcsArgs,
     /// Print the reports as one JSON document on stdout (`{"chunked": […], "failed": […]}`,
     /// and `"staged": {…}` with --stage).
     #[arg(long)]
@@ -205,10 +205,7 @@ fn finish(
 /// `--stage URL`: the tree's pending chunks into the bucket.
 fn stage(args: &Args, url: &str) -> anyhow::Result<crate::stage::StageReport> {
     let config = uploader::StoreConfig {
-        gcs: uploader::GcsConfig {
-            endpoint: args.endpoint.clone().filter(|e| !e.is_empty()),
-            ..uploader::GcsConfig::default()
-        },
+        gcs: args.gcs.config(uploader::RetryPolicy::default()),
         ..uploader::StoreConfig::default()
     };
     super::store_cli::runtime()?.block_on(async {

@@ -11,7 +11,7 @@ use chunk_model::{Layout, Sha256Digest};
 use uploader::{GcsConfig, GcsCredentials, Limits, RetryPolicy, StoreConfig, UploadOptions, Which};
 
 /// How Cloud Storage is reached, for every command that opens a bucket (`upload`,
-/// `reconstruct`, `verify`, `worker`).
+/// `reconstruct`, `verify`, `worker`, `stage`, `prune`, `chunk --stage`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct GcsArgs {
     /// Cloud Storage endpoint override, e.g. an emulator at http://127.0.0.1:4443;
