@@ -6,6 +6,12 @@
 //! between them is local: workers are served from this process on 127.0.0.1 (or given
 //! by URL), failures are read from the workers' `GET /failures` instead of arriving as
 //! GitHub callbacks.
+//!
+//! With [`PipelineConfig::stage`], the chunks' raw bytes go to the run's bucket
+//! ([`crate::stage`]) right after chunking and the workers read them from there, as
+//! workers of a tree chunked with `panini chunk --stage` do; with
+//! [`PipelineConfig::prune`], the raw bytes of every chunk stored are freed at the end
+//! ([`crate::prune`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,6 +70,17 @@ pub struct PipelineConfig {
     pub chunker: chunker::ChunkerConfig,
     /// Give up waiting for workers after this long.
     pub timeout: Duration,
+    /// Stage the raw bytes of every `pending` chunk into the bucket (`staging/<sha256>`,
+    /// [`crate::stage::stage`]) before anything is dispatched: the tree keeps metadata
+    /// only, and the workers read each chunk from the bucket instead of its `data.bin`.
+    /// Staging is create-only, so objects a previous run left count as already staged.
+    /// A chunk that cannot be staged keeps its `data.bin` (a warning says why) and is
+    /// compressed from it. `None`: the workers read `data.bin`.
+    pub stage: Option<crate::stage::StageOptions>,
+    /// After every file is rebuilt, free the raw bytes of completed chunks
+    /// ([`crate::prune::prune`]: their `data.bin` in the tree and their staged objects in
+    /// the bucket, each only once its chunk object verifies). `None`: keep them.
+    pub prune: Option<crate::prune::PruneOptions>,
 }
 
 impl std::fmt::Debug for PipelineConfig {
@@ -85,6 +102,8 @@ impl std::fmt::Debug for PipelineConfig {
             .field("engine", &self.engine)
             .field("chunker", &self.chunker)
             .field("timeout", &self.timeout)
+            .field("stage", &self.stage)
+            .field("prune", &self.prune)
             .finish()
     }
 }
@@ -107,6 +126,8 @@ impl PipelineConfig {
             engine: gpu_compress::EngineChoice::Auto,
             chunker: chunker::ChunkerConfig::default(),
             timeout: Duration::from_secs(600),
+            stage: None,
+            prune: None,
         }
     }
 }
@@ -216,6 +237,11 @@ pub struct PipelineReport {
     pub chunks_already_stored: u64,
     /// `bytes_in` over the bytes the files' chunk objects take.
     pub ratio: f64,
+    /// What staging did, when the run staged the raw bytes in the bucket
+    /// ([`PipelineConfig::stage`]).
+    pub staged: Option<crate::stage::StageReport>,
+    /// What pruning freed, when the run pruned ([`PipelineConfig::prune`]).
+    pub pruned: Option<crate::prune::PruneReport>,
 }
 
 impl PipelineReport {
@@ -321,6 +347,12 @@ impl Pipeline {
                 ));
                 (base, inputs)
             }
+        };
+        let staged = match &config.stage {
+            Some(options) => {
+                Some(stage_raw_bytes(&base, &store, options, &on_event, &mut stages).await?)
+            }
+            None => None,
         };
         let repo_root = base
             .parent()
@@ -623,6 +655,15 @@ impl Pipeline {
             "SHA-256 of every chunk and file".into(),
         ));
 
+        // Only now, with every file rebuilt from the bucket, are raw bytes freed (and then
+        // only those whose chunk object prune itself reads back and verifies).
+        let pruned = match &config.prune {
+            Some(options) => {
+                Some(prune_raw_bytes(&base, &store, options, &on_event, &mut stages).await?)
+            }
+            None => None,
+        };
+
         let stored: u64 = rows.iter().map(|r| r.stored_bytes).sum();
         Ok(PipelineReport {
             bucket,
@@ -639,6 +680,8 @@ impl Pipeline {
                 bytes_in as f64 / stored as f64
             },
             files: rows,
+            staged,
+            pruned,
         })
     }
 
@@ -720,6 +763,80 @@ impl Pipeline {
         on_event(PipelineEvent::StageFinished { stage: "chunk" });
         Ok(inputs)
     }
+}
+
+/// Stages the raw bytes of the tree's pending chunks into `store` and adds the `stage`
+/// row. A chunk that could not be staged is a warning: it keeps its `data.bin`, from
+/// which its worker reads it.
+async fn stage_raw_bytes(
+    base: &Path,
+    store: &Arc<dyn ObjectStore>,
+    options: &crate::stage::StageOptions,
+    on_event: &EventSink,
+    stages: &mut Vec<StageReport>,
+) -> Result<crate::stage::StageReport, Error> {
+    let started = Instant::now();
+    let staged = crate::stage::stage(base, store.clone(), options).await?;
+    for error in &staged.errors {
+        on_event(PipelineEvent::Warning(format!("not staged: {error}")));
+    }
+    let mut note = format!(
+        "{} into staging/: {} uploaded, {} there already; {} removed from the tree",
+        plural(staged.chunks as u64, "chunk"),
+        staged.uploaded,
+        staged.already_staged,
+        plural(staged.data_files_removed as u64, "data.bin file"),
+    );
+    if !staged.errors.is_empty() {
+        note += &format!("; {} kept their data.bin", staged.errors.len());
+    }
+    // The bytes that left the tree for the bucket: uploaded now, or found there.
+    stages.push(StageReport::new(
+        "stage",
+        started.elapsed(),
+        staged.bytes_removed,
+        note,
+    ));
+    Ok(staged)
+}
+
+/// Frees the raw bytes of the tree's completed chunks (tree and bucket) and adds the
+/// `prune` row. What prune kept is a warning.
+async fn prune_raw_bytes(
+    base: &Path,
+    store: &Arc<dyn ObjectStore>,
+    options: &crate::prune::PruneOptions,
+    on_event: &EventSink,
+    stages: &mut Vec<StageReport>,
+) -> Result<crate::prune::PruneReport, Error> {
+    let started = Instant::now();
+    let pruned = crate::prune::prune(base, store.clone(), options).await?;
+    for kept in &pruned.kept {
+        on_event(PipelineEvent::Warning(format!("prune kept {kept}")));
+    }
+    let verb = if pruned.dry_run {
+        "would free"
+    } else {
+        "freed"
+    };
+    stages.push(StageReport::new(
+        "prune",
+        started.elapsed(),
+        pruned.data_bytes_freed + pruned.staged_bytes_freed,
+        format!(
+            "{verb} {} and {}{}",
+            plural(pruned.data_files_removed as u64, "data.bin file"),
+            plural(pruned.staged_objects_deleted as u64, "staged object"),
+            match pruned.staged_objects_still_needed {
+                0 => String::new(),
+                n => format!(
+                    "; {} still needed by open chunks",
+                    plural(n as u64, "staged object")
+                ),
+            },
+        ),
+    ));
+    Ok(pruned)
 }
 
 /// Rebuilds the file `name` with SHA-256 `file_sha256` into `output` (checking every

@@ -55,6 +55,9 @@ impl Default for StageOptions {
 
 /// What a [`stage`] run did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
+// Named apart from the pipeline's table row (`pipeline::StageReport`) in the schemas
+// that hold both.
+#[schemars(rename = "StagingReport")]
 pub struct StageReport {
     /// The bucket staged into.
     pub bucket: String,

@@ -28,7 +28,7 @@ pub enum Command {
     /// The whole pipeline on one machine: chunk, detect, dispatch to in-process workers over
     /// HTTP, compress, upload, sync, rebuild every file from the bucket and verify it.
     #[command(
-        after_long_help = "Examples:\n  panini pipeline                          # generated samples, work in ./panini-work\n  panini pipeline photo.png report.pdf --work-dir /tmp/try\n  panini pipeline --bucket gs://my-bucket/panini --json > report.json"
+        after_long_help = "Examples:\n  panini pipeline                          # generated samples, work in ./panini-work\n  panini pipeline photo.png report.pdf --work-dir /tmp/try\n  panini pipeline --bucket gs://my-bucket/panini --json > report.json\n  panini pipeline big.mp4 --stage --prune  # raw bytes through the bucket, freed at the end"
     )]
     Pipeline(pipeline::Args),
     /// Rebuild files from a bucket in memory and check every chunk and file SHA-256.

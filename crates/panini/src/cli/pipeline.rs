@@ -77,6 +77,17 @@ pub struct Args {
     /// Give up waiting for the workers after this long (e.g. 90s, 10m).
     #[arg(long, alias = "timeout-s", default_value = "10m", value_parser = common::parse_duration)]
     timeout: Duration,
+    /// Stage the chunks' raw bytes in the run's bucket (staging/<sha256>) right after
+    /// chunking, as `panini chunk --stage` does: the tree keeps metadata only (no
+    /// data.bin) and the workers read each chunk from the bucket. Objects an earlier run
+    /// left there count as already staged. With --base, the pending chunks of that tree.
+    #[arg(long)]
+    stage: bool,
+    /// After every file is rebuilt, free the raw bytes of completed chunks as `panini
+    /// prune` does (their data.bin and their staged objects, each only once its chunk
+    /// object reads back and verifies); the stage table says how many bytes.
+    #[arg(long)]
+    prune: bool,
     /// Print the report as one JSON document on stdout (schema:
     /// docs/schemas/pipeline_report.schema.json); progress and warnings go to stderr.
     #[arg(long)]
@@ -109,6 +120,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     config.timeout = args.timeout;
     config.inputs = args.inputs.options();
+    config.stage = args.stage.then(crate::stage::StageOptions::default);
+    config.prune = args.prune.then(crate::prune::PruneOptions::default);
 
     let mut samples_stage = None;
     if args.base.is_none() {
