@@ -7,6 +7,7 @@
 
 mod bench_all;
 mod bench_compress;
+mod bench_detect;
 mod bench_dispatch;
 mod bench_scale;
 mod bench_upload;
@@ -76,6 +77,8 @@ enum Command {
 enum Bench {
     /// Panini's codecs and engines vs `lz4 -1`, `zstd -1/-3 -T0` on a generated corpus.
     Compress(bench_compress::Args),
+    /// `panini detect` beside the original Python detect script on 100,000 chunk directories.
+    Detect(bench_detect::Args),
     /// 10,000 chunks to a local worker: chunks/s in batch and per-chunk mode, worker throughput.
     Dispatch(bench_dispatch::Args),
     /// Upload ≥ 1 GiB of chunk objects to the GCS emulator, beside `rclone copy`.
@@ -110,6 +113,10 @@ fn main() -> ExitCode {
             what: Some(Bench::Dispatch(args)),
             ..
         } => bench_dispatch::run(args),
+        Command::Bench {
+            what: Some(Bench::Detect(args)),
+            ..
+        } => bench_detect::run(args),
         Command::Bench {
             what: Some(Bench::Scale(args)),
             ..
