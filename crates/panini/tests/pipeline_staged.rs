@@ -12,7 +12,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use panini::{Pipeline, PipelineConfig};
 use serde_json::Value;
@@ -242,33 +242,49 @@ sys.exit(1 if errors else 0)
     );
 }
 
+/// The `--json` report a pipeline run printed: one document, valid by its published
+/// schema, with every file verified.
+fn verified_report(out: &Output) -> Value {
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", text(out)));
+    validate("pipeline_report.schema.json", &report);
+    let files = report["files"].as_array().unwrap();
+    assert!(files.iter().all(|f| f["verified"] == true), "{report:#}");
+    report
+}
+
 /// `panini reconstruct` of every file of `report` from `bucket` into `out`, compared with
 /// its source by `cmp` and `sha256sum`.
 fn rebuild_every_file(report: &Value, bucket: &Path, out: &Path) {
     std::fs::create_dir_all(out).unwrap();
     for file in report["files"].as_array().unwrap() {
-        let name = file["name"].as_str().unwrap();
         let source = Path::new(file["source"].as_str().unwrap());
-        let rebuilt = out.join(name);
-        let _ = std::fs::remove_file(&rebuilt);
-        panini_ok(
-            &[
-                "reconstruct",
-                name,
-                "--bucket",
-                bucket.to_str().unwrap(),
-                "-o",
-                rebuilt.to_str().unwrap(),
-            ],
-            out,
-            &[],
-        );
-        tool(
-            "cmp",
-            &[source.to_str().unwrap(), rebuilt.to_str().unwrap()],
-        );
-        assert_eq!(sha256sum(&rebuilt), sha256sum(source), "{name}");
+        rebuild_and_compare(file["name"].as_str().unwrap(), source, bucket, out);
     }
+}
+
+/// `panini reconstruct NAME` from `bucket` into `out/NAME`, compared with `source` by
+/// `cmp` and `sha256sum`.
+fn rebuild_and_compare(name: &str, source: &Path, bucket: &Path, out: &Path) {
+    let rebuilt = out.join(name);
+    let _ = std::fs::remove_file(&rebuilt);
+    panini_ok(
+        &[
+            "reconstruct",
+            name,
+            "--bucket",
+            bucket.to_str().unwrap(),
+            "-o",
+            rebuilt.to_str().unwrap(),
+        ],
+        out,
+        &[],
+    );
+    tool(
+        "cmp",
+        &[source.to_str().unwrap(), rebuilt.to_str().unwrap()],
+    );
+    assert_eq!(sha256sum(&rebuilt), sha256sum(source), "{name}");
 }
 
 #[test]
@@ -303,19 +319,8 @@ fn panini_pipeline_stage_leaves_no_data_bin_and_rebuilds_every_file() {
     let bucket = cwd.join("work/bucket");
 
     // The first run stages every chunk, and the workers read them from the bucket.
-    let out = run(&["--json"]);
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", text(&out)));
-    validate("pipeline_report.schema.json", &report);
+    let report = verified_report(&run(&["--json"]));
     assert_eq!(report["files"].as_array().unwrap().len(), files.len());
-    assert!(
-        report["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|f| f["verified"] == true),
-        "{report:#}"
-    );
     assert_eq!(stage_names(&report)[..2], ["chunk", "stage"]);
     assert_eq!(stage_row(&report, "stage")["bytes"], report["bytes_in"]);
     let staged = &report["staged"];
@@ -330,9 +335,7 @@ fn panini_pipeline_stage_leaves_no_data_bin_and_rebuilds_every_file() {
 
     // The same work directory and bucket, with --prune: everything is staged already,
     // nothing is stored again, and at the end the staged objects go.
-    let out = run(&["--prune", "--json"]);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    validate("pipeline_report.schema.json", &report);
+    let report = verified_report(&run(&["--prune", "--json"]));
     assert_eq!(report["staged"]["uploaded"], 0, "{report:#}");
     assert_eq!(report["staged"]["already_staged"], chunks, "{report:#}");
     assert_eq!(report["chunks_stored_now"], 0, "{report:#}");
@@ -379,4 +382,63 @@ fn panini_pipeline_stage_leaves_no_data_bin_and_rebuilds_every_file() {
         "{help}"
     );
     assert!(help.contains("--stage --prune"), "{help}");
+}
+
+/// A tree that mixes both transports (one file chunked with `chunk --stage`, one with its
+/// `data.bin`), run with `--base`: the workers read each chunk where it is; a second run
+/// with `--stage --prune` has nothing pending to stage and frees both kinds of raw bytes.
+#[test]
+fn panini_pipeline_on_a_tree_that_mixes_both_transports() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let files = samples::sample_set(&cwd.join("inputs"), 2 << 20).unwrap();
+    let (photo, log) = (&files[0], &files[2]);
+    let small = ["--chunk-size", "256K", "--min-chunk-size", "64K"];
+    let chunk = |file: &Path, extra: &[&str]| {
+        let mut args = vec!["chunk", file.to_str().unwrap()];
+        args.extend(small);
+        args.extend(extra);
+        panini_ok(&args, cwd, &[]);
+    };
+    chunk(photo, &["--stage", "bucket"]);
+    chunk(log, &[]);
+    let tree = cwd.join("pending_compression");
+    assert!(files_named(&tree.join("photo"), "data.bin").is_empty());
+    let log_data = files_named(&tree.join("server"), "data.bin");
+    assert!(!log_data.is_empty());
+
+    let pipeline = |extra: &[&str]| {
+        let mut args = vec![
+            "pipeline",
+            "--base",
+            "pending_compression",
+            "--bucket",
+            "bucket",
+            "--engine",
+            "cpu",
+            "--json",
+        ];
+        args.extend(extra);
+        verified_report(&panini_ok(&args, cwd, &[]))
+    };
+    let report = pipeline(&[]);
+    assert_eq!(report["staged"], Value::Null);
+    assert!(!stage_names(&report).contains(&"stage".to_owned()));
+    // Each kept its transport: the log's data.bin is still there.
+    assert_eq!(files_named(&tree.join("server"), "data.bin"), log_data);
+    assert!(!staged_objects(&cwd.join("bucket")).is_empty());
+
+    let report = pipeline(&["--stage", "--prune"]);
+    assert_eq!(report["staged"]["chunks"], 0, "{report:#}");
+    let pruned = &report["pruned"];
+    assert_eq!(pruned["kept"], serde_json::json!([]), "{pruned:#}");
+    assert_eq!(pruned["data_files_removed"], log_data.len(), "{pruned:#}");
+    assert!(files_named(&tree, "data.bin").is_empty());
+    assert!(staged_objects(&cwd.join("bucket")).is_empty());
+
+    let out = cwd.join("rebuilt");
+    std::fs::create_dir_all(&out).unwrap();
+    for (name, original) in [("photo", photo), ("server", log)] {
+        rebuild_and_compare(name, original, &cwd.join("bucket"), &out);
+    }
 }
