@@ -26,6 +26,7 @@
 //! asks: callers turn a [`ChunkPathError`] into their own error (the worker's `400`, the
 //! detector's `CallbackError`).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -150,40 +151,60 @@ impl TreeRoot {
     /// path that really goes through a symbolic link is resolved in full, and must still
     /// land inside the bound. Without links, a path with no `..` cannot leave the root.
     pub fn resolve_dir(&self, path: &ChunkPath) -> Result<PathBuf, ChunkPathError> {
-        let refuse = |fault| ChunkPathError {
-            path: path.as_str().to_owned(),
-            fault,
-        };
-        let lookup = |at: &Path, source: std::io::Error| match source.kind() {
-            ErrorKind::NotFound | ErrorKind::NotADirectory => {
-                refuse(ChunkPathFault::Missing { at: at.to_owned() })
-            }
-            _ => refuse(ChunkPathFault::Io {
-                at: at.to_owned(),
-                source,
-            }),
-        };
         let mut real = self.root_real.clone();
         let mut is_dir = true;
         for part in path.components() {
-            real.push(part);
-            let meta = std::fs::symlink_metadata(&real).map_err(|e| lookup(&real, e))?;
-            if meta.file_type().is_symlink() {
-                let whole = self.root_real.join(path.as_str());
-                real = std::fs::canonicalize(&whole).map_err(|e| lookup(&whole, e))?;
-                is_dir = real.is_dir();
-                break;
+            match self.step(path, &mut real, part)? {
+                Step::Plain { is_dir: dir } => is_dir = dir,
+                Step::Linked(resolved, dir) => {
+                    (real, is_dir) = (resolved, dir);
+                    break;
+                }
             }
-            is_dir = meta.is_dir();
         }
+        self.inside_dir(path, real, is_dir)
+    }
+
+    /// Looks at the next component `part` of `path`, `real` being the real path of the
+    /// components before it: `real` gets `part` pushed, and the answer is whether it is a
+    /// directory, or, when it is a symbolic link, the whole of `path` resolved.
+    fn step(
+        &self,
+        path: &ChunkPath,
+        real: &mut PathBuf,
+        part: &str,
+    ) -> Result<Step, ChunkPathError> {
+        real.push(part);
+        let meta = std::fs::symlink_metadata(&*real).map_err(|e| lookup(path, real, e))?;
+        if meta.file_type().is_symlink() {
+            let whole = self.root_real.join(path.as_str());
+            let resolved = std::fs::canonicalize(&whole).map_err(|e| lookup(path, &whole, e))?;
+            let is_dir = resolved.is_dir();
+            return Ok(Step::Linked(resolved, is_dir));
+        }
+        Ok(Step::Plain {
+            is_dir: meta.is_dir(),
+        })
+    }
+
+    /// `real`, what `path` resolved to, when it is a directory strictly inside the bound.
+    fn inside_dir(
+        &self,
+        path: &ChunkPath,
+        real: PathBuf,
+        is_dir: bool,
+    ) -> Result<PathBuf, ChunkPathError> {
         if real == self.bound_real || !real.starts_with(&self.bound_real) {
-            return Err(refuse(ChunkPathFault::Outside {
-                resolved: real,
-                bound: self.bound.clone(),
-            }));
+            return Err(refuse(
+                path,
+                ChunkPathFault::Outside {
+                    resolved: real,
+                    bound: self.bound.clone(),
+                },
+            ));
         }
         if !is_dir {
-            return Err(refuse(ChunkPathFault::NotADirectory { at: real }));
+            return Err(refuse(path, ChunkPathFault::NotADirectory { at: real }));
         }
         Ok(real)
     }
@@ -197,27 +218,125 @@ impl TreeRoot {
     /// [`METADATA_FILE`]: crate::layout::METADATA_FILE
     /// [`MANIFEST_FILE`]: crate::layout::MANIFEST_FILE
     pub fn resolve_file(&self, path: &ChunkPath, file: &str) -> Result<PathBuf, ChunkPathError> {
-        let refuse = |fault| ChunkPathError {
-            path: path.as_str().to_owned(),
-            fault,
-        };
-        if crate::layout::validate_name(file).is_err() {
-            return Err(refuse(ChunkPathFault::FileName {
+        check_file_name(path, file)?;
+        regular_file(path, self.resolve_dir(path)?.join(file))
+    }
+
+    /// [`resolve_file`](Self::resolve_file) for many paths, in order: the same answer for
+    /// each, with the directories above the last component of each path looked at once
+    /// per call rather than once per path. A chunk tree's chunks share their file's
+    /// directory, so resolving a batch of them costs two `lstat`s a chunk (its directory
+    /// and the file) instead of one per component and the file.
+    ///
+    /// Only what is plain is remembered: a directory on the way that is a symbolic link,
+    /// or that cannot be looked at, sends each path through it the way of
+    /// [`resolve_file`](Self::resolve_file), with its errors. The answers are those of
+    /// one [`resolve_file`](Self::resolve_file) per path as long as the tree does not
+    /// change during the call (callers hold the tree's lock).
+    pub fn resolve_files<'p>(
+        &self,
+        paths: impl IntoIterator<Item = &'p ChunkPath>,
+        file: &str,
+    ) -> Vec<Result<PathBuf, ChunkPathError>> {
+        // The real path of each parent seen, when it and every directory above it is a
+        // plain directory (no link); `None` when the slow way must be taken.
+        let mut parents: HashMap<&'p str, Option<PathBuf>> = HashMap::new();
+        paths
+            .into_iter()
+            .map(|path| {
+                check_file_name(path, file)?;
+                let Some((parent, last)) = path.as_str().rsplit_once('/') else {
+                    return self.resolve_file(path, file);
+                };
+                let known = parents
+                    .entry(parent)
+                    .or_insert_with(|| self.plain_dir(parent));
+                let Some(parent_real) = known else {
+                    return self.resolve_file(path, file);
+                };
+                let mut real = parent_real.clone();
+                let dir = match self.step(path, &mut real, last)? {
+                    Step::Linked(resolved, is_dir) => self.inside_dir(path, resolved, is_dir),
+                    Step::Plain { is_dir } => self.inside_dir(path, real, is_dir),
+                }?;
+                regular_file(path, dir.join(file))
+            })
+            .collect()
+    }
+
+    /// The real path of `dir` (components of a parsed chunk path) when every component
+    /// is a plain directory, not a symbolic link; `None` otherwise, or when one cannot be
+    /// looked at.
+    fn plain_dir(&self, dir: &str) -> Option<PathBuf> {
+        let mut real = self.root_real.clone();
+        for part in dir.split('/') {
+            real.push(part);
+            let meta = std::fs::symlink_metadata(&real).ok()?;
+            if meta.file_type().is_symlink() || !meta.is_dir() {
+                return None;
+            }
+        }
+        Some(real)
+    }
+}
+
+/// What one component of a path turned out to be.
+enum Step {
+    /// Not a symbolic link: the walk goes on (`is_dir`: it is a directory).
+    Plain { is_dir: bool },
+    /// A symbolic link: the whole path, resolved, and whether that is a directory.
+    Linked(PathBuf, bool),
+}
+
+fn refuse(path: &ChunkPath, fault: ChunkPathFault) -> ChunkPathError {
+    ChunkPathError {
+        path: path.as_str().to_owned(),
+        fault,
+    }
+}
+
+/// A failed lookup of `at` on the way along `path`.
+fn lookup(path: &ChunkPath, at: &Path, source: std::io::Error) -> ChunkPathError {
+    match source.kind() {
+        ErrorKind::NotFound | ErrorKind::NotADirectory => {
+            refuse(path, ChunkPathFault::Missing { at: at.to_owned() })
+        }
+        _ => refuse(
+            path,
+            ChunkPathFault::Io {
+                at: at.to_owned(),
+                source,
+            },
+        ),
+    }
+}
+
+/// `file` must be a single file name.
+fn check_file_name(path: &ChunkPath, file: &str) -> Result<(), ChunkPathError> {
+    if crate::layout::validate_name(file).is_err() {
+        return Err(refuse(
+            path,
+            ChunkPathFault::FileName {
                 name: file.to_owned(),
-            }));
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// `file`, in the directory `path` resolved to, when it is a regular file and not a
+/// symbolic link.
+fn regular_file(path: &ChunkPath, file: PathBuf) -> Result<PathBuf, ChunkPathError> {
+    match std::fs::symlink_metadata(&file) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            Err(refuse(path, ChunkPathFault::Symlink { file }))
         }
-        let file = self.resolve_dir(path)?.join(file);
-        match std::fs::symlink_metadata(&file) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                Err(refuse(ChunkPathFault::Symlink { file }))
-            }
-            Ok(meta) if !meta.is_file() => Err(refuse(ChunkPathFault::NotAFile { file })),
-            Ok(_) => Ok(file),
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
-                Err(refuse(ChunkPathFault::Missing { at: file }))
-            }
-            Err(source) => Err(refuse(ChunkPathFault::Io { at: file, source })),
+        Ok(meta) if !meta.is_file() => Err(refuse(path, ChunkPathFault::NotAFile { file })),
+        Ok(_) => Ok(file),
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+            Err(refuse(path, ChunkPathFault::Missing { at: file }))
         }
+        Err(source) => Err(refuse(path, ChunkPathFault::Io { at: file, source })),
     }
 }
 
@@ -354,6 +473,84 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains(fault), "{bad:?}: {text}");
             assert!(text.starts_with(&format!("{bad:?} ")), "{text}");
+        }
+    }
+
+    /// `resolve_files` answers each path exactly as `resolve_file` does, whatever the
+    /// order and mix of plain chunks, links on the way, linked chunks and files, missing
+    /// things and paths that leave the bound.
+    #[cfg(unix)]
+    #[test]
+    fn resolving_a_batch_answers_as_one_path_at_a_time() {
+        use crate::layout::{DATA_FILE, METADATA_FILE};
+        use std::os::unix::fs::symlink;
+
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        let base = repo.join("pending_compression");
+        for chunk in ["movie/chunk_0000", "movie/chunk_0001", "deep/x/chunk_0000"] {
+            let chunk = base.join(chunk);
+            std::fs::create_dir_all(&chunk).unwrap();
+            std::fs::write(chunk.join(METADATA_FILE), b"{}").unwrap();
+        }
+        let outside = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join(METADATA_FILE), b"{}").unwrap();
+        symlink(base.join("movie"), base.join("alias")).unwrap();
+        symlink(&outside, base.join("out")).unwrap();
+        symlink(&outside, base.join("movie/chunk_0002")).unwrap();
+        symlink(base.join("movie/chunk_0000"), base.join("movie/chunk_0003")).unwrap();
+        std::fs::write(base.join("movie/chunk_0004"), b"a file").unwrap();
+        std::fs::create_dir_all(base.join("movie/chunk_0005")).unwrap();
+        symlink(
+            base.join("movie/chunk_0000").join(METADATA_FILE),
+            base.join("movie/chunk_0005").join(METADATA_FILE),
+        )
+        .unwrap();
+        std::fs::write(base.join("plain_file"), b"not a directory").unwrap();
+
+        let texts = [
+            "pending_compression/movie/chunk_0000",
+            "pending_compression/alias/chunk_0001",
+            "pending_compression/movie/chunk_0001",
+            "pending_compression/movie/chunk_0002",
+            "pending_compression/movie/chunk_0003",
+            "pending_compression/movie/chunk_0004",
+            "pending_compression/movie/chunk_0005",
+            "pending_compression/movie/chunk_0009",
+            "pending_compression/out/x",
+            "pending_compression/out",
+            "pending_compression/plain_file/chunk_0000",
+            "pending_compression/nothing/chunk_0000",
+            "pending_compression/deep/x/chunk_0000",
+            "pending_compression/alias/chunk_0000",
+            "pending_compression",
+            "movie",
+            "pending_compression/movie/chunk_0000",
+        ];
+        let paths: Vec<ChunkPath> = texts.iter().map(|t| ChunkPath::parse(t).unwrap()).collect();
+        let show = |r: &Result<PathBuf, ChunkPathError>| match r {
+            Ok(path) => format!("ok {}", path.display()),
+            Err(e) => format!("err {e}"),
+        };
+        for root in [
+            TreeRoot::new(&repo).unwrap(),
+            TreeRoot::with_bound(&repo, &base).unwrap(),
+        ] {
+            for file in [METADATA_FILE, DATA_FILE, "../x"] {
+                let batch = root.resolve_files(&paths, file);
+                assert_eq!(batch.len(), paths.len());
+                for (path, got) in paths.iter().zip(&batch) {
+                    assert_eq!(
+                        show(got),
+                        show(&root.resolve_file(path, file)),
+                        "{path} {file}"
+                    );
+                }
+            }
+            let batch = root.resolve_files(&paths, METADATA_FILE);
+            assert!(batch[0].is_ok() && batch[1].is_ok() && batch[12].is_ok());
+            assert!(batch[3].is_err() && batch[5].is_err() && batch[6].is_err());
         }
     }
 }

@@ -22,9 +22,18 @@ const THREADS: usize = 4;
 /// `f` applied to every item on up to four threads; the results in item order. A panic
 /// in `f` is resumed on the calling thread.
 pub fn map<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> U + Sync) -> Vec<U> {
+    map_parts(items, |part| part.into_iter().map(&f).collect())
+}
+
+/// `f` applied to up to four contiguous parts of `items`, each on its own thread (as
+/// many threads as [`map`] would use); `f` returns one result per item of its part, and
+/// the results come back in item order. For work that shares something along a part,
+/// such as the directories a run of chunk paths goes through. A panic in `f` is resumed
+/// on the calling thread.
+pub fn map_parts<T: Send, U: Send>(items: Vec<T>, f: impl Fn(Vec<T>) -> Vec<U> + Sync) -> Vec<U> {
     let threads = (items.len() / PER_THREAD).clamp(1, THREADS);
     if threads == 1 {
-        return items.into_iter().map(f).collect();
+        return f(items);
     }
     let per_part = items.len().div_ceil(threads);
     let mut items = items.into_iter();
@@ -35,7 +44,7 @@ pub fn map<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> U + Sync) -> Vec<U>
     std::thread::scope(|scope| {
         let handles: Vec<_> = parts
             .into_iter()
-            .map(|part| scope.spawn(move || part.into_iter().map(f).collect::<Vec<U>>()))
+            .map(|part| scope.spawn(move || f(part)))
             .collect();
         handles
             .into_iter()
@@ -75,40 +84,94 @@ pub fn write_unflushed_replacing(
     prefix: &str,
     bytes: &[u8],
 ) -> io::Result<UnflushedFile> {
-    let dir = match target.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    write_temp(dir, prefix, bytes, Some(target))
+    write_temp(parent_dir(target), prefix, bytes, mode_of(target)?)
 }
 
+/// [`write_unflushed_replacing`] for a caller that knows `target`'s permission bits
+/// already (it has just read the file, and kept them from the same `fstat`): one `stat`
+/// fewer per file.
+pub fn write_unflushed_as(
+    target: &Path,
+    prefix: &str,
+    bytes: &[u8],
+    mode: Option<u32>,
+) -> io::Result<UnflushedFile> {
+    write_temp(parent_dir(target), prefix, bytes, mode)
+}
+
+/// The permission bits of `path` (links followed), as the file that replaces it must
+/// have them; `None` when it does not exist, or where there are none (not Unix).
+pub fn mode_of(path: &Path) -> io::Result<Option<u32>> {
+    match std::fs::metadata(path) {
+        Ok(meta) => Ok(permission_bits(&meta)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The permission bits of a file, as [`mode_of`] reports them.
+pub fn permission_bits(meta: &std::fs::Metadata) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        Some(meta.permissions().mode() & 0o7777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
+}
+
+/// The directory `path` is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// A new temporary file in `dir` holding `bytes`, given the permission bits `mode` (or
+/// left with those it was created with: 0666 less the umask). One `fstat` gives both its
+/// mode and its filesystem.
 fn write_temp(
     dir: &Path,
     prefix: &str,
     bytes: &[u8],
-    replacing: Option<&Path>,
+    mode: Option<u32>,
 ) -> io::Result<UnflushedFile> {
     let mut temp = crate::file_mode::temp_file_in(dir, prefix)?;
-    if let Some(target) = replacing {
-        crate::file_mode::keep_mode_of(target, temp.as_file())?;
+    let meta = temp.as_file().metadata()?;
+    #[cfg(unix)]
+    if let Some(mode) = mode
+        && permission_bits(&meta) != Some(mode)
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        temp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
     }
+    #[cfg(not(unix))]
+    let _ = mode;
     temp.write_all(bytes)?;
     #[cfg(not(target_os = "linux"))]
     temp.as_file().sync_all()?;
     let (file, path) = temp.into_parts();
-    let device = device_of(&file)?;
-    Ok(UnflushedFile { file, path, device })
+    Ok(UnflushedFile {
+        file,
+        path,
+        device: device_of(&meta),
+    })
 }
 
 #[cfg(unix)]
-fn device_of(file: &File) -> io::Result<u64> {
+fn device_of(meta: &std::fs::Metadata) -> u64 {
     use std::os::unix::fs::MetadataExt as _;
-    Ok(file.metadata()?.dev())
+    meta.dev()
 }
 
 #[cfg(not(unix))]
-fn device_of(_: &File) -> io::Result<u64> {
-    Ok(0)
+fn device_of(_: &std::fs::Metadata) -> u64 {
+    0
 }
 
 /// Makes everything written on `file`'s filesystem durable: one `syncfs` on Linux.

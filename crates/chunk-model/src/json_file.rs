@@ -19,9 +19,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tempfile::TempPath;
 
-use crate::fs_batch::{
-    self, UnflushedFile, copy_error, flush_filesystem, write_unflushed_replacing,
-};
+use crate::fs_batch::{self, UnflushedFile, copy_error, flush_filesystem, write_unflushed_as};
 use crate::{ModelError, file_mode};
 
 /// Reads and parses `path`.
@@ -114,7 +112,8 @@ where
 /// [`update`] for many files at once, as crash-safe as one [`update`] per file but with
 /// one flush to disk for the whole batch instead of two per file.
 ///
-/// `change` is called once per path, in order, with the path and its document. Each
+/// Each file is read once (on a few threads, `fs_batch::map`), however often it is
+/// named. `change` is called once per path, in order, with the path and its document. Each
 /// changed document goes to a temporary file beside its target; then all temporary
 /// files are made durable together, renamed over their targets, and the renames made
 /// durable together. On Linux "together" is one `syncfs` per filesystem (a filesystem
@@ -137,42 +136,61 @@ where
     E: From<ModelError>,
     P: AsRef<Path>,
 {
+    // Every file once, read on a few threads, with the permission bits its replacement
+    // must keep (from the same `fstat`, so writing it back needs no `stat`).
+    let mut by_path: HashMap<&Path, usize> = HashMap::new();
+    let mut unique: Vec<&Path> = Vec::new();
+    let slots: Vec<usize> = paths
+        .iter()
+        .map(|path| {
+            let path = path.as_ref();
+            *by_path.entry(path).or_insert_with(|| {
+                unique.push(path);
+                unique.len() - 1
+            })
+        })
+        .collect();
+    let read = fs_batch::map(unique.clone(), read_with_mode);
+    let mut docs: Vec<Result<Doc<'_>, io::Error>> = unique
+        .into_iter()
+        .zip(read)
+        .map(|(path, read)| {
+            read.map(|(bytes, mode)| Doc {
+                path,
+                bytes,
+                mode,
+                results: Vec::new(),
+            })
+        })
+        .collect();
+
     // Every change, in memory first: the documents to write and which results each
     // write answers for.
     let mut results: Vec<Result<R, E>> = Vec::with_capacity(paths.len());
-    let mut docs: Vec<Doc<'_>> = Vec::new();
-    let mut by_path: HashMap<&Path, usize> = HashMap::new();
-    for (index, path) in paths.iter().enumerate() {
-        let path = path.as_ref();
-        let doc = match by_path.get(path) {
-            Some(&doc) => doc,
-            None => match fs::read(path) {
-                Ok(bytes) => {
-                    docs.push(Doc {
-                        path,
-                        bytes,
-                        results: Vec::new(),
-                    });
-                    by_path.insert(path, docs.len() - 1);
-                    docs.len() - 1
-                }
-                Err(e) => {
-                    results.push(Err(ModelError::io(path, e).into()));
-                    continue;
-                }
-            },
+    for (index, slot) in slots.into_iter().enumerate() {
+        let doc = match &mut docs[slot] {
+            Ok(doc) => doc,
+            Err(e) => {
+                results.push(Err(
+                    ModelError::io(paths[index].as_ref(), copy_error(e)).into()
+                ));
+                continue;
+            }
         };
-        match apply(path, &docs[doc].bytes, |typed| change(path, typed)) {
+        let path = doc.path;
+        match apply(path, &doc.bytes, |typed| change(path, typed)) {
             Ok((result, patched)) => {
                 if let Some(patched) = patched {
-                    docs[doc].bytes = patched;
-                    docs[doc].results.push(index);
+                    doc.bytes = patched;
+                    doc.results.push(index);
                 }
                 results.push(Ok(result));
             }
             Err(e) => results.push(Err(e)),
         }
     }
+    // Files that could not be read take no further part.
+    let docs: Vec<Doc<'_>> = docs.into_iter().filter_map(Result::ok).collect();
 
     let mut fail = |doc: &Doc<'_>, error: &io::Error| {
         for &index in &doc.results {
@@ -185,7 +203,8 @@ where
         .filter(|&doc| !docs[doc].results.is_empty())
         .collect();
     let written = fs_batch::map(to_write.clone(), |doc| {
-        write_unflushed_replacing(docs[doc].path, TEMP_PREFIX, &docs[doc].bytes)
+        let doc = &docs[doc];
+        write_unflushed_as(doc.path, TEMP_PREFIX, &doc.bytes, doc.mode)
     });
     let mut staged: Vec<Staged> = Vec::new();
     let mut groups: Vec<Group> = Vec::new();
@@ -261,11 +280,42 @@ where
     results
 }
 
+/// Reads `path` whole, and its permission bits from the same `fstat`: open, `fstat`,
+/// read until end of file, close (`fs::read` also asks the position with `lseek`).
+fn read_with_mode(path: &Path) -> io::Result<(Vec<u8>, Option<u32>)> {
+    use std::io::Read as _;
+    let mut file = fs::File::open(path)?;
+    let meta = file.metadata()?;
+    // One byte more than the size, so that the read that finds the end needs no growth
+    // (up to a size no document of the tree reaches; a larger file grows as it is read).
+    let hint = usize::try_from(meta.len()).map_or(MAX_HINT, |len| len.min(MAX_HINT));
+    let mut bytes = vec![0; hint + 1];
+    let mut filled = 0;
+    loop {
+        if filled == bytes.len() {
+            bytes.resize(bytes.len() * 2, 0);
+        }
+        match file.read(&mut bytes[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(filled);
+    Ok((bytes, fs_batch::permission_bits(&meta)))
+}
+
+/// The most [`read_with_mode`] allocates up front, whatever size a file claims.
+const MAX_HINT: usize = 1 << 20;
+
 /// One document of an [`update_many`] batch.
 struct Doc<'a> {
     path: &'a Path,
     /// As read, then as each change left it.
     bytes: Vec<u8>,
+    /// Its permission bits as read: what its replacement gets.
+    mode: Option<u32>,
     /// The results that stand or fall with writing it: those whose change changed it.
     results: Vec<usize>,
 }

@@ -60,7 +60,16 @@ fn real(path: &Path) -> PathBuf {
 
 /// The fault `resolve_file(path, file)` refuses with, or `None` when it resolves.
 fn fault(root: &TreeRoot, text: &str, file: &str) -> Option<ChunkPathFault> {
-    root.resolve_file(&path(text), file).err().map(|e| {
+    let show = |r: &Result<PathBuf, _>| format!("{:?}", r.as_ref().map_err(ToString::to_string));
+    let one = root.resolve_file(&path(text), file);
+    let parsed = path(text);
+    let batch = root.resolve_files([&parsed], file).pop().unwrap();
+    assert_eq!(
+        show(&batch),
+        show(&one),
+        "a batch of one answers as resolve_file"
+    );
+    one.err().map(|e| {
         assert_eq!(e.path, text, "the error names the path as given");
         e.fault
     })

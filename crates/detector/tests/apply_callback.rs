@@ -438,6 +438,23 @@ fn one_resolver_serves_many_chunks_and_agrees_with_resolve_metadata() {
                 "{chunk_path}: {err}"
             );
         }
+        // A batch answers each path as `metadata_path` does, in order.
+        let batch = [
+            "pending_compression/movie/chunk_0000",
+            "pending_compression/linked/chunk_0000",
+            "../x",
+            "pending_compression/alias/chunk_0002",
+            "pending_compression/movie/chunk_0009",
+            "pending_compression/movie/chunk_0001",
+        ];
+        let show = |r: Result<_, CallbackError>| format!("{:?}", r.map_err(|e| e.to_string()));
+        for (chunk_path, got) in batch.iter().zip(resolver.metadata_paths(batch)) {
+            assert_eq!(
+                show(got),
+                show(resolver.metadata_path(chunk_path)),
+                "{chunk_path}"
+            );
+        }
     }
 }
 

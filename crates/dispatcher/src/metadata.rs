@@ -57,22 +57,24 @@ pub fn recheck(
     chunks: Vec<ChunkInfo>,
     listed_at: DateTime<Utc>,
 ) -> (Vec<ChunkInfo>, Vec<Skipped>) {
-    let resolve = detector::metadata_resolver(base);
-    let verdicts = chunk_model::fs_batch::map(chunks.iter().collect(), |chunk: &ChunkInfo| {
-        let path = resolve(&chunk.chunk_path).ok()?;
-        let meta: ChunkMetadata = chunk_model::json_file::read(&path).ok()?;
-        match meta.status {
-            Status::Completed => Some(SkipReason::Completed),
-            Status::Queued | Status::Processing
-                if meta
-                    .dispatched_at
-                    .as_ref()
-                    .is_some_and(|at| at.utc() >= listed_at) =>
-            {
-                Some(SkipReason::Leased)
-            }
-            _ => None,
-        }
+    let resolver = Resolver::new(base);
+    // On a few threads, each resolving a run of the list (chunks of one file share its
+    // directory) and reading what it resolved.
+    let verdicts = chunk_model::fs_batch::map_parts(chunks.iter().collect(), |part| {
+        let paths = resolver.resolve(part.iter().map(|c| c.chunk_path.as_str()));
+        paths
+            .into_iter()
+            .map(|path| {
+                let path = path.ok()?;
+                let bytes = std::fs::read(&path).ok()?;
+                // The two fields first; a chunk is left out only when its whole metadata
+                // reads and says so, as before.
+                let quick: DispatchFields = chunk_model::json_file::parse(&path, &bytes).ok()?;
+                skip_reason(quick.status, quick.dispatched_at.as_ref(), listed_at)?;
+                let meta: ChunkMetadata = chunk_model::json_file::parse(&path, &bytes).ok()?;
+                skip_reason(meta.status, meta.dispatched_at.as_ref(), listed_at)
+            })
+            .collect()
     });
     let mut send = Vec::with_capacity(chunks.len());
     let mut skipped = Vec::new();
@@ -86,6 +88,67 @@ pub fn recheck(
         }
     }
     (send, skipped)
+}
+
+/// The fields of `metadata.json` that [`recheck`] decides by. Reading just these skips
+/// building the whole document for each chunk: a document that gives a whole
+/// [`ChunkMetadata`] gives these two with the same values, so when they say "send", the
+/// whole would too, and when they say "skip", the whole document is read to confirm.
+#[derive(serde::Deserialize)]
+struct DispatchFields {
+    status: Status,
+    #[serde(default)]
+    dispatched_at: Option<Timestamp>,
+}
+
+/// Why a chunk with this status and `dispatched_at` is no longer to be sent by a run
+/// that listed it at `listed_at`; `None` when it is.
+fn skip_reason(
+    status: Status,
+    dispatched_at: Option<&Timestamp>,
+    listed_at: DateTime<Utc>,
+) -> Option<SkipReason> {
+    match status {
+        Status::Completed => Some(SkipReason::Completed),
+        Status::Queued | Status::Processing
+            if dispatched_at.is_some_and(|at| at.utc() >= listed_at) =>
+        {
+            Some(SkipReason::Leased)
+        }
+        _ => None,
+    }
+}
+
+/// Finds the `metadata.json` of chunk paths under one base, many at a time
+/// (`detector::ChunkResolver::metadata_paths`: each file's directory looked at once per
+/// call, not once per chunk). When the base itself cannot be resolved, each path gets
+/// the error `detector::resolve_metadata` gives it.
+struct Resolver<'a> {
+    base: &'a Path,
+    resolver: Option<detector::ChunkResolver>,
+}
+
+impl<'a> Resolver<'a> {
+    fn new(base: &'a Path) -> Self {
+        Self {
+            base,
+            resolver: detector::ChunkResolver::new(base).ok(),
+        }
+    }
+
+    /// One answer per chunk path, in order.
+    fn resolve<'p>(
+        &self,
+        chunk_paths: impl IntoIterator<Item = &'p str>,
+    ) -> Vec<Result<PathBuf, detector::CallbackError>> {
+        match &self.resolver {
+            Some(resolver) => resolver.metadata_paths(chunk_paths),
+            None => chunk_paths
+                .into_iter()
+                .map(|path| detector::resolve_metadata(self.base, path))
+                .collect(),
+        }
+    }
 }
 
 /// Walks `meta` to `to` through the legal steps: `failed`, `queued` and `processing`
@@ -193,10 +256,21 @@ pub fn record_outcomes(
     base: &Path,
     deliveries: &[(&[String], &Outcome)],
 ) -> Vec<Vec<Result<bool, MetadataError>>> {
-    let resolve = detector::metadata_resolver(base);
+    let mut all = Resolver::new(base)
+        .resolve(
+            deliveries
+                .iter()
+                .flat_map(|(paths, _)| paths.iter().map(String::as_str)),
+        )
+        .into_iter();
     let resolved: Vec<Vec<Result<PathBuf, MetadataError>>> = deliveries
         .iter()
-        .map(|(paths, _)| paths.iter().map(|p| Ok(resolve(p)?)).collect())
+        .map(|(paths, _)| {
+            paths
+                .iter()
+                .map(|_| Ok(all.next().expect("one answer per chunk path")?))
+                .collect()
+        })
         .collect();
     // `update_many` calls `change` for a file's occurrences in order (and for none of
     // them when the file cannot be read or parsed), so a queue per file says which
