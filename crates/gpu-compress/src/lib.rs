@@ -461,14 +461,7 @@ impl Compressor {
             d.reason = "the chosen codec's frame was not smaller than the input";
         }
         if self.config.verify {
-            let decoded = decompress(codec, &bytes)?;
-            if decoded != data {
-                return Err(CompressError::VerifyMismatch {
-                    codec,
-                    input_len: data.len(),
-                    decoded_len: decoded.len(),
-                });
-            }
+            verify(codec, &bytes, data)?;
         }
         let device = match engine {
             Engine::Cpu => cpu_device(),
@@ -495,6 +488,50 @@ impl Compressor {
             stats,
         })
     }
+}
+
+/// Most bytes of decoding buffer a thread keeps between [`verify`] calls; a larger one
+/// (a rare huge chunk) is freed after its use.
+const VERIFY_BUFFER_KEPT: usize = 16 << 20;
+
+thread_local! {
+    /// The buffer [`verify`] decodes into, kept per thread: a fresh one per frame would be
+    /// page-faulted in (and zeroed by the kernel) every time, a cost as large as a fast
+    /// decode's.
+    static VERIFY_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Decodes `frame` of `codec` and compares it with `data`, the input it was made from.
+///
+/// The decode is bounded to `data.len()` bytes: a frame that would decode to more stops
+/// there ([`CompressError::OutputLimit`]). A `store` frame is its content (decoding it is
+/// the identity), so it is compared as it is.
+fn verify(codec: Codec, frame: &[u8], data: &[u8]) -> Result<(), CompressError> {
+    let mismatch = |decoded_len| CompressError::VerifyMismatch {
+        codec,
+        input_len: data.len(),
+        decoded_len,
+    };
+    let decode = match codec {
+        Codec::Lz4 => lz4::decompress_into,
+        Codec::Zstd => zstd_codec::decompress_into,
+        Codec::Store if frame == data => return Ok(()),
+        Codec::Store => return Err(mismatch(frame.len())),
+    };
+    // Taken out of the cell, not borrowed: decoding LZ4 runs on rayon, which may start
+    // another verification on this thread meanwhile (that one then uses a buffer of its own).
+    let mut decoded = VERIFY_BUFFER.take();
+    let outcome = decode(frame, data.len(), &mut decoded).and_then(|()| {
+        if decoded == data {
+            Ok(())
+        } else {
+            Err(mismatch(decoded.len()))
+        }
+    });
+    if decoded.capacity() <= VERIFY_BUFFER_KEPT {
+        VERIFY_BUFFER.set(decoded);
+    }
+    outcome
 }
 
 /// Reads exactly `len` bytes of `input` into memory; more or fewer is
@@ -626,6 +663,38 @@ mod tests {
             assert_eq!(s.parse::<EngineChoice>().unwrap().to_string(), s);
         }
         assert!("gzip".parse::<CodecChoice>().is_err());
+    }
+
+    #[test]
+    fn verify_refuses_a_frame_of_more_bytes_even_with_a_larger_buffer_kept() {
+        let big: Vec<u8> = (0..2u32 << 20).map(|i| (i % 251) as u8).collect();
+        let (data, longer) = (&big[..1 << 20], &big[..(1 << 20) + 1]);
+        for codec in [Codec::Lz4, Codec::Zstd] {
+            let frame = |content: &[u8]| match codec {
+                Codec::Lz4 => lz4::compress_cpu(content).unwrap(),
+                _ => zstd_codec::compress(content, 3, 0).unwrap(),
+            };
+            // Leaves this thread a decoding buffer of 2 MiB.
+            verify(codec, &frame(&big), &big).unwrap();
+            verify(codec, &frame(data), data).unwrap();
+            let err = verify(codec, &frame(longer), data).unwrap_err();
+            assert!(
+                matches!(err, CompressError::OutputLimit { limit, .. } if limit == 1 << 20),
+                "{codec}: {err}"
+            );
+            let mut other = data.to_vec();
+            other[12345] ^= 1;
+            let err = verify(codec, &frame(&other), data).unwrap_err();
+            assert!(
+                matches!(err, CompressError::VerifyMismatch { decoded_len, .. } if decoded_len == 1 << 20),
+                "{codec}: {err}"
+            );
+        }
+        verify(Codec::Store, data, data).unwrap();
+        assert!(matches!(
+            verify(Codec::Store, longer, data),
+            Err(CompressError::VerifyMismatch { .. })
+        ));
     }
 
     #[test]

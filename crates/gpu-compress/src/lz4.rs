@@ -181,12 +181,26 @@ where
 /// content (64 KiB of zeros compress to a few hundred bytes) costs no more memory than
 /// the content the caller expects.
 pub(crate) fn decompress(input: &[u8], limit: usize) -> Result<Vec<u8>, CompressError> {
+    let mut out = Vec::new();
+    decompress_into(input, limit, &mut out)?;
+    Ok(out)
+}
+
+/// [`decompress`] into `out` (cleared first), whose allocation is reused when it is large
+/// enough: a caller decoding many frames keeps one buffer instead of faulting in a fresh
+/// one per frame.
+pub(crate) fn decompress_into(
+    input: &[u8],
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), CompressError> {
+    out.clear();
     if input.is_empty() {
         return Err(truncated("magic number", 0, 4, 0));
     }
     // One allocation for everything: growing the buffer later would hold the old and the
     // new one at once, twice the content.
-    let mut out = Vec::with_capacity(content_bound(input).min(limit));
+    out.reserve_exact(content_bound(input).min(limit));
     let mut pos = 0;
     while pos < input.len() {
         let magic = read_u32(input, pos, "magic number")?;
@@ -206,9 +220,9 @@ pub(crate) fn decompress(input: &[u8], limit: usize) -> Result<Vec<u8>, Compress
                 offset: pos,
             });
         }
-        pos = decode_frame(input, pos, &mut out, limit)?;
+        pos = decode_frame(input, pos, out, limit)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The most bytes the frames in `input` can decode to, from their headers and block sizes

@@ -122,57 +122,92 @@ where
 /// needs no window buffer of its own, so a frame declaring a huge window costs nothing
 /// either. Unbounded, frames stream through zstd's decoder into a growing buffer.
 pub(crate) fn decompress(frame: &[u8], limit: usize) -> Result<Vec<u8>, CompressError> {
-    match frame.get(..4) {
-        None => {
-            return Err(CompressError::Truncated {
-                codec: Codec::Zstd,
-                what: "magic number",
-                offset: 0,
-                needed: 4,
-                available: frame.len(),
-            });
-        }
-        Some(m) => {
-            let magic = u32::from_le_bytes(m.try_into().expect("4 bytes"));
-            if magic != ZSTD_MAGIC && magic & 0xFFFF_FFF0 != 0x184D_2A50 {
-                return Err(CompressError::BadMagic {
-                    codec: Codec::Zstd,
-                    found: magic,
-                    offset: 0,
-                });
-            }
-        }
-    }
-    let err = |source| CompressError::Zstd {
-        operation: "decompress",
-        source,
-    };
+    check_magic(frame)?;
     if limit == usize::MAX {
-        return zstd::stream::decode_all(frame).map_err(err);
+        return zstd::stream::decode_all(frame).map_err(decode_error);
     }
-    let capacity = zstd::bulk::Decompressor::upper_bound(frame).map_or(limit, |b| b.min(limit));
     let mut out = Vec::new();
+    decompress_into(frame, limit, &mut out)?;
+    Ok(out)
+}
+
+thread_local! {
+    /// A decompression context per thread, kept between calls like [`CONTEXTS`]: creating
+    /// one allocates and initialises zstd's tables, once per frame otherwise.
+    static DCONTEXT: RefCell<Option<zstd::zstd_safe::DCtx<'static>>> = const { RefCell::new(None) };
+}
+
+/// The bounded [`decompress`] into `out` (cleared first), whose allocation is reused when
+/// it is large enough, with this thread's decompression context.
+pub(crate) fn decompress_into(
+    frame: &[u8],
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), CompressError> {
+    check_magic(frame)?;
+    out.clear();
+    let capacity = zstd::bulk::Decompressor::upper_bound(frame).map_or(limit, |b| b.min(limit));
     out.try_reserve_exact(capacity)
-        .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::OutOfMemory, e)))?;
-    let mut context = zstd::zstd_safe::DCtx::create();
-    match context.decompress(&mut out, frame) {
-        Ok(_) => Ok(out),
+        .map_err(|e| decode_error(std::io::Error::new(std::io::ErrorKind::OutOfMemory, e)))?;
+    // zstd calls nothing that could come back here, so the borrow cannot be taken twice.
+    let decoded = DCONTEXT.with(|cell| {
+        let mut context = cell.borrow_mut();
+        context
+            .get_or_insert_with(zstd::zstd_safe::DCtx::create)
+            .decompress(out, frame)
+    });
+    match decoded {
+        // A reused buffer may hold more than `limit`: what did not fit is refused the same.
+        Ok(_) if out.len() > limit => Err(CompressError::OutputLimit {
+            codec: Codec::Zstd,
+            limit: limit as u64,
+        }),
+        Ok(_) => Ok(()),
         Err(code) => {
             // SAFETY: `ZSTD_getErrorCode` only classifies the integer zstd returned; it
             // reads no memory.
             let kind = unsafe { zstd::zstd_safe::zstd_sys::ZSTD_getErrorCode(code) };
             if kind == zstd::zstd_safe::zstd_sys::ZSTD_ErrorCode::ZSTD_error_dstSize_tooSmall
-                && capacity >= limit
+                && out.capacity() >= limit
             {
                 Err(CompressError::OutputLimit {
                     codec: Codec::Zstd,
                     limit: limit as u64,
                 })
             } else {
-                Err(err(std::io::Error::other(zstd::zstd_safe::get_error_name(
-                    code,
-                ))))
+                Err(decode_error(std::io::Error::other(
+                    zstd::zstd_safe::get_error_name(code),
+                )))
             }
         }
     }
+}
+
+fn decode_error(source: std::io::Error) -> CompressError {
+    CompressError::Zstd {
+        operation: "decompress",
+        source,
+    }
+}
+
+/// A zstd frame or a skippable frame must start the input.
+fn check_magic(frame: &[u8]) -> Result<(), CompressError> {
+    let Some(m) = frame.get(..4) else {
+        return Err(CompressError::Truncated {
+            codec: Codec::Zstd,
+            what: "magic number",
+            offset: 0,
+            needed: 4,
+            available: frame.len(),
+        });
+    };
+    let magic = u32::from_le_bytes(m.try_into().expect("4 bytes"));
+    if magic != ZSTD_MAGIC && magic & 0xFFFF_FFF0 != 0x184D_2A50 {
+        return Err(CompressError::BadMagic {
+            codec: Codec::Zstd,
+            found: magic,
+            offset: 0,
+        });
+    }
+    Ok(())
 }
