@@ -5,8 +5,33 @@
 //!
 //! With a repository source, a chunk whose commit is not in the cache yet waits for it
 //! beside the loop ([`wait_for_commits`]), so chunks of other commits go on meanwhile.
+//!
+//! ## Passes over a chunk's bytes
+//!
+//! What the worker does to each byte of a new chunk read from a checkout and stored in
+//! a local-directory bucket (issue 17); *input* is the chunk, *frame* the compressed
+//! object, and `auto` looks at a sample of at most 4 × 64 KiB of a chunk:
+//!
+//! | pass | until issue 17 | now |
+//! |---|---|---|
+//! | read `data.bin` (a copy from the page cache) | 1 × input, into a fresh buffer that the kernel faults in and zeroes page by page | 1 × input, into a kept buffer ([`Buffers`]) |
+//! | SHA-256 of the input (the request's hash checked) | 1 × input, one thread per batch | 1 × input, on every core |
+//! | `auto`'s sample (entropy, LZ4 and zstd-1 trials) | ≤ 3 × 256 KiB | the same |
+//! | compression (LZ4 with its xxHash32, zstd with its xxHash64; `store` copies) | 1 × input | 1 × input |
+//! | verification: decoding | 1 × input, unbounded: zstd streamed through its window into a growing buffer (about 2 more copies), a new decoder context and a fresh buffer per frame; `store` copied | 1 × input, in one shot into a per-thread buffer bounded by the input's size, with a per-thread context; `store`: none (the frame is its content) |
+//! | verification: comparing with the input | 1 × input | 1 × input |
+//! | SHA-256 of the frame (`upload_hash`) | 1 × frame, on an async thread; for `store` the input hashed a second time | 1 × frame, on rayon beside the compression; `store`: none (the input's hash) |
+//! | CRC32C of the frame (the bucket's own check) | 1 × frame | 1 × frame |
+//! | writing the frame into the bucket | 1 × frame | 1 × frame |
+//!
+//! Hand-offs per batch: reading and hashing, then compressing, verifying and hashing
+//! the frames, are one rayon task each ([`on_rayon`]), where they were a blocking thread
+//! each (the second handing on to rayon) plus the frames' hashing on the storing stage's
+//! async thread. A batch's objects and then its records are one `put_many` each (on a
+//! local directory the filesystem is flushed per `put_many`, not per object).
 
 use std::collections::BTreeSet;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +43,7 @@ use chunk_model::{
 };
 use futures::StreamExt as _;
 use gpu_compress::Compressed;
+use rayon::prelude::*;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -100,15 +126,82 @@ struct Done {
 /// A chunk whose bytes were read and match their hash.
 struct Ready {
     job: Job,
+    /// The bytes, until they are compressed; then their buffer goes back to [`Buffers`].
     data: Vec<u8>,
+    /// How many bytes the chunk has (`data`'s length while it is there).
+    size: usize,
     sha: Sha256Digest,
 }
 
-/// A chunk after reading: ready, or failed with the reason.
-enum Read {
-    Ready(Ready),
-    Failed(Job, String),
+/// A chunk's bytes as read, before their hash is checked.
+struct Unchecked {
+    data: Vec<u8>,
+    /// The SHA-256 they must have: the request's, or the chunk's `metadata.json`'s.
+    expected: Sha256Digest,
+    /// Where they came from, for messages.
+    shown: String,
 }
+
+/// A verified frame and the SHA-256 of its bytes (the object's `upload_hash`).
+struct Framed {
+    frame: Compressed,
+    upload_hash: Sha256Digest,
+}
+
+/// Buffers that chunks are read into, kept between batches (up to a byte limit).
+///
+/// A fresh buffer per chunk costs the kernel a page fault and a zeroed page per 4 KiB
+/// when it is first written, as much CPU as reading the chunk itself: the allocator
+/// gives the pages of a freed batch back to the system, and the next batch faults them
+/// in again. A chunk's buffer comes back here as soon as the chunk is compressed.
+#[derive(Debug)]
+struct Buffers {
+    free: std::sync::Mutex<FreeBuffers>,
+    /// Most bytes of capacity kept while idle.
+    limit: usize,
+}
+
+#[derive(Debug, Default)]
+struct FreeBuffers {
+    buffers: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+impl Buffers {
+    fn new(limit: usize) -> Self {
+        Buffers {
+            free: std::sync::Mutex::default(),
+            limit,
+        }
+    }
+
+    /// An empty buffer with room for at least `capacity` bytes.
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        let mut free = self.free.lock().expect("buffers lock");
+        match free.buffers.iter().rposition(|b| b.capacity() >= capacity) {
+            Some(i) => {
+                let buffer = free.buffers.swap_remove(i);
+                free.bytes -= buffer.capacity();
+                buffer
+            }
+            None => Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Keeps `buffer` for a later chunk, unless that would pass the limit.
+    fn give(&self, mut buffer: Vec<u8>) {
+        buffer.clear();
+        let mut free = self.free.lock().expect("buffers lock");
+        if buffer.capacity() > 0 && free.bytes + buffer.capacity() <= self.limit {
+            free.bytes += buffer.capacity();
+            free.buffers.push(buffer);
+        }
+    }
+}
+
+/// Most bytes of read buffers a worker keeps between batches: a default batch of 1 MiB
+/// chunks.
+const READ_BUFFERS_KEPT: usize = 64 << 20;
 
 /// A batch that went through reading, checking and compression, waiting to be stored.
 struct CompressedBatch {
@@ -119,7 +212,7 @@ struct CompressedBatch {
     /// When it was taken from the queue.
     started: Instant,
     /// Each chunk with its frame, or why it could not be compressed.
-    chunks: Vec<(Ready, Result<Compressed, String>)>,
+    chunks: ToStore,
     /// Chunks reported completed because they were stored already: their files may be
     /// complete now too.
     deduplicated: Vec<Done>,
@@ -213,6 +306,10 @@ async fn wait_for_commits(
 async fn pipeline(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>, track_queue: bool) {
     let (to_store, mut stored_rx) = mpsc::channel::<CompressedBatch>(1);
     let front_shared = shared.clone();
+    let buffers = Arc::new(Buffers::new(
+        usize::try_from(shared.config.max_batch_bytes)
+            .map_or(READ_BUFFERS_KEPT, |max| max.min(READ_BUFFERS_KEPT)),
+    ));
     let front = async move {
         let shared = front_shared;
         let config = &shared.config;
@@ -237,7 +334,7 @@ async fn pipeline(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>, track_queue:
             }
             shared.metrics.add_in_flight(jobs);
             let started = Instant::now();
-            let (chunks, deduplicated) = compress_batch(&shared, batch).await;
+            let (chunks, deduplicated) = compress_batch(&shared, &buffers, batch).await;
             if track_queue {
                 shared.metrics.set_queue_length(rx.len());
             }
@@ -285,67 +382,39 @@ async fn pipeline(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>, track_queue:
 }
 
 /// The chunks of a batch to store, with their frames or why compression failed.
-type ToStore = Vec<(Ready, Result<Compressed, String>)>;
+type ToStore = Vec<(Ready, Result<Framed, String>)>;
+
+/// Runs `work` on rayon's pool, where `gpu-compress` runs its threads too, and waits for it
+/// without holding an async thread: one hand-off there and one back, where a blocking
+/// thread would hand the work on to rayon once more. A panic comes back as an error.
+async fn on_rayon<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+        // The receiver is gone only when the worker was aborted.
+        let _ = tx.send(outcome);
+    });
+    match rx.await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(panic)) => Err(panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into())),
+        Err(_) => Err("the task was dropped".into()),
+    }
+}
 
 /// Reads and checks a batch, reports what fails or is already stored, and compresses
 /// the rest. Returns the chunks to store, and those found already stored.
-async fn compress_batch(shared: &Arc<Shared>, batch: Vec<Job>) -> (ToStore, Vec<Done>) {
-    let classify = |job: Job, outcome: Result<(Vec<u8>, Sha256Digest), String>| match outcome {
-        Ok((data, sha)) => Read::Ready(Ready { job, data, sha }),
-        Err(reason) => Read::Failed(job, reason),
-    };
-    // Staged chunks come from the bucket whatever the source; the rest from the source.
-    let (staged, batch): (Vec<Job>, Vec<Job>) = batch
-        .into_iter()
-        .partition(|job| job.chunk.staged_object.is_some());
-    let concurrency = shared.config.upload_concurrency;
-    let staged_read: Vec<Read> = futures::stream::iter(staged)
-        .map(|job| async move {
-            let outcome = read_staged(shared, &job).await;
-            classify(job, outcome)
-        })
-        .buffered(concurrency)
-        .collect()
-        .await;
-    let read = match &shared.source {
-        Source::Tree(root) => {
-            let root = root.clone();
-            tokio::task::spawn_blocking(move || {
-                batch
-                    .into_iter()
-                    .map(|job| {
-                        let outcome = read_from_tree(&root, &job);
-                        classify(job, outcome)
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await
-        }
-        Source::Repo(cache) => Ok(futures::stream::iter(batch)
-            .map(|job| async move {
-                let outcome = read_from_repo(cache, &job).await;
-                classify(job, outcome)
-            })
-            .buffered(concurrency)
-            .collect::<Vec<_>>()
-            .await),
-    };
-    let read = match read {
-        Ok(read) => read,
-        Err(e) => {
-            // The reading task panicked; its jobs are gone with it and will come back
-            // when their lease expires.
-            tracing::error!("reading a batch failed: {e}");
-            return (Vec::new(), Vec::new());
-        }
-    };
-    let mut ready = Vec::new();
-    for item in read.into_iter().chain(staged_read) {
-        match item {
-            Read::Ready(r) => ready.push(r),
-            Read::Failed(job, reason) => report(shared, &job.chunk, None, Err(reason)).await,
-        }
-    }
+async fn compress_batch(
+    shared: &Arc<Shared>,
+    buffers: &Arc<Buffers>,
+    batch: Vec<Job>,
+) -> (ToStore, Vec<Done>) {
+    let ready = read_batch(shared, buffers, batch).await;
 
     // Chunks already in the bucket are reported from what is there, not compressed again.
     let concurrency = shared.config.upload_concurrency;
@@ -374,6 +443,7 @@ async fn compress_batch(shared: &Arc<Shared>, batch: Vec<Job>) -> (ToStore, Vec<
                     });
                 }
                 report(shared, &r.job.chunk, Some(r.sha), outcome).await;
+                buffers.give(r.data);
             }
             None => to_compress.push(r),
         }
@@ -383,10 +453,13 @@ async fn compress_batch(shared: &Arc<Shared>, batch: Vec<Job>) -> (ToStore, Vec<
     }
 
     let compressor = shared.compressor.clone();
+    let buffers = buffers.clone();
     let start = Instant::now();
-    let compressed = tokio::task::spawn_blocking(move || {
+    // Compressing, verifying and hashing the frames in one go on rayon: the frames are
+    // hashed while they are still in cache, on every core.
+    let compressed = on_rayon(move || {
         let inputs: Vec<&[u8]> = to_compress.iter().map(|r| r.data.as_slice()).collect();
-        let frames = match compressor.compress_batch(&inputs) {
+        let frames: Vec<Result<Compressed, String>> = match compressor.compress_batch(&inputs) {
             Ok(frames) => frames.into_iter().map(Ok).collect(),
             // One bad chunk must not fail its neighbours: find it by compressing singly.
             Err(batch_error) => {
@@ -398,13 +471,25 @@ async fn compress_batch(shared: &Arc<Shared>, batch: Vec<Job>) -> (ToStore, Vec<
                             .compress(data)
                             .map_err(|e| format!("compression failed: {e}"))
                     })
-                    .collect::<Vec<_>>()
+                    .collect()
             }
         };
         // A driver may install signal handlers lazily, when it first builds a kernel:
         // put the worker's back, so SIGTERM still drains (see `signals`).
         crate::signals::reassert();
-        to_compress.into_iter().zip(frames).collect::<Vec<_>>()
+        to_compress
+            .into_par_iter()
+            .zip(frames)
+            .map(|(mut r, frame)| {
+                let framed = frame.map(|frame| Framed {
+                    upload_hash: upload_hash(&r, &frame),
+                    frame,
+                });
+                // Only the frame is stored from here on.
+                buffers.give(std::mem::take(&mut r.data));
+                (r, framed)
+            })
+            .collect::<Vec<_>>()
     })
     .await;
     match compressed {
@@ -413,10 +498,95 @@ async fn compress_batch(shared: &Arc<Shared>, batch: Vec<Job>) -> (ToStore, Vec<
             (compressed, deduplicated)
         }
         Err(e) => {
+            // Its chunks come back to the dispatcher when their lease expires.
             tracing::error!("compression task failed: {e}");
             (Vec::new(), deduplicated)
         }
     }
+}
+
+/// The SHA-256 of the object a frame is stored as. A verified `store` frame is the
+/// chunk's bytes themselves, whose hash [`check_hash`] has just computed: they are not
+/// hashed a second time.
+fn upload_hash(r: &Ready, frame: &Compressed) -> Sha256Digest {
+    if frame.codec == Codec::Store && frame.stats.verified && frame.bytes.len() == r.size {
+        r.sha
+    } else {
+        Sha256Digest::of(&frame.bytes)
+    }
+}
+
+/// Reads a batch's chunks and checks their size and SHA-256; reports those that fail.
+///
+/// Chunks of a checkout are read and hashed in one rayon task, on every core; chunks
+/// from the bucket (staged) or a repository are fetched concurrently and then hashed
+/// the same way.
+async fn read_batch(shared: &Arc<Shared>, buffers: &Arc<Buffers>, batch: Vec<Job>) -> Vec<Ready> {
+    // Staged chunks come from the bucket whatever the source; the rest from the source.
+    let (staged, batch): (Vec<Job>, Vec<Job>) = batch
+        .into_iter()
+        .partition(|job| job.chunk.staged_object.is_some());
+    let concurrency = shared.config.upload_concurrency;
+    let mut fetched: Vec<(Job, Result<Unchecked, String>)> = futures::stream::iter(staged)
+        .map(|job| async move {
+            let outcome = read_staged(shared, &job).await;
+            (job, outcome)
+        })
+        .buffered(concurrency)
+        .collect()
+        .await;
+    let (root, from_tree) = match &shared.source {
+        Source::Tree(root) => (Some(root.clone()), batch),
+        Source::Repo(cache) => {
+            let from_repo: Vec<_> = futures::stream::iter(batch)
+                .map(|job| async move {
+                    let outcome = read_from_repo(cache, &job).await;
+                    (job, outcome)
+                })
+                .buffered(concurrency)
+                .collect()
+                .await;
+            fetched.extend(from_repo);
+            (None, Vec::new())
+        }
+    };
+    let buffers = buffers.clone();
+    let read = on_rayon(move || {
+        let from_tree = from_tree.into_par_iter().map(|job| {
+            let outcome = match &root {
+                Some(root) => read_from_tree(root, &job, &buffers),
+                None => Err("a checkout chunk reached a repository-backed worker".into()),
+            };
+            (job, outcome.and_then(check_hash))
+        });
+        let fetched = fetched
+            .into_par_iter()
+            .map(|(job, outcome)| (job, outcome.and_then(check_hash)));
+        from_tree.chain(fetched).collect::<Vec<_>>()
+    })
+    .await;
+    let read = match read {
+        Ok(read) => read,
+        Err(e) => {
+            // The reading task panicked; its jobs are gone with it and will come back
+            // when their lease expires.
+            tracing::error!("reading a batch failed: {e}");
+            return Vec::new();
+        }
+    };
+    let mut ready = Vec::with_capacity(read.len());
+    for (job, outcome) in read {
+        match outcome {
+            Ok((data, sha)) => ready.push(Ready {
+                job,
+                size: data.len(),
+                data,
+                sha,
+            }),
+            Err(reason) => report(shared, &job.chunk, None, Err(reason)).await,
+        }
+    }
+    ready
 }
 
 /// The codec of `key` when it is the chunk object `chunks/<sha>.<codec>`.
@@ -435,16 +605,15 @@ async fn store_batch(shared: &Arc<Shared>, chunks: ToStore) -> (Vec<Done>, Outco
     let mut reports: Vec<(ChunkInfo, Sha256Digest, Result<ChunkCompressed, String>)> = Vec::new();
     let mut pending = Vec::new();
     let mut objects = Vec::new();
-    for (r, frame) in chunks {
-        match frame {
-            Ok(frame) => {
+    for (r, framed) in chunks {
+        match framed {
+            Ok(Framed { frame, upload_hash }) => {
                 let key = object_keys::chunk_object(&r.sha, frame.codec);
                 let meta = ObjectMeta {
                     codec: frame.codec,
-                    original_size: r.data.len() as u64,
+                    original_size: r.size as u64,
                     original_sha256: r.sha,
                 };
-                let upload_hash = Sha256Digest::of(&frame.bytes);
                 let output_len = frame.bytes.len() as u64;
                 objects.push((key.clone(), Bytes::from(frame.bytes), meta));
                 pending.push(Stored {
@@ -496,7 +665,7 @@ async fn store_batch(shared: &Arc<Shared>, chunks: ToStore) -> (Vec<Done>, Outco
         } else {
             upload_hash
         };
-        shared.metrics.add_bytes(r.data.len() as u64, output_len);
+        shared.metrics.add_bytes(r.size as u64, output_len);
         done.push(Done {
             file: r.job.file(),
             sha: r.sha,
@@ -642,14 +811,24 @@ struct Stored {
     output_len: u64,
 }
 
-/// Reads `data.bin` from the checkout and checks its size and SHA-256 against what the
-/// request (or, when the request carries no hash, the chunk's `metadata.json`) says.
-fn read_from_tree(root: &Path, job: &Job) -> Result<(Vec<u8>, Sha256Digest), String> {
+/// Reads `data.bin` from the checkout into a kept buffer and checks its size against the
+/// request; the SHA-256 it must have is the request's or, when the request carries no
+/// hash, the chunk's `metadata.json`'s.
+fn read_from_tree(root: &Path, job: &Job, buffers: &Buffers) -> Result<Unchecked, String> {
     let Location::Tree(path) = &job.location else {
         return Err("a repository chunk reached a tree-backed worker".into());
     };
     let shown = path.display().to_string();
-    let data = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let cannot = |e: std::io::Error| format!("cannot read {shown}: {e}");
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let len = file.metadata().map_err(cannot)?.len();
+    check_size(job, &shown, len)?;
+    // One byte of room more than the size: a file that grew since is seen to be longer.
+    let mut data = buffers.take(usize::try_from(len).map_err(|e| format!("{shown}: {e}"))? + 1);
+    (&file)
+        .take(len + 1)
+        .read_to_end(&mut data)
+        .map_err(cannot)?;
     check_size(job, &shown, data.len() as u64)?;
     let expected = match job.chunk.hash {
         Some(hash) => hash,
@@ -661,12 +840,16 @@ fn read_from_tree(root: &Path, job: &Job) -> Result<(Vec<u8>, Sha256Digest), Str
             meta.original_hash
         }
     };
-    check_hash(&shown, data, expected)
+    Ok(Unchecked {
+        data,
+        expected,
+        shown,
+    })
 }
 
 /// Reads `data.bin` at the request's commit (a regular blob, not a link) and checks its
-/// size and SHA-256 like [`read_from_tree`], with `metadata.json` from the same commit.
-async fn read_from_repo(cache: &GitCache, job: &Job) -> Result<(Vec<u8>, Sha256Digest), String> {
+/// size like [`read_from_tree`], with `metadata.json` from the same commit.
+async fn read_from_repo(cache: &GitCache, job: &Job) -> Result<Unchecked, String> {
     let Location::Repo { commit, dir } = &job.location else {
         return Err("a checkout chunk reached a repository-backed worker".into());
     };
@@ -693,19 +876,20 @@ async fn read_from_repo(cache: &GitCache, job: &Job) -> Result<(Vec<u8>, Sha256D
             meta.original_hash
         }
     };
-    // Hashing megabytes is CPU work; keep it off the async threads.
-    tokio::task::spawn_blocking(move || check_hash(&shown, data, expected))
-        .await
-        .map_err(|e| format!("hashing failed: {e}"))?
+    Ok(Unchecked {
+        data,
+        expected,
+        shown,
+    })
 }
 
 /// Reads a staged chunk's bytes from the bucket (`staging/<hash>`, a key the request
-/// check tied to the chunk's hash) and checks their size and SHA-256.
+/// check tied to the chunk's hash) and checks their size.
 ///
 /// When the staged object is gone, `prune` removed it because the chunk is stored: the
 /// bytes are then decoded from the chunk object (and checked the same way), so the
 /// chunk completes as a duplicate instead of failing.
-async fn read_staged(shared: &Shared, job: &Job) -> Result<(Vec<u8>, Sha256Digest), String> {
+async fn read_staged(shared: &Shared, job: &Job) -> Result<Unchecked, String> {
     let key = job.chunk.staged_object.as_deref().unwrap_or_default();
     let expected = job
         .chunk
@@ -730,10 +914,11 @@ async fn read_staged(shared: &Shared, job: &Job) -> Result<(Vec<u8>, Sha256Diges
         Err(e) => return Err(format!("reading {shown}: {e}")),
     };
     check_size(job, &shown, data.len() as u64)?;
-    // Hashing megabytes is CPU work; keep it off the async threads.
-    tokio::task::spawn_blocking(move || check_hash(&shown, data, expected))
-        .await
-        .map_err(|e| format!("hashing failed: {e}"))?
+    Ok(Unchecked {
+        data,
+        expected,
+        shown,
+    })
 }
 
 fn check_size(job: &Job, shown: &str, actual: u64) -> Result<(), String> {
@@ -747,11 +932,13 @@ fn check_size(job: &Job, shown: &str, actual: u64) -> Result<(), String> {
     }
 }
 
-fn check_hash(
-    shown: &str,
-    data: Vec<u8>,
-    expected: Sha256Digest,
-) -> Result<(Vec<u8>, Sha256Digest), String> {
+/// The bytes and their SHA-256, when it is the one they must have.
+fn check_hash(read: Unchecked) -> Result<(Vec<u8>, Sha256Digest), String> {
+    let Unchecked {
+        data,
+        expected,
+        shown,
+    } = read;
     let actual = Sha256Digest::of(&data);
     if actual != expected {
         return Err(format!(
@@ -872,7 +1059,7 @@ async fn verify_object(shared: &Shared, r: &Ready, key: &str, codec: Codec) -> V
         Err(e) => return Verified::Bad(format!("reading the stored chunk {key}: {e}")),
     };
     let expected = r.sha;
-    let size = r.data.len();
+    let size = r.size;
     let key = key.to_owned();
     // Decoding and hashing megabytes is CPU work; keep it off the async threads.
     let checked = tokio::task::spawn_blocking(move || {
