@@ -3,6 +3,9 @@
 //! worker's compression throughput working off a full queue, beside the ceiling: the
 //! same dispatcher against an nginx that only answers `202` (`$PANINI_NGINX`, else
 //! `/usr/sbin/nginx` or `nginx` on `PATH`; skipped with a note when there is none).
+//! Beside the worker's drain it times the compressor alone: `gpu-compress` in this
+//! process on the same chunks, in the worker's batches, with the worker's codec choice,
+//! engine and threads (issue 17's target: the drain within 1.5× of it).
 //! Results go to `target/bench/dispatch.json`.
 
 use std::path::{Path, PathBuf};
@@ -92,6 +95,22 @@ pub struct Phase {
     pub drained_secs: f64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// CPU seconds this process used from the first request until drained (the
+    /// dispatcher's share included); `None` where `/proc/self/stat` is not there.
+    pub cpu_secs: Option<f64>,
+}
+
+/// CPU seconds (user and system, all threads) this process has used, from
+/// `/proc/self/stat`; `None` elsewhere. On a shared machine the wall time of a stage
+/// depends on what else runs; its CPU time much less.
+fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which ends with the last `)`: state is field 3,
+    // utime and stime are fields 14 and 15, in clock ticks of 1/100 s (USER_HZ).
+    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
 }
 
 /// What one `bench dispatch` run measured.
@@ -105,6 +124,28 @@ pub struct Outcome {
     pub per_chunk: Phase,
     /// The ceiling: batches to an nginx that only answers `202`; `None` without nginx.
     pub peer_202: Option<PeerPhase>,
+    /// The compressor alone on the chunks the batch phase's worker drained.
+    pub in_process: InProcess,
+}
+
+/// `gpu-compress` in this process on the same chunks, batched as the worker batches them
+/// (reading the chunks is not timed).
+#[derive(Debug, Clone)]
+pub struct InProcess {
+    /// Engine that ran (`auto`, as the worker's).
+    pub engine: String,
+    /// Threads of rayon's global pool, the one the worker in this process uses too.
+    pub threads: usize,
+    /// Seconds compressing, without decoding the frames.
+    pub compress_secs: f64,
+    /// Seconds compressing with `verify` (each frame decoded and compared), as the
+    /// worker compresses.
+    pub compress_verify_secs: f64,
+    /// CPU seconds of the compression without and with `verify`, when known.
+    pub compress_cpu_secs: Option<f64>,
+    pub compress_verify_cpu_secs: Option<f64>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 /// The dispatcher against an endpoint that does nothing but answer `202`.
@@ -124,6 +165,12 @@ pub async fn measure(args: &Args) -> anyhow::Result<Outcome> {
     let per_chunk_dir = tempfile::tempdir()?;
     let batch_chunks = make_tree(batch_dir.path(), args.chunks, args.chunk_size)?;
     let per_chunk_chunks = make_tree(per_chunk_dir.path(), args.chunks, args.chunk_size)?;
+    let in_process = {
+        let (root, chunks) = (batch_dir.path().to_owned(), batch_chunks.clone());
+        tokio::task::spawn_blocking(move || compress_in_process(&root, &chunks))
+            .await
+            .context("the in-process compression task")??
+    };
     let bare = phase(
         batch_dir.path(),
         batch_chunks.clone(),
@@ -165,6 +212,86 @@ pub async fn measure(args: &Args) -> anyhow::Result<Outcome> {
         batch,
         per_chunk,
         peer_202,
+        in_process,
+    })
+}
+
+/// Wall and CPU time summed over calls.
+#[derive(Debug)]
+struct Timed {
+    wall: Duration,
+    /// `None` once a reading of the CPU time failed.
+    cpu_secs: Option<f64>,
+}
+
+impl Default for Timed {
+    fn default() -> Self {
+        Timed {
+            wall: Duration::ZERO,
+            cpu_secs: Some(0.0),
+        }
+    }
+}
+
+impl Timed {
+    fn time<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        let (start, cpu_start) = (Instant::now(), process_cpu_secs());
+        let out = f();
+        self.wall += start.elapsed();
+        self.cpu_secs = (self.cpu_secs.zip(cpu_start).zip(process_cpu_secs()))
+            .map(|((total, from), to)| total + (to - from));
+        out
+    }
+}
+
+/// Compresses the chunks under `root` in this process, in the worker's default batches
+/// and with its compressor settings (codec `auto`, engine `auto`): once without and
+/// once with `verify`. Only the compression calls are timed.
+fn compress_in_process(root: &Path, chunks: &[ChunkInfo]) -> anyhow::Result<InProcess> {
+    let config = |verify| gpu_compress::CompressorConfig {
+        codec: gpu_compress::CodecChoice::Auto,
+        level: None,
+        engine: gpu_compress::EngineChoice::Auto,
+        verify,
+    };
+    let plain = gpu_compress::Compressor::new(config(false)).context("building a compressor")?;
+    let verifying = gpu_compress::Compressor::new(config(true)).context("building a compressor")?;
+    let (mut plain_time, mut verify_time) = (Timed::default(), Timed::default());
+    let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
+    for batch in chunks.chunks(worker::DEFAULT_MAX_BATCH) {
+        let data = batch
+            .iter()
+            .map(|c| {
+                let path = root.join(&c.chunk_path).join(DATA_FILE);
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let inputs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        let frames = plain_time
+            .time(|| plain.compress_batch(&inputs))
+            .context("compressing in process")?;
+        let verified = verify_time
+            .time(|| verifying.compress_batch(&inputs))
+            .context("compressing in process with verify")?;
+        bytes_in += inputs.iter().map(|d| d.len() as u64).sum::<u64>();
+        bytes_out += frames.iter().map(|f| f.bytes.len() as u64).sum::<u64>();
+        anyhow::ensure!(
+            frames
+                .iter()
+                .zip(&verified)
+                .all(|(a, b)| a.bytes == b.bytes),
+            "compressing the same chunks twice gave different frames"
+        );
+    }
+    Ok(InProcess {
+        engine: plain.engine().to_string(),
+        threads: rayon::current_num_threads(),
+        compress_secs: plain_time.wall.as_secs_f64(),
+        compress_verify_secs: verify_time.wall.as_secs_f64(),
+        compress_cpu_secs: plain_time.cpu_secs,
+        compress_verify_cpu_secs: verify_time.cpu_secs,
+        bytes_in,
+        bytes_out,
     })
 }
 
@@ -311,7 +438,7 @@ async fn phase(
     dconfig.base = record.then(|| root.join("pending_compression"));
     dconfig.concurrency = 8;
     let dispatcher = Dispatcher::new(dconfig)?;
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), process_cpu_secs());
     let report = dispatcher.run(chunks, |_| {}).await;
     let dispatch_secs = start.elapsed().as_secs_f64();
 
@@ -339,6 +466,9 @@ async fn phase(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let drained_secs = start.elapsed().as_secs_f64();
+    let cpu_secs = cpu_start
+        .zip(process_cpu_secs())
+        .map(|(from, to)| to - from);
     let metrics = client
         .get(&metrics_url)
         .bearer_auth(&token)
@@ -364,6 +494,7 @@ async fn phase(
         drained_secs,
         bytes_in,
         bytes_out,
+        cpu_secs,
     })
 }
 
@@ -375,6 +506,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             batch,
             per_chunk,
             peer_202,
+            in_process,
         } = measure(&args).await?;
         let n = args.chunks as f64;
 
@@ -406,6 +538,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "bytes_in": batch.bytes_in,
                 "bytes_out": batch.bytes_out,
             },
+            "in_process_compression": {
+                "engine": in_process.engine,
+                "threads": in_process.threads,
+                "seconds": in_process.compress_secs,
+                "input_mb_per_second": mb(in_process.bytes_in, in_process.compress_secs),
+                "seconds_with_verify": in_process.compress_verify_secs,
+                "bytes_in": in_process.bytes_in,
+                "bytes_out": in_process.bytes_out,
+                "worker_drain_vs_compression": batch.drained_secs / in_process.compress_secs,
+                "worker_drain_vs_compression_with_verify":
+                    batch.drained_secs / in_process.compress_verify_secs,
+                "cpu_seconds": in_process.compress_cpu_secs,
+                "cpu_seconds_with_verify": in_process.compress_verify_cpu_secs,
+                "worker_cpu_seconds": batch.cpu_secs,
+                "worker_cpu_vs_compression_cpu": batch.cpu_secs
+                    .zip(in_process.compress_cpu_secs)
+                    .map(|(w, c)| w / c),
+                "worker_cpu_vs_compression_with_verify_cpu": batch.cpu_secs
+                    .zip(in_process.compress_verify_cpu_secs)
+                    .map(|(w, c)| w / c),
+            },
             "batch_vs_per_chunk_speedup": per_chunk.dispatch_secs / batch.dispatch_secs,
             "peer_nginx_202": peer_202.as_ref().map(|p| serde_json::json!({
                 "accepted": p.accepted,
@@ -431,6 +584,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             n / batch.drained_secs,
             mb(batch.bytes_in, batch.drained_secs),
         );
+        println!(
+            "in-process compression of the same chunks ({} engine, {} threads, batches of {}): {:.2} s = {:.1} MB/s, {:.2} s with verify; worker drain = {:.2}x compression, {:.2}x compression with verify",
+            in_process.engine,
+            in_process.threads,
+            worker::DEFAULT_MAX_BATCH,
+            in_process.compress_secs,
+            mb(in_process.bytes_in, in_process.compress_secs),
+            in_process.compress_verify_secs,
+            batch.drained_secs / in_process.compress_secs,
+            batch.drained_secs / in_process.compress_verify_secs,
+        );
+        if let (Some(worker), Some(alone), Some(verifying)) = (
+            batch.cpu_secs,
+            in_process.compress_cpu_secs,
+            in_process.compress_verify_cpu_secs,
+        ) {
+            println!(
+                "CPU time: worker (and dispatcher) {worker:.2} s, compression {alone:.2} s, with verify {verifying:.2} s: worker = {:.2}x compression, {:.2}x compression with verify",
+                worker / alone,
+                worker / verifying,
+            );
+        }
         if let Some(p) = &peer_202 {
             println!(
                 "peer: nginx answering 202: {:.0} chunks/s accepted with metadata updates, {:.0} without; Panini worker batch = {:.2}x of it",
