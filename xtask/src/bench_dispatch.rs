@@ -311,7 +311,8 @@ fn nginx_binary() -> Option<PathBuf> {
     })
 }
 
-/// An nginx child process; killed and reaped on drop.
+/// An nginx child process; killed and reaped on drop. It runs as one process
+/// (`master_process off`): killing a master leaves its workers behind, orphaned.
 struct Nginx {
     child: std::process::Child,
     _dir: tempfile::TempDir,
@@ -333,7 +334,7 @@ async fn start_nginx(binary: &Path) -> anyhow::Result<(Nginx, String)> {
         .port();
     let d = dir.path().display();
     let conf = format!(
-        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 1024; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
          \x20 fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
