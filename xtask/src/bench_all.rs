@@ -1090,6 +1090,20 @@ fn machine(loadavg_start: String, out: &Path) -> Machine {
     }
 }
 
+/// A temporary directory for a benchmark of many small files, and its filesystem (for
+/// the report): under `$PANINI_BENCH_DIR`, else tmpfs (`/dev/shm`), else the system's
+/// temporary directory. Not the VM's root by default: it is ext4 without a journal,
+/// which makes every rewrite of a small file dearer (docs/OPERATIONS.md).
+pub(crate) fn small_files_dir() -> anyhow::Result<(tempfile::TempDir, String)> {
+    let parent = std::env::var_os("PANINI_BENCH_DIR")
+        .map(PathBuf::from)
+        .or_else(|| Some(PathBuf::from("/dev/shm")).filter(|d| d.is_dir()))
+        .unwrap_or_else(std::env::temp_dir);
+    let work = tempfile::tempdir_in(&parent)?;
+    let filesystem = filesystem(work.path());
+    Ok((work, filesystem))
+}
+
 /// The filesystem holding `path`, as `/dev/vda ext4 (no journal)`, from
 /// `/proc/self/mountinfo`; `unknown` where that cannot be read. An ext4 without a
 /// journal is named as such: it delays reusing deleted inodes and scans past them on

@@ -93,12 +93,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
-    let bench_dir = std::env::var_os("PANINI_BENCH_DIR")
-        .map(PathBuf::from)
-        .or_else(|| Some(PathBuf::from("/dev/shm")).filter(|d| d.is_dir()))
-        .unwrap_or_else(std::env::temp_dir);
-    let work = tempfile::tempdir_in(&bench_dir)?;
-    let filesystem = crate::bench_all::filesystem(work.path());
+    let (work, filesystem) = crate::bench_all::small_files_dir()?;
     python_tree(work.path(), args.chunks)?;
     println!(
         "bench detect: {} pending chunk directories on {filesystem}",

@@ -477,14 +477,7 @@ fn rate_of(args: &Args) -> f64 {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    // Thousands of small metadata files: tmpfs unless told otherwise (this VM's root is
-    // ext4 without a journal, which makes every rewrite dearer; docs/OPERATIONS.md).
-    let bench_dir = std::env::var_os("PANINI_BENCH_DIR")
-        .map(PathBuf::from)
-        .or_else(|| Some(PathBuf::from("/dev/shm")).filter(|d| d.is_dir()))
-        .unwrap_or_else(std::env::temp_dir);
-    let work = tempfile::tempdir_in(&bench_dir)?;
-    let filesystem = crate::bench_all::filesystem(work.path());
+    let (work, filesystem) = crate::bench_all::small_files_dir()?;
     println!(
         "bench scale: {} staged chunks of {} bytes each, simulated GPUs of {} GB/s, trees on {filesystem}",
         args.chunks, args.chunk_size, args.gpu_gb_per_s
