@@ -47,7 +47,7 @@ use rayon::prelude::*;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use uploader::{KnownObjects, ObjectMeta, Publish, PutItem, StoreError};
+use uploader::{ChunkObject, KnownObjects, ObjectMeta, Publish, PutItem, StoreError};
 
 use crate::source::{GitCache, Source, relative_path, resolve_in_tree};
 use crate::{Shared, github};
@@ -1053,42 +1053,21 @@ enum Verified {
 /// decoding stops past the chunk's size ([`gpu_compress::decompress_bounded`]), so a
 /// hostile object costs no more memory than the chunk itself.
 async fn verify_object(shared: &Shared, r: &Ready, key: &str, codec: Codec) -> Verified {
-    let object = match shared.config.store.get(key).await {
-        Ok(object) => object,
-        Err(StoreError::NotFound { .. }) => return Verified::Missing,
-        Err(e) => return Verified::Bad(format!("reading the stored chunk {key}: {e}")),
-    };
-    let expected = r.sha;
-    let size = r.size;
-    let key = key.to_owned();
-    // Decoding and hashing megabytes is CPU work; keep it off the async threads.
-    let checked = tokio::task::spawn_blocking(move || {
-        let corrupt = |why: String| {
-            Err(format!(
-                "the stored object {key} is corrupt ({why}); it is create-only, so the \
-                 chunk cannot be stored again until an operator removes it \
-                 (docs/OPERATIONS.md, \"A corrupt chunk object\")"
-            ))
-        };
-        let decoded = match gpu_compress::decompress_bounded(codec, &object.bytes, size) {
-            Ok(decoded) => decoded,
-            Err(e) => return corrupt(format!("it does not decode as {codec}: {e}")),
-        };
-        let actual = Sha256Digest::of(&decoded);
-        if decoded.len() != size || actual != expected {
-            return corrupt(format!(
-                "it decodes to {} bytes with SHA-256 {actual}, not to the chunk's {size} \
-                 bytes with {expected}",
-                decoded.len()
-            ));
-        }
-        Ok(Sha256Digest::of(&object.bytes))
-    })
+    let checked = uploader::check_chunk_object(
+        shared.config.store.as_ref(),
+        &r.sha,
+        r.size as u64,
+        Some(codec),
+    )
     .await;
     match checked {
-        Ok(Ok(upload_hash)) => Verified::Good { upload_hash },
-        Ok(Err(reason)) => Verified::Bad(reason),
-        Err(e) => Verified::Bad(format!("checking the stored chunk failed: {e}")),
+        Ok(ChunkObject::Good { upload_hash, .. }) => Verified::Good { upload_hash },
+        Ok(ChunkObject::Missing) => Verified::Missing,
+        Ok(ChunkObject::Corrupt(why)) => Verified::Bad(format!(
+            "{why}; it is create-only, so the chunk cannot be stored again until an operator \
+             removes it (docs/OPERATIONS.md, \"A corrupt chunk object\")"
+        )),
+        Err(e) => Verified::Bad(format!("reading the stored chunk {key}: {e}")),
     }
 }
 
