@@ -241,13 +241,14 @@ impl Gcs {
         }
     }
 
-    /// One JSON API GET; `Ok(None)` on 404.
-    async fn json_get<T: serde::de::DeserializeOwned>(
+    /// One JSON API request: the response body, or `Ok(None)` on 404.
+    async fn json_api(
         &self,
         op: &'static str,
+        method: reqwest::Method,
         url: &str,
         query: &[(&str, &str)],
-    ) -> Result<Option<T>, StoreError> {
+    ) -> Result<Option<Bytes>, StoreError> {
         let headers = self.auth_headers().await?;
         let request_error = |source| StoreError::Request {
             op,
@@ -256,7 +257,7 @@ impl Gcs {
         };
         let response = self
             .http
-            .get(url)
+            .request(method, url)
             .headers(headers)
             .query(query)
             .send()
@@ -275,6 +276,19 @@ impl Gcs {
                 body: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
             });
         }
+        Ok(Some(body))
+    }
+
+    /// One JSON API GET, parsed; `Ok(None)` on 404.
+    async fn json_get<T: serde::de::DeserializeOwned>(
+        &self,
+        op: &'static str,
+        url: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Option<T>, StoreError> {
+        let Some(body) = self.json_api(op, reqwest::Method::GET, url, query).await? else {
+            return Ok(None);
+        };
         serde_json::from_slice(&body)
             .map(Some)
             .map_err(|e| StoreError::InvalidMetadata {
@@ -282,6 +296,16 @@ impl Gcs {
                 field: "response",
                 reason: e.to_string(),
             })
+    }
+
+    /// The JSON API URL of the object `name`.
+    fn object_url(&self, name: &str) -> String {
+        format!(
+            "{}/storage/v1/b/{}/o/{}",
+            self.endpoint,
+            utf8_percent_encode(&self.bucket, SEGMENT),
+            utf8_percent_encode(name, SEGMENT)
+        )
     }
 
     fn info_from_resource(&self, resource: JsonObject) -> Result<ObjectInfo, StoreError> {
@@ -420,12 +444,7 @@ impl Gcs {
     }
 
     async fn stat_once(&self, name: &str) -> Result<Option<ObjectInfo>, StoreError> {
-        let url = format!(
-            "{}/storage/v1/b/{}/o/{}",
-            self.endpoint,
-            utf8_percent_encode(&self.bucket, SEGMENT),
-            utf8_percent_encode(name, SEGMENT)
-        );
+        let url = self.object_url(name);
         match self.json_get::<JsonObject>("stat", &url, &[]).await? {
             Some(resource) => self.info_from_resource(resource).map(Some),
             None => Ok(None),
@@ -434,39 +453,11 @@ impl Gcs {
 
     /// One JSON API DELETE; `Ok(false)` on 404.
     async fn delete_once(&self, name: &str) -> Result<bool, StoreError> {
-        let url = format!(
-            "{}/storage/v1/b/{}/o/{}",
-            self.endpoint,
-            utf8_percent_encode(&self.bucket, SEGMENT),
-            utf8_percent_encode(name, SEGMENT)
-        );
-        let headers = self.auth_headers().await?;
-        let request_error = |source| StoreError::Request {
-            op: "delete",
-            url: url.clone(),
-            source,
-        };
-        let response = self
-            .http
-            .delete(&url)
-            .headers(headers)
-            .send()
-            .await
-            .map_err(request_error)?;
-        let status = response.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Ok(false);
-        }
-        if !status.is_success() {
-            let body = response.bytes().await.map_err(request_error)?;
-            return Err(StoreError::Http {
-                op: "delete",
-                url,
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
-            });
-        }
-        Ok(true)
+        let url = self.object_url(name);
+        let deleted = self
+            .json_api("delete", reqwest::Method::DELETE, &url, &[])
+            .await?;
+        Ok(deleted.is_some())
     }
 
     async fn list_page(
