@@ -568,15 +568,19 @@ fn select_engine(choice: EngineChoice) -> Result<(EngineImpl, Option<String>), C
                 .map(|e| (EngineImpl::OpenCl(e), None))
                 .map_err(CompressError::OpenClUnavailable);
         }
-        EngineChoice::Auto => match opencl::engine::shared() {
-            Ok(e) if e.description().is_gpu || opencl::engine::device_chosen_by_env() => {
-                return Ok((EngineImpl::OpenCl(e), None));
+        EngineChoice::Auto => match opencl::engine::candidate() {
+            Ok(c) if c.is_gpu || opencl::engine::device_chosen_by_env() => {
+                match opencl::engine::shared() {
+                    Ok(e) => return Ok((EngineImpl::OpenCl(e), None)),
+                    Err(reason) => reason,
+                }
             }
             // PoCL and other CPU implementations run the kernel on the same cores rayon uses,
-            // slower than the CPU engine; they are for tests and explicit requests.
-            Ok(e) => format!(
+            // slower than the CPU engine; they are for tests and explicit requests. Their
+            // engine is not even built.
+            Ok(c) => format!(
                 "the only OpenCL device, {:?}, is a CPU implementation, slower than the native CPU engine; set {}=<index|name> or --engine opencl to use it",
-                e.description().name,
+                c.name,
                 opencl::DEVICE_ENV
             ),
             Err(reason) => reason,

@@ -48,6 +48,28 @@ impl std::fmt::Debug for ClEngine {
 
 static ENGINE: OnceLock<Result<ClEngine, String>> = OnceLock::new();
 
+/// The device an engine is built on, found but not set up yet.
+#[derive(Clone)]
+pub(crate) struct Candidate {
+    platform: Platform,
+    device: Device,
+    platform_name: String,
+    /// The device's name.
+    pub(crate) name: String,
+    /// A GPU or an accelerator, not a CPU implementation.
+    pub(crate) is_gpu: bool,
+}
+
+static CANDIDATE: OnceLock<Result<Candidate, String>> = OnceLock::new();
+
+/// The device [`shared`] builds its engine on, found on first use without building
+/// anything: `auto` looks at it first, so that on a machine whose only device is a CPU
+/// implementation (PoCL) the kernel is never compiled, which takes LLVM's time and memory
+/// (issue #17).
+pub(crate) fn candidate() -> Result<&'static Candidate, String> {
+    CANDIDATE.get_or_init(pick).as_ref().map_err(Clone::clone)
+}
+
 /// The shared engine, set up on first use; the error says why none is available.
 pub(crate) fn shared() -> Result<&'static ClEngine, String> {
     ENGINE.get_or_init(init).as_ref().map_err(Clone::clone)
@@ -73,20 +95,25 @@ fn platform_count() -> u32 {
     if status == 0 { n } else { 0 }
 }
 
-fn init() -> Result<ClEngine, String> {
+fn pick() -> Result<Candidate, String> {
     if platform_count() == 0 {
         return Err("no OpenCL platform is installed (clGetPlatformIDs found none; Debian: pocl-opencl-icd or a GPU driver's ICD)".into());
     }
     let platforms =
         ocl::core::get_platform_ids().map_err(|e| format!("listing OpenCL platforms: {e}"))?;
-    let mut all: Vec<(Platform, Device, String, String, bool)> = Vec::new();
-    for p in platforms.into_iter().map(Platform::new) {
-        let pname = p.name().unwrap_or_default();
+    let mut all: Vec<Candidate> = Vec::new();
+    for platform in platforms.into_iter().map(Platform::new) {
+        let platform_name = platform.name().unwrap_or_default();
         // A platform with no devices answers with an error; skip it rather than fail.
-        for d in Device::list_all(p).unwrap_or_default() {
-            let dname = d.name().unwrap_or_default();
-            let is_gpu = matches!(d.info(DeviceInfo::Type), Ok(DeviceInfoResult::Type(t)) if t.intersects(DeviceType::GPU | DeviceType::ACCELERATOR));
-            all.push((p, d, pname.clone(), dname, is_gpu));
+        for device in Device::list_all(platform).unwrap_or_default() {
+            let is_gpu = matches!(device.info(DeviceInfo::Type), Ok(DeviceInfoResult::Type(t)) if t.intersects(DeviceType::GPU | DeviceType::ACCELERATOR));
+            all.push(Candidate {
+                platform,
+                device,
+                platform_name: platform_name.clone(),
+                name: device.name().unwrap_or_default(),
+                is_gpu,
+            });
         }
     }
     if all.is_empty() {
@@ -100,8 +127,9 @@ fn init() -> Result<ClEngine, String> {
             Err(_) => {
                 let w = want.to_lowercase();
                 all.iter()
-                    .find(|(_, _, p, d, _)| {
-                        d.to_lowercase().contains(&w) || p.to_lowercase().contains(&w)
+                    .find(|c| {
+                        c.name.to_lowercase().contains(&w)
+                            || c.platform_name.to_lowercase().contains(&w)
                     })
                     .ok_or_else(|| {
                         format!(
@@ -111,11 +139,16 @@ fn init() -> Result<ClEngine, String> {
             }
         },
         // GPUs first; among equals the driver's order.
-        None => all.iter().find(|d| d.4).unwrap_or(&all[0]),
+        None => all.iter().find(|c| c.is_gpu).unwrap_or(&all[0]),
     };
-    let (platform, device, pname, dname, is_gpu) = pick.clone();
-    build(platform, device, pname, dname.clone(), is_gpu)
-        .map_err(|e| format!("setting up OpenCL device {dname:?}: {e}"))
+    Ok(pick.clone())
+}
+
+fn init() -> Result<ClEngine, String> {
+    let c = candidate()?.clone();
+    let name = c.name.clone();
+    build(c.platform, c.device, c.platform_name, c.name, c.is_gpu)
+        .map_err(|e| format!("setting up OpenCL device {name:?}: {e}"))
 }
 
 fn build(
