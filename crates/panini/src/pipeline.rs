@@ -29,6 +29,10 @@ use crate::{Error, WorkerClient, tree};
 /// next run knows the tree is its own to replace.
 pub const PIPELINE_TREE_MARKER: &str = ".created-by-panini-pipeline";
 
+/// [`PipelineConfig::worker_memory`]'s default: batches of a few 1 MiB chunks per worker,
+/// enough to keep every core busy.
+pub const DEFAULT_WORKER_MEMORY: u64 = 32 << 20;
+
 /// How a [`Pipeline`] runs. Build with [`PipelineConfig::new`] and adjust the fields.
 /// `Debug` shows the token and signing key as `<redacted>`.
 #[derive(Clone)]
@@ -55,6 +59,11 @@ pub struct PipelineConfig {
     pub store: StoreConfig,
     /// In-process workers to start (when `worker_urls` is empty).
     pub workers: usize,
+    /// Bytes of chunks and compressed frames the in-process workers hold at once, all of
+    /// them together: with the rebuild's window, this bounds the run's memory whatever
+    /// the size of its input. Each worker gets an equal share
+    /// ([`worker::WorkerConfig::batch_bytes_for_memory`]).
+    pub worker_memory: u64,
     /// Worker services to use instead of in-process ones (`http://host:port/webhook`);
     /// they must read the same tree and store into the same bucket.
     pub worker_urls: Vec<String>,
@@ -95,6 +104,7 @@ impl std::fmt::Debug for PipelineConfig {
             .field("bucket", &self.bucket)
             .field("store", &self.store)
             .field("workers", &self.workers)
+            .field("worker_memory", &self.worker_memory)
             .field("worker_urls", &self.worker_urls)
             .field("token", &redacted(self.token.is_some()))
             .field("signing_key", &redacted(self.signing_key.is_some()))
@@ -119,6 +129,7 @@ impl PipelineConfig {
             bucket: None,
             store: StoreConfig::default(),
             workers: 2,
+            worker_memory: DEFAULT_WORKER_MEMORY,
             worker_urls: Vec::new(),
             token: None,
             signing_key: None,
@@ -379,6 +390,7 @@ impl Pipeline {
                         &token,
                         &signing_key,
                         config.engine,
+                        config.worker_memory / config.workers as u64,
                     )
                     .await?,
                 );

@@ -57,7 +57,9 @@ impl WorkerClient {
     }
 
     /// The usual in-process worker of a local run: reads the tree at `source_root`,
-    /// stores into `store`, requires `token` and requests signed with `signing_key`.
+    /// stores into `store`, requires `token` and requests signed with `signing_key`, and
+    /// holds at most `memory` bytes of chunks and frames at once
+    /// ([`worker::WorkerConfig::batch_bytes_for_memory`]).
     pub async fn start_local(
         index: usize,
         source_root: &Path,
@@ -65,11 +67,13 @@ impl WorkerClient {
         token: &str,
         signing_key: &[u8],
         engine: gpu_compress::EngineChoice,
+        memory: u64,
     ) -> Result<Self, Error> {
         let mut config = worker::WorkerConfig::new(source_root, store);
         config.token = Some(token.to_owned());
         config.signing_key = Some(signing_key.to_vec());
         config.engine = engine;
+        config.max_batch_bytes = worker::WorkerConfig::batch_bytes_for_memory(memory);
         config.worker_id = format!("pipeline-worker-{index}");
         Self::start_in_process(config).await
     }

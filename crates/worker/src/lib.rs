@@ -145,6 +145,15 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// The [`max_batch_bytes`](Self::max_batch_bytes) that keeps the chunk and frame
+    /// bytes a worker holds near `memory`: it holds up to three batches at once (one
+    /// compressing, one handed over, one storing), each with its chunks' bytes and about
+    /// as many again of frames. A batch passes its limit by at most one chunk, so the
+    /// bound is looser by a few chunks. Never below 1 MiB.
+    pub fn batch_bytes_for_memory(memory: u64) -> u64 {
+        (memory / 6).max(1 << 20)
+    }
+
     /// Defaults for a worker reading the checkout `source_root` and writing to `store`.
     pub fn new(source_root: impl Into<PathBuf>, store: Arc<dyn ObjectStore>) -> Self {
         Self::with_source(ChunkSource::Tree(source_root.into()), store)

@@ -120,6 +120,7 @@ pub struct Cli {
 /// Runs one command; prints its error on stderr as one line (each cause once, then a
 /// hint where one is known) and returns a failing exit code when it fails.
 pub fn run(command: Command, global: &GlobalArgs) -> ExitCode {
+    bound_malloc_arenas();
     common::set_verbosity(global);
     match execute(command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -129,6 +130,26 @@ pub fn run(command: Command, global: &GlobalArgs) -> ExitCode {
         Err(e) => {
             eprintln!("{}", common::error_report(&e));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Caps glibc's malloc arenas at one per core, unless `MALLOC_ARENA_MAX` says otherwise.
+///
+/// glibc gives each thread that allocates under contention an arena of its own, up to
+/// eight per core, and an arena keeps what was freed in it. Chunk buffers are freed on
+/// other threads than the ones that allocated them (tokio, rayon, the blocking pool), so
+/// each arena ends up holding a few chunks' worth: measured on a 1 GiB `pipeline`, 28 MiB
+/// of the peak resident memory (issue #17), for no speed in return.
+fn bound_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only sets a tunable of the allocator; it is called before this
+        // process starts any thread of its own.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
         }
     }
 }
