@@ -189,10 +189,11 @@ pub struct Inputs {
 /// Only a bad `--exclude` glob fails the whole expansion; everything else that goes
 /// wrong is in [`Inputs::errors`] or [`Inputs::skipped`], next to the files that are fine.
 pub fn expand_inputs(inputs: &[PathBuf], options: &InputOptions) -> Result<Inputs, InputError> {
-    let skip_dirs: HashSet<PathBuf> = options
+    let skip_dirs: HashSet<DirId> = options
         .skip_dirs
         .iter()
-        .filter_map(|dir| dir.canonicalize().ok())
+        .filter_map(|dir| fs::metadata(dir).ok())
+        .map(|meta| DirId::of(&meta))
         .collect();
     let mut found = Vec::new();
     let mut out = Inputs::default();
@@ -223,7 +224,8 @@ pub fn expand_inputs(inputs: &[PathBuf], options: &InputOptions) -> Result<Input
     // The same file reached twice (`chunk dir dir/x.txt`, `chunk x.txt ./x.txt`) would
     // otherwise collide with itself.
     let mut seen = HashSet::new();
-    found.retain(|(path, _)| seen.insert(identity(path)));
+    let mut ids = FileIds::default();
+    found.retain(|(path, _)| seen.insert(ids.of(path)));
 
     let paths: Vec<&Path> = found.iter().map(|(path, _)| path.as_path()).collect();
     for ((path, size), name) in found.iter().zip(assign_names(&paths)) {
@@ -245,16 +247,91 @@ pub fn expand_inputs(inputs: &[PathBuf], options: &InputOptions) -> Result<Input
     Ok(out)
 }
 
-/// What identifies a file however it was spelled: its canonical path, or, when that
-/// cannot be had, the path as given.
-fn identity(path: &Path) -> PathBuf {
-    path.canonicalize().unwrap_or_else(|_| path.to_owned())
+/// What identifies a folder however it was spelled, through whatever links: its device
+/// and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct DirId {
+    device: u64,
+    inode: u64,
+}
+
+impl DirId {
+    fn of(meta: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        DirId {
+            device: meta.dev(),
+            inode: meta.ino(),
+        }
+    }
+}
+
+/// What identifies a file however it was spelled: its folder's [`DirId`] and its name
+/// there, for a link those of its target. Two hard links stay two files (each has its
+/// own name to rebuild), while `dir/x` reached again as `dir/../dir/x` or through a link
+/// is the same one. (Canonical paths of every file did the same at one `readlink` per
+/// path component, about 23 per file of a deep tree.)
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FileId {
+    dir: Option<DirId>,
+    name: PathBuf,
+}
+
+/// Finds [`FileId`]s, with one `stat` per folder, not per file.
+#[derive(Debug, Default)]
+struct FileIds {
+    dirs: HashMap<PathBuf, Option<DirId>>,
+}
+
+impl FileIds {
+    fn of(&mut self, path: &Path) -> FileId {
+        // A followed link counts as its target; links are few, so resolving them whole
+        // costs little.
+        let resolved;
+        let path = match fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_symlink() => match path.canonicalize() {
+                Ok(target) => {
+                    resolved = target;
+                    resolved.as_path()
+                }
+                Err(_) => path,
+            },
+            _ => path,
+        };
+        let (parent, name) = match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) => (parent, name),
+            // `..` or `/`: never a regular file; the path itself then.
+            _ => {
+                return FileId {
+                    dir: None,
+                    name: path.to_owned(),
+                };
+            }
+        };
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        let dir = *self
+            .dirs
+            .entry(parent.to_owned())
+            .or_insert_with(|| fs::metadata(parent).ok().map(|meta| DirId::of(&meta)));
+        FileId {
+            // A folder that cannot be looked at: the path as given is all there is.
+            name: if dir.is_some() {
+                PathBuf::from(name)
+            } else {
+                path.to_owned()
+            },
+            dir,
+        }
+    }
 }
 
 fn walk(
     dir: &Path,
     options: &InputOptions,
-    skip_dirs: &HashSet<PathBuf>,
+    skip_dirs: &HashSet<DirId>,
     found: &mut Vec<(PathBuf, u64)>,
     out: &mut Inputs,
 ) -> Result<(), InputError> {
@@ -274,10 +351,8 @@ fn walk(
         let skip_dirs = skip_dirs.clone();
         builder.filter_entry(move |entry| {
             !(entry.file_type().is_some_and(|t| t.is_dir())
-                && entry
-                    .path()
-                    .canonicalize()
-                    .is_ok_and(|path| skip_dirs.contains(&path)))
+                && fs::metadata(entry.path())
+                    .is_ok_and(|meta| skip_dirs.contains(&DirId::of(&meta))))
         });
     }
     for entry in builder.build() {

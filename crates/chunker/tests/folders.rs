@@ -189,6 +189,30 @@ fn names_are_the_same_however_the_inputs_are_given() {
 }
 
 #[test]
+fn hard_links_are_two_files_and_a_folder_through_a_link_is_one() {
+    let temp = tempfile::tempdir().unwrap();
+    let root = temp.path().join("data");
+    write(&root.join("one.txt"), "shared bytes\n".repeat(20));
+    fs::hard_link(root.join("one.txt"), root.join("two.txt")).unwrap();
+    std::os::unix::fs::symlink(&root, temp.path().join("alias")).unwrap();
+    let inputs = expand_inputs(
+        &[
+            root.clone(),
+            temp.path().join("alias/one.txt"),
+            temp.path().join("alias/../data/two.txt"),
+        ],
+        &InputOptions::default(),
+    )
+    .unwrap();
+    // Both names of the hard-linked file are rebuilt; the same names reached through a
+    // link to their folder, or a detour, are not taken again.
+    let mut names: Vec<&str> = inputs.files.iter().map(|f| f.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["one", "two"], "{:?}", inputs.files);
+    assert!(inputs.errors.is_empty(), "{:?}", inputs.errors);
+}
+
+#[test]
 fn explicit_inputs_that_cannot_be_chunked_are_errors_naming_them() {
     let (_temp, root) = tree();
     let missing = root.join("missing.txt");
