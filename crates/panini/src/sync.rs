@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use chunk_model::{ChunkCompressed, ChunkMetadata, Sha256Digest, Status, object_keys};
 use detector::DetectConfig;
-use futures::StreamExt as _;
 use serde::Serialize;
 use uploader::ObjectStore;
 
@@ -138,14 +137,12 @@ pub async fn sync(
     let mut report = SyncReport::default();
     let listed = store.list(STATUS_PREFIX).await?;
     report.records = listed.len();
-    let fetched: Vec<_> = futures::stream::iter(listed)
-        .map(|info| async move {
-            let object = store.get(&info.key).await;
-            (info.key, object)
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
+    let keys: Vec<String> = listed.into_iter().map(|info| info.key).collect();
+    let fetched: Vec<_> = keys
+        .iter()
+        .zip(store.get_many(&keys).await)
+        .map(|(key, object)| (key.clone(), object))
+        .collect();
     let mut records: HashMap<Sha256Digest, ChunkCompressed> = HashMap::new();
     for (key, object) in fetched {
         let parsed = object.map_err(|e| e.to_string()).and_then(|o| {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt as _;
 use tokio::sync::Semaphore;
 
 use crate::store::{ObjectInfo, ObjectMeta, ObjectStore, PutItem, PutOutcome, put_each};
@@ -89,7 +90,7 @@ impl<S: ObjectStore> ObjectStore for Limited<S> {
     /// A store that batches gets the batch whole, as one operation in flight that pays
     /// for all its bytes; any other gets one `put` per item, each with its own slot.
     async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<PutOutcome, StoreError>> {
-        if !self.inner.batches_puts() {
+        if !self.inner.batches() {
             return put_each(self, items, self.max_in_flight).await;
         }
         let _slot = match self.slots.acquire().await {
@@ -106,8 +107,8 @@ impl<S: ObjectStore> ObjectStore for Limited<S> {
         self.inner.put_many(items).await
     }
 
-    fn batches_puts(&self) -> bool {
-        self.inner.batches_puts()
+    fn batches(&self) -> bool {
+        self.inner.batches()
     }
 
     async fn get(&self, key: &str) -> Result<Object, StoreError> {
@@ -123,6 +124,33 @@ impl<S: ObjectStore> ObjectStore for Limited<S> {
         Ok(object)
     }
 
+    /// As `stat_many`, and the batch then pays for all the bytes it read.
+    async fn get_many(&self, keys: &[String]) -> Vec<Result<Object, StoreError>> {
+        if !self.inner.batches() {
+            let gets: Vec<_> = keys.iter().map(|key| self.get(key)).collect();
+            return futures::stream::iter(gets)
+                .buffered(self.max_in_flight)
+                .collect()
+                .await;
+        }
+        let objects = match self.slots.acquire().await {
+            Ok(_slot) => self.inner.get_many(keys).await,
+            Err(e) => {
+                return keys
+                    .iter()
+                    .map(|_| Err(StoreError::Task(e.to_string())))
+                    .collect();
+            }
+        };
+        let bytes = objects
+            .iter()
+            .flatten()
+            .map(|object| object.bytes.len() as u64)
+            .sum();
+        self.throttle(bytes).await;
+        objects
+    }
+
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         let _slot = self
             .slots
@@ -130,6 +158,25 @@ impl<S: ObjectStore> ObjectStore for Limited<S> {
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?;
         self.inner.stat(key).await
+    }
+
+    /// As `put_many`: whole, in one slot, to a store that batches; else one `stat` per
+    /// key, each with its own slot.
+    async fn stat_many(&self, keys: &[String]) -> Vec<Result<Option<ObjectInfo>, StoreError>> {
+        if !self.inner.batches() {
+            let stats: Vec<_> = keys.iter().map(|key| self.stat(key)).collect();
+            return futures::stream::iter(stats)
+                .buffered(self.max_in_flight)
+                .collect()
+                .await;
+        }
+        match self.slots.acquire().await {
+            Ok(_slot) => self.inner.stat_many(keys).await,
+            Err(e) => keys
+                .iter()
+                .map(|_| Err(StoreError::Task(e.to_string())))
+                .collect(),
+        }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {

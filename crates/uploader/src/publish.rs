@@ -241,7 +241,7 @@ async fn stored_codec(
     sha: &Sha256Digest,
 ) -> Result<Option<Codec>, StoreError> {
     let keys = Codec::ALL.map(|codec| object_keys::chunk_object(sha, codec));
-    let stats = futures::future::join_all(keys.iter().map(|key| store.stat(key))).await;
+    let stats = store.stat_many(&keys).await;
     for (codec, stat) in Codec::ALL.into_iter().zip(stats) {
         if stat?.is_some() {
             return Ok(Some(codec));

@@ -180,22 +180,51 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// The default calls `put` for each item, [`PUT_MANY_CONCURRENCY`] at a time, so a
     /// store without a cheaper way keeps its semantics (create-only, verification)
     /// unchanged. A store that can share work across the batch (one flush to disk for
-    /// all of a local directory's files) overrides it and [`batches_puts`](Self::batches_puts).
+    /// all of a local directory's files) overrides it and [`batches`](Self::batches).
     async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<PutOutcome, StoreError>> {
         put_each(self, items, PUT_MANY_CONCURRENCY).await
     }
 
-    /// Whether [`put_many`](Self::put_many) does better than one `put` per item, so a
-    /// wrapper should hand a batch down whole rather than put its items one by one.
-    fn batches_puts(&self) -> bool {
+    /// Whether [`put_many`](Self::put_many) and [`stat_many`](Self::stat_many) do better
+    /// than one call per item, so a wrapper should hand a batch down whole rather than
+    /// split it.
+    fn batches(&self) -> bool {
         false
     }
 
     /// Reads an object whole, verifying its size and CRC32C.
     async fn get(&self, key: &str) -> Result<Object, StoreError>;
 
+    /// [`get`](Self::get) of every key: one result per key, in order, all held in memory
+    /// at once (for small objects: records, recipes). Batched as
+    /// [`stat_many`](Self::stat_many) is.
+    async fn get_many(&self, keys: &[String]) -> Vec<Result<Object, StoreError>> {
+        // Made before they are streamed: a closure in the stream would have to be
+        // Send for every lifetime of its argument, which async_trait cannot show.
+        let gets: Vec<_> = keys.iter().map(|key| self.get(key)).collect();
+        futures::stream::iter(gets)
+            .buffered(PUT_MANY_CONCURRENCY)
+            .collect()
+            .await
+    }
+
     /// What the store knows about `key`, or `None` when there is no such object.
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
+
+    /// [`stat`](Self::stat) of every key: one result per key, in order.
+    ///
+    /// The default asks [`PUT_MANY_CONCURRENCY`] keys at a time. A store whose calls each
+    /// cost a hand-off to another thread (a local directory) answers them all in one, and
+    /// says so through [`batches`](Self::batches).
+    async fn stat_many(&self, keys: &[String]) -> Vec<Result<Option<ObjectInfo>, StoreError>> {
+        // Made before they are streamed: a closure in the stream would have to be
+        // Send for every lifetime of its argument, which async_trait cannot show.
+        let stats: Vec<_> = keys.iter().map(|key| self.stat(key)).collect();
+        futures::stream::iter(stats)
+            .buffered(PUT_MANY_CONCURRENCY)
+            .collect()
+            .await
+    }
 
     /// Every object whose key starts with `prefix`, in key order.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
@@ -222,14 +251,20 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Arc<S> {
     async fn put_many(&self, items: Vec<PutItem>) -> Vec<Result<PutOutcome, StoreError>> {
         (**self).put_many(items).await
     }
-    fn batches_puts(&self) -> bool {
-        (**self).batches_puts()
+    fn batches(&self) -> bool {
+        (**self).batches()
     }
     async fn get(&self, key: &str) -> Result<Object, StoreError> {
         (**self).get(key).await
     }
+    async fn get_many(&self, keys: &[String]) -> Vec<Result<Object, StoreError>> {
+        (**self).get_many(keys).await
+    }
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         (**self).stat(key).await
+    }
+    async fn stat_many(&self, keys: &[String]) -> Vec<Result<Option<ObjectInfo>, StoreError>> {
+        (**self).stat_many(keys).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         (**self).list(prefix).await

@@ -1,7 +1,8 @@
 //! `ObjectStore::put_many`: the local directory's batched, flush-sharing override
 //! (mixed new, identical, conflicting, repeated and bad items; failures that leave
 //! nothing visible; no temporary files; racing writers) and the default one-put-per-item
-//! implementation against a private GCS emulator, bare and behind `Limited`.
+//! implementation against a private GCS emulator, bare and behind `Limited`; and
+//! `stat_many`/`get_many`, batched (local) and key by key (GCS).
 
 mod support;
 
@@ -66,7 +67,7 @@ async fn local_batch_answers_each_item_like_a_put_and_leaves_no_temporaries() {
     )
     .await
     .unwrap();
-    assert!(store.batches_puts());
+    assert!(store.batches());
 
     let existing = Bytes::from(support::pseudo_random(5000, 1));
     let existing_meta = ObjectMeta::plain(&existing);
@@ -282,7 +283,7 @@ async fn gcs_batch_goes_through_create_only_puts() {
     )
     .await
     .unwrap();
-    assert!(!gcs.batches_puts());
+    assert!(!gcs.batches());
     let original = support::compressible(20_000, 5);
     let meta = ObjectMeta {
         codec: Codec::Store,
@@ -349,4 +350,56 @@ async fn gcs_batch_goes_through_create_only_puts() {
             .iter()
             .all(|r| matches!(r, Ok(PutOutcome::AlreadyExists)))
     );
+}
+
+/// `stat_many` and `get_many` answer each key as `stat` and `get` alone would, in order:
+/// found, missing, and a key that is not a clean path, whether the store batches them
+/// (a local directory, through `Limited`) or asks key by key (GCS).
+async fn many_lookups_answer_like_single_ones(store: &dyn ObjectStore) {
+    let items = new_items(5, 9);
+    store.put_many(items.clone()).await;
+    let mut keys = keys(&items);
+    keys.insert(2, "chunks/missing.store".into());
+    keys.push("../outside".into());
+
+    let stats = store.stat_many(&keys).await;
+    let gets = store.get_many(&keys).await;
+    assert_eq!((stats.len(), gets.len()), (keys.len(), keys.len()));
+    for ((key, stat), get) in keys.iter().zip(&stats).zip(&gets) {
+        match (store.stat(key).await, stat) {
+            (Ok(one), Ok(many)) => assert_eq!(&one, many, "{key}"),
+            (Err(_), Err(_)) => {}
+            (one, many) => panic!("{key}: stat {one:?}, stat_many {many:?}"),
+        }
+        match items.iter().find(|(k, _, _)| k == key) {
+            Some((_, bytes, _)) => assert_eq!(&get.as_ref().unwrap().bytes, bytes, "{key}"),
+            None => assert!(get.is_err(), "{key}: {get:?}"),
+        }
+    }
+    assert!(stats[2].as_ref().unwrap().is_none());
+    assert!(stats.last().unwrap().is_err());
+}
+
+#[tokio::test]
+async fn local_stat_many_and_get_many_answer_each_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = uploader::open(
+        dir.path().to_str().unwrap(),
+        &uploader::StoreConfig::default(),
+    )
+    .await
+    .unwrap();
+    many_lookups_answer_like_single_ones(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn gcs_stat_many_and_get_many_answer_each_key() {
+    let emulator = support::start_emulator();
+    let gcs = Gcs::from_url(
+        &format!("gs://{BUCKET}/lookups"),
+        &support::config_for(&emulator.endpoint()),
+    )
+    .await
+    .unwrap();
+    many_lookups_answer_like_single_ones(&gcs).await;
 }

@@ -417,11 +417,35 @@ async fn compress_batch(
     let ready = read_batch(shared, buffers, batch).await;
 
     // Chunks already in the bucket are reported from what is there, not compressed again.
+    // What the bucket holds of the batch: two batched lookups for the whole batch (the
+    // records, then the objects of the chunks without one), not four calls per chunk.
+    let store = &shared.config.store;
+    let record_keys: Vec<String> = ready
+        .iter()
+        .map(|r| object_keys::status_record(&r.sha))
+        .collect();
+    let records = store.stat_many(&record_keys).await;
+    let object_keys: Vec<String> = ready
+        .iter()
+        .zip(&records)
+        .filter(|(_, record)| matches!(record, Ok(None)))
+        .flat_map(|(r, _)| Codec::ALL.map(|codec| object_keys::chunk_object(&r.sha, codec)))
+        .collect();
+    let mut object_stats = store.stat_many(&object_keys).await.into_iter();
+    let lookups: Vec<(Ready, Lookup)> = ready
+        .into_iter()
+        .zip(records)
+        .map(|(r, record)| {
+            let objects = matches!(record, Ok(None))
+                .then(|| object_stats.by_ref().take(Codec::ALL.len()).collect());
+            (r, Lookup { record, objects })
+        })
+        .collect();
     let concurrency = shared.config.upload_concurrency;
     let checked: Vec<(Ready, Option<Result<ChunkCompressed, String>>)> =
-        futures::stream::iter(ready)
-            .map(|r| async move {
-                let existing = already_stored(shared, &r).await;
+        futures::stream::iter(lookups)
+            .map(|(r, lookup)| async move {
+                let existing = already_stored(shared, &r, lookup).await;
                 (r, existing)
             })
             .buffer_unordered(concurrency)
@@ -957,11 +981,15 @@ fn check_hash(read: Unchecked) -> Result<(Vec<u8>, Sha256Digest), String> {
 /// object that is there but does not decode to the chunk is reported as corrupt, by key,
 /// because objects are create-only and this worker cannot replace it (docs/OPERATIONS.md
 /// says what an operator does).
-async fn already_stored(shared: &Shared, r: &Ready) -> Option<Result<ChunkCompressed, String>> {
+async fn already_stored(
+    shared: &Shared,
+    r: &Ready,
+    lookup: Lookup,
+) -> Option<Result<ChunkCompressed, String>> {
     let store = &shared.config.store;
     let record_key = object_keys::status_record(&r.sha);
     let failed = |what: &str, e: StoreError| Some(Err(format!("{what}: {e}")));
-    match store.stat(&record_key).await {
+    match lookup.record {
         Ok(Some(_)) => {
             let object = match store.get(&record_key).await {
                 Ok(object) => object,
@@ -1014,7 +1042,14 @@ async fn already_stored(shared: &Shared, r: &Ready) -> Option<Result<ChunkCompre
     // listing: a listing of `chunks/` costs as much as the bucket is large on a local
     // directory, once for every new chunk.
     let keys = Codec::ALL.map(|codec| (object_keys::chunk_object(&r.sha, codec), codec));
-    let stats = futures::future::join_all(keys.iter().map(|(key, _)| store.stat(key))).await;
+    let stats = match lookup.objects {
+        Some(stats) => stats,
+        // A record that did not settle it: the objects were not looked up with the batch.
+        None => {
+            let names = keys.each_ref().map(|(key, _)| key.clone());
+            store.stat_many(&names).await
+        }
+    };
     let mut found = None;
     for ((key, codec), stat) in keys.into_iter().zip(stats) {
         match stat {
@@ -1037,6 +1072,15 @@ async fn already_stored(shared: &Shared, r: &Ready) -> Option<Result<ChunkCompre
     mark_deduplicated(&mut stats);
     let record = completed(shared, r, Some(key), Some(upload_hash), stats);
     Some(write_record(shared, &r.sha, &record).await.map(|()| record))
+}
+
+/// What the batch's lookups found of one chunk, for [`already_stored`].
+struct Lookup {
+    /// The `stat` of its completion record.
+    record: Result<Option<uploader::ObjectInfo>, StoreError>,
+    /// The `stat` of its object under each of [`Codec::ALL`]'s names, when it has no
+    /// record.
+    objects: Option<Vec<Result<Option<uploader::ObjectInfo>, StoreError>>>,
 }
 
 /// What a stored chunk object turned out to be.
