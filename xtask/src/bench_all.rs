@@ -9,9 +9,18 @@
 //! as `xtask pipeline --json`, a child process of this same binary, and only its stable
 //! JSON summary is read. Timings are printed and written, never judged here beyond the
 //! issues' targets, which are reported as met or missed.
+//!
+//! Issue #17 asks for its ratios side by side in this one run: the pipeline beside
+//! `restic backup` (the corpus, and a folder of 3,000 small files), the peak resident
+//! memory of the pipeline on one file of 1 GiB and of 4 GiB beside restic's, and `panini
+//! detect` beside the seed script. Every child process is run by [`run_measured`], which
+//! times it and reads its peak resident memory (`ru_maxrss`, from `wait4` in a small
+//! launcher, `xtask bench measure-child`).
 
+use std::ffi::OsStr;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail, ensure};
@@ -49,7 +58,48 @@ pub struct Args {
     /// the emulator); they are listed as skipped in the report.
     #[arg(long)]
     pub no_emulator: bool,
+    /// Sizes in GiB of the single files the memory stage runs the pipeline on (each
+    /// written once under --out, on its disk), comma-separated, fractions allowed down to
+    /// 1 MiB; restic backs up the smallest. An empty list skips the stage.
+    #[arg(long, default_value = "1,4", value_parser = gib_list)]
+    pub memory_gib: GibList,
+    /// Skip the memory stage (as `--memory-gib ''`).
+    #[arg(long)]
+    pub no_memory: bool,
+    /// Small files (the first regular ones of /usr/lib/python3.* and /usr/share/doc) for
+    /// the many-small-files stage; 0 skips it.
+    #[arg(long, default_value_t = 3000)]
+    pub small_files: usize,
+    /// Chunk directories `panini detect` and the seed detect script scan; 0 skips them.
+    #[arg(long, default_value_t = 100_000)]
+    pub detect_chunks: usize,
 }
+
+/// The `--memory-gib` sizes.
+#[derive(Debug, Clone)]
+pub struct GibList(Vec<f64>);
+
+/// `1,4` as [1, 4]; an empty string as none.
+fn gib_list(text: &str) -> Result<GibList, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.parse::<f64>() {
+            Ok(gib) if gib.is_finite() && gib_bytes(gib) > 0 => Ok(gib),
+            _ => Err(format!("`{s}` is not a number of GiB of at least 1 MiB")),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(GibList)
+}
+
+/// `gib` GiB in bytes, rounded down to whole MiB.
+fn gib_bytes(gib: f64) -> u64 {
+    ((gib * 1024.0) as u64) << 20
+}
+
+/// The password of the benchmark's throwaway restic repositories, given to restic in its
+/// own environment only.
+const RESTIC_PASSWORD: &str = "panini-bench";
 
 /// One measured line: a Panini engine or a peer tool on one stage.
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +121,10 @@ struct Row {
     /// Chunks per second, where the stage counts chunks.
     #[serde(skip_serializing_if = "Option::is_none")]
     chunks_per_s: Option<f64>,
+    /// The largest peak resident memory (`ru_maxrss`) of the row's child processes over
+    /// its runs, in MiB; none for work done inside this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_rss_mib: Option<f64>,
     note: String,
 }
 
@@ -87,8 +141,29 @@ impl Row {
             runs_s,
             mb_per_s: mb_per_s(bytes, median_s),
             chunks_per_s: None,
+            peak_rss_mib: None,
             note: String::new(),
         }
+    }
+
+    /// A row from child processes' measurements: their seconds, and the largest of their
+    /// peak resident memories.
+    fn measured(
+        stage: &str,
+        name: impl Into<String>,
+        peer: bool,
+        bytes: u64,
+        runs: &[Measured],
+    ) -> Self {
+        let mut row = Self::new(
+            stage,
+            name,
+            peer,
+            bytes,
+            runs.iter().map(|m| m.seconds).collect(),
+        );
+        row.peak_rss_mib = runs.iter().map(|m| m.peak_rss_kib).max().map(kib_to_mib);
+        row
     }
 
     fn note(mut self, note: impl Into<String>) -> Self {
@@ -136,6 +211,9 @@ struct Machine {
     temp_filesystem: String,
     /// The filesystem of the output directory (chunk trees, local buckets).
     out_filesystem: String,
+    /// The peak resident memory `true` reports through [`run_measured`]'s launcher, in
+    /// MiB: the least any row's peak can be.
+    peak_rss_floor_mib: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -150,6 +228,10 @@ struct Report {
     targets: Vec<TargetRow>,
     /// `xtask pipeline --json` summaries, as the pipeline printed them.
     pipelines: Vec<Value>,
+    /// Sizes of the memory stage's files (none when it was skipped).
+    memory_gib: Vec<f64>,
+    small_files: usize,
+    detect_chunks: usize,
     skipped: Vec<String>,
 }
 
@@ -173,10 +255,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .canonicalize()
         .with_context(|| format!("resolving {}", out.display()))?;
     let root = crate::codegen::project_root();
+    let memory_gib = if args.no_memory {
+        Vec::new()
+    } else {
+        args.memory_gib.0.clone()
+    };
     // Fail before the long stages when a peer or the emulator is missing.
-    for (program, arg) in [("lz4", "-V"), ("zstd", "-V"), ("split", "--version")] {
+    for (program, arg) in [
+        ("lz4", "-V"),
+        ("zstd", "-V"),
+        ("split", "--version"),
+        ("restic", "version"),
+    ] {
         which(program, arg)?;
     }
+    let rss_floor = rss_floor_kib().context("measuring the launcher's resident memory")?;
+    let seed_detect = if args.detect_chunks > 0 {
+        which("python3", "--version")?;
+        Some(crate::bench_detect::seed_script().context(
+            "the seed detect script (../shared/peers/seed/detect_pending_chunks.py) is not \
+             beside this checkout: set PANINI_SEED_DETECT to it, or pass --detect-chunks 0",
+        )?)
+    } else {
+        None
+    };
     let emulator_binary = if args.no_emulator {
         None
     } else {
@@ -389,12 +491,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.pipeline_runs,
         "pipeline (local)",
     )?;
-    compare(
-        &mut comparisons,
-        &local_rows,
-        "panini pipeline",
-        "zstd -1 -T0 into the bucket directory",
-    );
+    for (peer, wanted) in [
+        ("zstd -1 -T0 into the bucket directory", 0.5),
+        ("restic backup", 2.0),
+    ] {
+        if let Some(c) = compare(&mut comparisons, &local_rows, "panini pipeline", peer) {
+            pipeline_targets.push(ratio_target(
+                &format!("pipeline (local) ≥ {wanted}× {peer}"),
+                &c,
+                wanted,
+            ));
+        }
+    }
     pipeline_targets.push(verified_target("local bucket", &summaries, corpus_bytes));
     rows.extend(local_rows);
     pipelines.extend(summaries);
@@ -411,12 +519,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "pipeline (emulator)",
             )?;
             drop(emulator);
-            compare(
-                &mut comparisons,
-                &gcs_rows,
-                "panini pipeline",
-                "zstd -1 -T0 + rclone copy",
-            );
+            let peer = "zstd -1 -T0 + rclone copy";
+            if let Some(c) = compare(&mut comparisons, &gcs_rows, "panini pipeline", peer) {
+                pipeline_targets.push(ratio_target(
+                    &format!("pipeline (emulator) ≥ 1× {peer}"),
+                    &c,
+                    1.0,
+                ));
+            }
             pipeline_targets.push(verified_target("GCS emulator", &summaries, corpus_bytes));
             rows.extend(gcs_rows);
             pipelines.extend(summaries);
@@ -424,10 +534,86 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => skipped.push("pipeline (emulator) (--no-emulator)".to_owned()),
     }
     targets.extend(pipeline_targets);
+
+    if args.small_files > 0 {
+        let stage = format!("pipeline ({} small files)", thousands(args.small_files));
+        println!("bench: {stage}");
+        let (small_rows, summaries) =
+            small_files_stage(&exe, &stage, args.small_files, args.pipeline_runs)?;
+        if let Some(c) = compare(
+            &mut comparisons,
+            &small_rows,
+            "panini pipeline DIR",
+            "restic backup",
+        ) {
+            targets.push(ratio_target(
+                &format!(
+                    "pipeline DIR on {} small files ≥ 0.5× restic backup",
+                    thousands(args.small_files)
+                ),
+                &c,
+                0.5,
+            ));
+        }
+        rows.extend(small_rows);
+        pipelines.extend(summaries);
+    } else {
+        skipped.push("many small files (--small-files 0)".to_owned());
+    }
+
+    if memory_gib.is_empty() {
+        skipped.push("memory (--no-memory or an empty --memory-gib)".to_owned());
+    } else {
+        println!("bench: memory");
+        let memory = memory_stage(
+            &exe,
+            &out.join("memory"),
+            scratch.path(),
+            &memory_gib,
+            args.pipeline_runs,
+        )?;
+        compare(
+            &mut comparisons,
+            &memory.rows,
+            &memory.smallest_pipeline,
+            &memory.smallest_restic,
+        );
+        rows.extend(memory.rows);
+        targets.extend(memory.targets);
+        pipelines.extend(memory.summaries);
+        skipped.extend(memory.skipped);
+    }
     drop(scratch);
 
+    if let Some(script) = &seed_detect {
+        println!("bench: detect");
+        let detect_rows = detect_stage(args.detect_chunks, args.runs, script)?;
+        if let Some(c) = compare(
+            &mut comparisons,
+            &detect_rows,
+            "panini detect",
+            "detect_pending_chunks.py (seed)",
+        ) {
+            targets.push(TargetRow {
+                target: "detect ≥ 20× the seed script".into(),
+                source: "issue #17",
+                wanted: "≥ 20× the seed script's chunks/s".into(),
+                measured: format!(
+                    "{:.0} vs {:.0} chunks/s = {:.1}×",
+                    detect_rows[0].chunks_per_s.unwrap_or(0.0),
+                    detect_rows[1].chunks_per_s.unwrap_or(0.0),
+                    c.ratio
+                ),
+                met: c.ratio >= 20.0,
+            });
+        }
+        rows.extend(detect_rows);
+    } else {
+        skipped.push("detect (--detect-chunks 0)".to_owned());
+    }
+
     let report = Report {
-        machine: machine(loadavg_start, &out),
+        machine: machine(loadavg_start, &out, rss_floor),
         corpus_mib: args.corpus_mib,
         corpus_files: corpus
             .iter()
@@ -439,6 +625,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         comparisons,
         targets,
         pipelines,
+        memory_gib,
+        small_files: args.small_files,
+        detect_chunks: args.detect_chunks,
         skipped,
     };
     let md = markdown(&report);
@@ -471,7 +660,7 @@ fn chunk_stage(
 ) -> anyhow::Result<Vec<Row>> {
     let strategies = [Strategy::Semantic, Strategy::Size];
     let mut panini: Vec<Vec<f64>> = vec![Vec::new(); strategies.len()];
-    let mut peer = Vec::new();
+    let mut peer: Vec<Measured> = Vec::new();
     // Rounds interleave the tools so load from elsewhere spreads over every row.
     for _ in 0..runs {
         for (i, strategy) in strategies.iter().enumerate() {
@@ -492,7 +681,7 @@ fn chunk_stage(
             panini[i].push(start.elapsed().as_secs_f64());
         }
         let output = tempfile::tempdir_in(scratch).context("creating a split dir")?;
-        let start = Instant::now();
+        let mut run = Measured::default();
         for file in files {
             let name = file.file_name().context("corpus file name")?;
             let mut prefix = output.path().join(name).into_os_string();
@@ -502,9 +691,9 @@ fn chunk_stage(
                 .args(["-b", "1048576", "-a", "4", "-d"])
                 .arg(file)
                 .arg(&prefix);
-            run_ok(&mut split)?;
+            run.add(&run_measured(&mut split)?);
         }
-        peer.push(start.elapsed().as_secs_f64());
+        peer.push(run);
     }
     let mut rows: Vec<Row> = strategies
         .iter()
@@ -521,7 +710,7 @@ fn chunk_stage(
         })
         .collect();
     rows.push(
-        Row::new("chunk", "split -b 1M", true, bytes, peer)
+        Row::measured("chunk", "split -b 1M", true, bytes, &peer)
             .note("writes the same bytes as 1 MiB pieces; no hashing, no metadata"),
     );
     Ok(rows)
@@ -632,8 +821,9 @@ fn dispatch_stage(args: &Args) -> anyhow::Result<Vec<Row>> {
 }
 
 /// Runs `xtask pipeline --json` on the corpus `runs` times (a fresh work directory and
-/// bucket prefix each) and the peer beside it: `zstd -1 -T0` of each file into the bucket
-/// directory, or to a staging directory and then `rclone copy` to the same emulator.
+/// bucket prefix each) and the peers beside it: `zstd -1 -T0` of each file into the bucket
+/// directory, or to a staging directory and then `rclone copy` to the same emulator; and,
+/// to a local bucket, `restic backup` into a fresh repository.
 fn pipeline_stage(
     exe: &Path,
     files: &[PathBuf],
@@ -644,50 +834,43 @@ fn pipeline_stage(
 ) -> anyhow::Result<(Vec<Row>, Vec<Value>)> {
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
+    let mut restic = Vec::new();
     let mut summaries = Vec::new();
     let mut bytes_in = 0;
     for run in 0..runs {
         let work = tempfile::tempdir_in(scratch).context("creating a pipeline work dir")?;
-        let mut pipeline = Command::new(exe);
-        pipeline
-            .arg("pipeline")
-            .arg("--json")
-            .arg("--work-dir")
-            .arg(work.path())
-            .args(files);
+        let mut extra = Vec::new();
         if let Some(endpoint) = endpoint {
-            pipeline
-                .arg("--bucket")
-                .arg(format!("gs://{TEST_BUCKET}/bench-pipeline-{run}"))
-                .arg("--endpoint")
-                .arg(endpoint);
+            extra.extend([
+                "--bucket".to_owned(),
+                format!("gs://{TEST_BUCKET}/bench-pipeline-{run}"),
+                "--endpoint".to_owned(),
+                endpoint.to_owned(),
+            ]);
         }
-        let start = Instant::now();
-        let output = pipeline.output().context("running xtask pipeline")?;
-        let seconds = start.elapsed().as_secs_f64();
-        if !output.status.success() {
-            bail!(
-                "xtask pipeline failed ({}): {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let summary: Value = serde_json::from_slice(&output.stdout).with_context(|| {
-            format!(
-                "xtask pipeline --json printed no JSON summary: {}",
-                String::from_utf8_lossy(&output.stdout)
-            )
-        })?;
+        let (measured, summary) = run_pipeline(
+            exe,
+            work.path(),
+            extra
+                .iter()
+                .map(OsStr::new)
+                .chain(files.iter().map(|f| f.as_os_str())),
+        )?;
         bytes_in = summary["bytes_in"]
             .as_u64()
             .context("the pipeline summary has no bytes_in")?;
-        ours.push(seconds);
-        summaries
-            .push(json!({"stage": stage, "run": run + 1, "wall_s": seconds, "summary": summary}));
+        summaries.push(json!({
+            "stage": stage,
+            "run": run + 1,
+            "wall_s": measured.seconds,
+            "peak_rss_kib": measured.peak_rss_kib,
+            "summary": summary,
+        }));
+        ours.push(measured);
         drop(work);
 
         let staging = tempfile::tempdir_in(scratch).context("creating a peer dir")?;
-        let start = Instant::now();
+        let mut peer = Measured::default();
         for file in files {
             let name = file.file_name().context("corpus file name")?;
             let mut target = staging.path().join(name).into_os_string();
@@ -697,7 +880,7 @@ fn pipeline_stage(
                 .arg(file)
                 .arg("-o")
                 .arg(&target);
-            run_ok(&mut zstd)?;
+            peer.add(&run_measured(&mut zstd)?);
         }
         if let Some(endpoint) = endpoint {
             let config = staging.path().join("rclone.conf");
@@ -722,20 +905,26 @@ fn pipeline_stage(
                     "8",
                     "--gcs-no-check-bucket",
                 ]);
-            run_ok(&mut rclone)?;
+            peer.add(&run_measured(&mut rclone)?);
         }
-        theirs.push(start.elapsed().as_secs_f64());
+        theirs.push(peer);
+        drop(staging);
+
+        if endpoint.is_none() {
+            let repo = tempfile::tempdir_in(scratch).context("creating a restic dir")?;
+            restic.push(restic_backup(repo.path(), files)?);
+        }
     }
     let engine = summaries
         .first()
         .and_then(|s| s["summary"]["engine"].as_str())
         .unwrap_or("?")
         .to_owned();
-    let rows = vec![
-        Row::new(stage, "panini pipeline", false, bytes_in, ours).note(format!(
+    let mut rows = vec![
+        Row::measured(stage, "panini pipeline", false, bytes_in, &ours).note(format!(
             "engine {engine}; chunk, detect, dispatch, compress, upload, sync, rebuild and verify every file"
         )),
-        Row::new(
+        Row::measured(
             stage,
             if endpoint.is_some() {
                 "zstd -1 -T0 + rclone copy"
@@ -744,12 +933,19 @@ fn pipeline_stage(
             },
             true,
             bytes_in,
-            theirs,
+            &theirs,
         )
-        .note("compress and store only: no chunks, no dedup, no rebuild or verify"),
+        .note("compress and store only: no chunks, no dedup, no rebuild or verify; peak RSS of the largest process"),
     ];
+    if !restic.is_empty() {
+        rows.push(Row::measured(stage, "restic backup", true, bytes_in, &restic).note(RESTIC_NOTE));
+    }
     Ok((rows, summaries))
 }
+
+/// What a restic row did.
+const RESTIC_NOTE: &str = "`restic backup --compression auto` into a fresh local repository (init untimed): \
+     content-defined chunks, dedup, zstd, encryption; no rebuild or verify";
 
 /// The pipeline target: every corpus byte went in and every file was rebuilt and verified.
 fn verified_target(bucket: &str, summaries: &[Value], corpus_bytes: u64) -> TargetRow {
@@ -816,7 +1012,8 @@ fn markdown(r: &Report) -> String {
          | date | {} |\n| git commit | {}{} |\n| CPU threads | {} |\n| CPU | {} |\n\
          | memory | {} |\n| load (1/5/15 min) at start | {} |\n| load at end | {} |\n\
          | filesystem of the temporary directory (dispatch trees) | {} |\n\
-         | filesystem of the output directory | {} |\n\n",
+         | filesystem of the output directory | {} |\n\
+         | peak RSS of `true` when measured (the least any peak RSS below can be) | {:.1} MiB |\n\n",
         r.corpus_mib,
         r.runs,
         r.pipeline_runs,
@@ -834,13 +1031,19 @@ fn markdown(r: &Report) -> String {
         m.loadavg_end,
         m.temp_filesystem,
         m.out_filesystem,
+        m.peak_rss_floor_mib,
     );
     md += "## Per stage: Panini beside the peer\n\n\
            | stage | Panini | MB/s | peer | MB/s | Panini / peer |\n|---|---|---:|---|---:|---:|\n";
     for c in &r.comparisons {
         md += &format!(
-            "| {} | {} | {:.1} | {} | {:.1} | {:.2}× |\n",
-            c.stage, c.ours, c.ours_mb_per_s, c.peer, c.peer_mb_per_s, c.ratio
+            "| {} | {} | {} | {} | {} | {:.2}× |\n",
+            c.stage,
+            c.ours,
+            rate(c.ours_mb_per_s),
+            c.peer,
+            rate(c.peer_mb_per_s),
+            c.ratio
         );
     }
     md += "\n## Targets\n\n| target | source | wanted | measured | |\n|---|---|---|---|---|\n";
@@ -855,19 +1058,22 @@ fn markdown(r: &Report) -> String {
         );
     }
     md += "\n## Every measurement\n\n\
-           | stage | tool | peer | MiB in | median s | MB/s | chunks/s | runs (s) | note |\n\
-           |---|---|---|---:|---:|---:|---:|---|---|\n";
+           | stage | tool | peer | MiB in | median s | MB/s | chunks/s | peak RSS MiB | runs (s) | note |\n\
+           |---|---|---|---:|---:|---:|---:|---:|---|---|\n";
     for row in &r.rows {
         md += &format!(
-            "| {} | {} | {} | {:.1} | {:.3} | {:.1} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.1} | {:.3} | {} | {} | {} | {} | {} |\n",
             row.stage,
             row.name,
             if row.peer { "peer" } else { "" },
             row.bytes as f64 / f64::from(1 << 20),
             row.median_s,
-            row.mb_per_s,
+            rate(row.mb_per_s),
             row.chunks_per_s
                 .map(|c| format!("{c:.0}"))
+                .unwrap_or_default(),
+            row.peak_rss_mib
+                .map(|m| format!("{m:.0}"))
                 .unwrap_or_default(),
             row.runs_s
                 .iter()
@@ -909,9 +1115,21 @@ fn markdown(r: &Report) -> String {
     md
 }
 
-/// A grouped bar chart (log scale): one group per stage, one bar per Panini engine or peer.
+/// MB/s for a table; a dash where the row counts no bytes (detect).
+fn rate(mb_per_s: f64) -> String {
+    if mb_per_s.is_finite() {
+        format!("{mb_per_s:.1}")
+    } else {
+        "–".into()
+    }
+}
+
+/// A grouped bar chart (log scale): one group per stage, one bar per Panini engine or peer
+/// (the rows with a throughput in MB/s).
 fn chart(rows: &[Row]) -> anyhow::Result<String> {
     use plotters::prelude::*;
+
+    let rows: Vec<&Row> = rows.iter().filter(|r| r.mb_per_s.is_finite()).collect();
 
     // Stages sit at multiples of GROUP on an integer axis (plotters labels integer axes
     // at chosen key points; float axes it labels only where it likes).
@@ -919,7 +1137,7 @@ fn chart(rows: &[Row]) -> anyhow::Result<String> {
     ensure!(!rows.is_empty(), "nothing was measured");
     let mut stages: Vec<&str> = Vec::new();
     let mut names: Vec<(&str, bool)> = Vec::new();
-    for row in rows {
+    for row in rows.iter().copied() {
         if !stages.contains(&row.stage.as_str()) {
             stages.push(&row.stage);
         }
@@ -940,7 +1158,8 @@ fn chart(rows: &[Row]) -> anyhow::Result<String> {
             .iter()
             .enumerate()
             .filter_map(|(si, stage)| {
-                let in_stage: Vec<&Row> = rows.iter().filter(|r| r.stage == *stage).collect();
+                let in_stage: Vec<&Row> =
+                    rows.iter().copied().filter(|r| r.stage == *stage).collect();
                 let pos = in_stage.iter().position(|r| r.name == name)?;
                 Some((
                     si as i32,
@@ -1054,7 +1273,7 @@ fn plot_error<E: std::error::Error + Send + Sync + 'static>(
     anyhow::anyhow!("drawing the chart: {e}")
 }
 
-fn machine(loadavg_start: String, out: &Path) -> Machine {
+fn machine(loadavg_start: String, out: &Path, peak_rss_floor_kib: u64) -> Machine {
     let git = |args: &[&str]| {
         Command::new("git")
             .args(args)
@@ -1087,6 +1306,7 @@ fn machine(loadavg_start: String, out: &Path) -> Machine {
         loadavg_end: loadavg(),
         temp_filesystem: filesystem(&std::env::temp_dir()),
         out_filesystem: filesystem(out),
+        peak_rss_floor_mib: kib_to_mib(peak_rss_floor_kib),
     }
 }
 
@@ -1156,16 +1376,535 @@ fn which(program: &str, arg: &str) -> anyhow::Result<()> {
     }
 }
 
-fn run_ok(command: &mut Command) -> anyhow::Result<()> {
-    let output = command
+/// A child process's wall-clock seconds, peak resident memory and output; or the sum of
+/// the seconds and the largest peak of several run one after the other ([`Measured::add`]).
+#[derive(Debug, Default)]
+pub(crate) struct Measured {
+    pub seconds: f64,
+    /// `ru_maxrss` from `wait4`, in KiB: the child's peak resident memory, or that of a
+    /// process it started and waited for, whichever is larger.
+    pub peak_rss_kib: u64,
+    pub stdout: Vec<u8>,
+}
+
+impl Measured {
+    /// Counts `other`, run after the ones already counted, into this run.
+    fn add(&mut self, other: &Measured) {
+        self.seconds += other.seconds;
+        self.peak_rss_kib = self.peak_rss_kib.max(other.peak_rss_kib);
+    }
+}
+
+/// Runs `command` (stdin empty, stdout and stderr captured): the seconds from its spawn to
+/// its exit, its peak resident memory and its stdout. Fails, with its stderr, unless it
+/// exits successfully.
+///
+/// It is started by `xtask bench measure-child` ([`measure_child`]), which waits for it
+/// with `wait4`. Not from here: Linux starts a process's `ru_maxrss` at the peak resident
+/// memory of the one that spawned it (the memory it forked, or for `posix_spawn`, which
+/// shares it, the spawner's own peak, kept through `exec`), so every child of this
+/// process, holding corpora of hundreds of MiB, would report at least that. A launcher
+/// just started holds a few MiB; [`rss_floor_kib`] measures how many.
+pub(crate) fn run_measured(command: &mut Command) -> anyhow::Result<Measured> {
+    let report = tempfile::NamedTempFile::new().context("creating a report file")?;
+    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    let mut launcher = Command::new(exe);
+    launcher
+        .args(["bench", "measure-child", "--report"])
+        .arg(report.path())
+        .arg("--")
+        .arg(command.get_program())
+        .args(command.get_args())
+        .stdin(Stdio::null());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => launcher.env(key, value),
+            None => launcher.env_remove(key),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        launcher.current_dir(dir);
+    }
+    let output = launcher
         .output()
         .with_context(|| format!("running {command:?}"))?;
     ensure!(
         output.status.success(),
-        "{command:?} failed: {}",
+        "{command:?} failed ({}): {}",
+        output.status,
         String::from_utf8_lossy(&output.stderr)
     );
+    let measured: ChildReport = serde_json::from_slice(
+        &std::fs::read(report.path()).context("reading the measure-child report")?,
+    )
+    .context("reading the measure-child report")?;
+    Ok(Measured {
+        seconds: measured.seconds,
+        peak_rss_kib: measured.peak_rss_kib,
+        stdout: output.stdout,
+    })
+}
+
+/// What `xtask bench measure-child` found out about its child.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct ChildReport {
+    seconds: f64,
+    peak_rss_kib: u64,
+}
+
+/// Options of `xtask bench measure-child`, [`run_measured`]'s launcher.
+#[derive(Debug, clap::Args)]
+pub struct MeasureChildArgs {
+    /// Where to write the child's seconds and peak resident memory (JSON).
+    #[arg(long)]
+    report: PathBuf,
+    /// The program and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<std::ffi::OsString>,
+}
+
+/// Runs the command with this process's standard streams, environment and directory,
+/// waits for it with `wait4`, writes its seconds and `ru_maxrss` to the report, and
+/// fails unless it exited successfully.
+pub fn measure_child(args: MeasureChildArgs) -> anyhow::Result<()> {
+    let (program, rest) = args.command.split_first().context("no command")?;
+    let start = Instant::now();
+    let child = Command::new(program)
+        .args(rest)
+        .spawn()
+        .with_context(|| format!("starting {}", program.to_string_lossy()))?;
+    let pid = libc::pid_t::try_from(child.id()).context("a process id out of range")?;
+    let (status, peak_rss_kib) = wait4(pid).context("waiting for the child")?;
+    let seconds = start.elapsed().as_secs_f64();
+    // `wait4` reaped it: its `Child` must not be waited on again (dropping it does not).
+    drop(child);
+    let report = serde_json::to_vec(&ChildReport {
+        seconds,
+        peak_rss_kib,
+    })?;
+    std::fs::write(&args.report, report)
+        .with_context(|| format!("writing {}", args.report.display()))?;
+    use std::os::unix::process::ExitStatusExt as _;
+    let status = std::process::ExitStatus::from_raw(status);
+    ensure!(
+        status.success(),
+        "{} failed: {status}",
+        program.to_string_lossy()
+    );
     Ok(())
+}
+
+/// Waits for the child `pid`: its raw wait status and peak resident memory in KiB.
+fn wait4(pid: libc::pid_t) -> std::io::Result<(i32, u64)> {
+    loop {
+        let mut status = 0;
+        // SAFETY: an all-zero `rusage` is valid (integers and `timeval`s).
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `status` and `usage` are valid for writes for the whole call.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == pid {
+            // Linux reports ru_maxrss in KiB.
+            return Ok((status, u64::try_from(usage.ru_maxrss).unwrap_or(0)));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// The peak resident memory the launcher alone gives a child: `true`'s, as measured.
+fn rss_floor_kib() -> anyhow::Result<u64> {
+    Ok(run_measured(&mut Command::new("true"))?.peak_rss_kib)
+}
+
+fn kib_to_mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// `xtask pipeline --json --work-dir WORK ARGS…` as a child process: its measurement and
+/// its JSON summary.
+fn run_pipeline<'a>(
+    exe: &Path,
+    work: &Path,
+    args: impl IntoIterator<Item = &'a OsStr>,
+) -> anyhow::Result<(Measured, Value)> {
+    let mut pipeline = Command::new(exe);
+    pipeline
+        .arg("pipeline")
+        .arg("--json")
+        .arg("--work-dir")
+        .arg(work)
+        .args(args);
+    let measured = run_measured(&mut pipeline).context("running xtask pipeline")?;
+    let summary: Value = serde_json::from_slice(&measured.stdout).with_context(|| {
+        format!(
+            "xtask pipeline --json printed no JSON summary: {}",
+            String::from_utf8_lossy(&measured.stdout)
+        )
+    })?;
+    Ok((measured, summary))
+}
+
+/// Checks that the pipeline summary lists `files` files and verified every one.
+fn ensure_verified(summary: &Value, files: usize, what: &str) -> anyhow::Result<()> {
+    let listed = summary["files"].as_array().map_or(&[][..], Vec::as_slice);
+    let verified = listed
+        .iter()
+        .filter(|f| f["verified"].as_bool() == Some(true))
+        .count();
+    ensure!(
+        listed.len() == files && verified == files,
+        "the pipeline on {what} verified {verified} of {} files, {files} expected",
+        listed.len()
+    );
+    Ok(())
+}
+
+/// `restic backup -q --compression auto` of `paths` into a fresh repository in `dir`
+/// (`restic init`, untimed, first). The password is in restic's environment only.
+fn restic_backup(dir: &Path, paths: &[PathBuf]) -> anyhow::Result<Measured> {
+    let restic = |subcommand: &str| {
+        let mut command = Command::new("restic");
+        command
+            .env("RESTIC_PASSWORD", RESTIC_PASSWORD)
+            .env_remove("RESTIC_PASSWORD_FILE")
+            .env_remove("RESTIC_PASSWORD_COMMAND")
+            .arg(subcommand)
+            .arg("-q")
+            .arg("--repo")
+            .arg(dir.join("repo"))
+            .arg("--cache-dir")
+            .arg(dir.join("cache"));
+        command
+    };
+    run_measured(&mut restic("init")).context("restic init")?;
+    let mut backup = restic("backup");
+    backup.args(["--compression", "auto"]).args(paths);
+    run_measured(&mut backup).context("restic backup")
+}
+
+/// A target of Panini's throughput over the peer's.
+fn ratio_target(target: &str, c: &Comparison, wanted: f64) -> TargetRow {
+    TargetRow {
+        target: target.to_owned(),
+        source: "issue #17",
+        wanted: format!("≥ {wanted}× {}", c.peer),
+        measured: format!(
+            "{:.1} vs {:.1} MB/s = {:.2}×",
+            c.ours_mb_per_s, c.peer_mb_per_s, c.ratio
+        ),
+        met: c.ratio >= wanted,
+    }
+}
+
+/// 3000 as `3,000`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// The pipeline on a folder of `count` small files (copied to a small-files directory,
+/// [`small_files_dir`], with its work directory beside them) beside `restic backup` of
+/// the same folder into a fresh repository there, `runs` times each.
+fn small_files_stage(
+    exe: &Path,
+    stage: &str,
+    count: usize,
+    runs: usize,
+) -> anyhow::Result<(Vec<Row>, Vec<Value>)> {
+    let (dir, filesystem) = small_files_dir().context("creating a small-files directory")?;
+    let folder = dir.path().join("files");
+    let bytes = copy_small_files(&folder, count)?;
+    let note = format!(
+        "{} files, {:.1} MiB (the first non-empty regular files of /usr/lib/python3.* and \
+         /usr/share/doc) on {filesystem}",
+        thousands(count),
+        bytes as f64 / f64::from(1 << 20)
+    );
+    let (mut ours, mut restic, mut summaries) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        let work = tempfile::tempdir_in(dir.path()).context("creating a pipeline work dir")?;
+        // Hidden files and ignore rules would leave files out that restic backs up.
+        let args = ["--hidden", "--no-ignore"].map(OsStr::new);
+        let (measured, summary) = run_pipeline(
+            exe,
+            work.path(),
+            args.into_iter().chain([folder.as_os_str()]),
+        )?;
+        ensure_verified(&summary, count, "the small files")?;
+        summaries.push(json!({
+            "stage": stage,
+            "run": run + 1,
+            "wall_s": measured.seconds,
+            "peak_rss_kib": measured.peak_rss_kib,
+            "summary": summary,
+        }));
+        ours.push(measured);
+        drop(work);
+        let repo = tempfile::tempdir_in(dir.path()).context("creating a restic dir")?;
+        restic.push(restic_backup(repo.path(), std::slice::from_ref(&folder))?);
+    }
+    let rows = vec![
+        Row::measured(stage, "panini pipeline DIR", false, bytes, &ours).note(format!(
+            "{note}; every file rebuilt and verified; work dir beside them"
+        )),
+        Row::measured(stage, "restic backup", true, bytes, &restic)
+            .note(format!("{note}; {RESTIC_NOTE}")),
+    ];
+    Ok((rows, summaries))
+}
+
+/// Copies the first `count` non-empty regular files of a sorted walk of /usr/lib/python3.*
+/// and /usr/share/doc (symbolic links left out, unreadable files skipped) under `dest`,
+/// keeping their paths; their bytes. Empty files are left out: the pipeline skips them.
+fn copy_small_files(dest: &Path, count: usize) -> anyhow::Result<u64> {
+    let mut roots: Vec<PathBuf> = std::fs::read_dir("/usr/lib")
+        .context("listing /usr/lib")?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("python3."))
+        .map(|e| e.path())
+        .collect();
+    roots.sort();
+    roots.push(PathBuf::from("/usr/share/doc"));
+    let (mut copied, mut bytes) = (0, 0);
+    for root in &roots {
+        let mut stack = vec![root.clone()];
+        // Depth first, each folder's entries in name order (reversed onto the stack).
+        while let Some(path) = stack.pop() {
+            if copied == count {
+                return Ok(bytes);
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                let Ok(entries) = std::fs::read_dir(&path) else {
+                    continue;
+                };
+                let mut children: Vec<PathBuf> =
+                    entries.filter_map(Result::ok).map(|e| e.path()).collect();
+                children.sort();
+                stack.extend(children.into_iter().rev());
+            } else if meta.is_file() && meta.len() > 0 {
+                let rel = path.strip_prefix("/").context("an absolute path")?;
+                let target = dest.join(rel);
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("creating {}", parent.display()))?;
+                }
+                // A file this user cannot read is not one of the set.
+                if let Ok(n) = std::fs::copy(&path, &target) {
+                    copied += 1;
+                    bytes += n;
+                }
+            }
+        }
+    }
+    ensure!(
+        copied == count,
+        "only {copied} regular files under /usr/lib/python3.* and /usr/share/doc, {count} wanted"
+    );
+    Ok(bytes)
+}
+
+/// What the memory stage measured.
+struct MemoryStage {
+    rows: Vec<Row>,
+    targets: Vec<TargetRow>,
+    summaries: Vec<Value>,
+    skipped: Vec<String>,
+    /// The names of the rows on the smallest file, Panini's and restic's.
+    smallest_pipeline: String,
+    smallest_restic: String,
+}
+
+/// The pipeline's peak resident memory on one file of each size in `sizes_gib` (written
+/// once under `files_dir`), and restic's on the smallest, `runs` times each; the work
+/// directories and the restic repository under `scratch`, on the same disk.
+fn memory_stage(
+    exe: &Path,
+    files_dir: &Path,
+    scratch: &Path,
+    sizes_gib: &[f64],
+    runs: usize,
+) -> anyhow::Result<MemoryStage> {
+    const STAGE: &str = "memory";
+    std::fs::create_dir_all(files_dir)
+        .with_context(|| format!("creating {}", files_dir.display()))?;
+    let filesystem = filesystem(files_dir);
+    let mut sizes = sizes_gib.to_vec();
+    sizes.sort_by(f64::total_cmp);
+    sizes.dedup_by_key(|gib| gib_bytes(*gib));
+    let (mut rows, mut summaries) = (Vec::new(), Vec::new());
+    let mut peaks = Vec::new();
+    for &gib in &sizes {
+        let file = memory_file(files_dir, gib)?;
+        let bytes = gib_bytes(gib);
+        let mut ours = Vec::new();
+        for run in 0..runs {
+            let work = tempfile::tempdir_in(scratch).context("creating a pipeline work dir")?;
+            let (measured, summary) = run_pipeline(exe, work.path(), [file.as_os_str()])?;
+            ensure_verified(&summary, 1, &format!("the {gib} GiB file"))?;
+            summaries.push(json!({
+                "stage": format!("{STAGE} ({gib} GiB)"),
+                "run": run + 1,
+                "wall_s": measured.seconds,
+                "peak_rss_kib": measured.peak_rss_kib,
+                "summary": summary,
+            }));
+            ours.push(measured);
+        }
+        let row = Row::measured(STAGE, format!("panini pipeline, {gib} GiB file"), false, bytes, &ours)
+            .note(format!(
+                "one file of random and compressible MiB blocks on {filesystem}, work dir on the same disk; peak RSS of the pipeline process (its workers are threads)"
+            ));
+        peaks.push((gib, row.peak_rss_mib.unwrap_or(0.0)));
+        rows.push(row);
+    }
+    let smallest = sizes[0];
+    let file = memory_file(files_dir, smallest)?;
+    let mut restic = Vec::new();
+    for _ in 0..runs {
+        let repo = tempfile::tempdir_in(scratch).context("creating a restic dir")?;
+        restic.push(restic_backup(repo.path(), std::slice::from_ref(&file))?);
+    }
+    let restic_row = Row::measured(
+        STAGE,
+        format!("restic backup, {smallest} GiB file"),
+        true,
+        gib_bytes(smallest),
+        &restic,
+    )
+    .note(format!("{RESTIC_NOTE}; repository on {filesystem}"));
+    let restic_peak = restic_row.peak_rss_mib.unwrap_or(0.0);
+    let smallest_restic = restic_row.name.clone();
+    rows.push(restic_row);
+
+    let (_, ours_smallest) = peaks[0];
+    let mut targets = vec![TargetRow {
+        target: format!("peak memory of pipeline on {smallest} GiB ≤ restic's"),
+        source: "issue #17",
+        wanted: "peak RSS ≤ restic backup's on the same file".into(),
+        measured: format!("{ours_smallest:.0} vs {restic_peak:.0} MiB"),
+        met: ours_smallest <= restic_peak,
+    }];
+    let mut skipped = Vec::new();
+    if peaks.len() >= 2 {
+        let low = peaks.iter().map(|p| p.1).fold(f64::MAX, f64::min);
+        let high = peaks.iter().map(|p| p.1).fold(0.0, f64::max);
+        let sizes: Vec<String> = peaks.iter().map(|(gib, _)| gib.to_string()).collect();
+        let each: Vec<String> = peaks
+            .iter()
+            .map(|(gib, mib)| format!("{gib} GiB: {mib:.0} MiB"))
+            .collect();
+        targets.push(TargetRow {
+            target: format!(
+                "peak memory the same on {} GiB (within 10%)",
+                sizes.join(" and ")
+            ),
+            source: "issue #17",
+            wanted: "largest peak RSS ≤ 1.1× the smallest".into(),
+            measured: format!(
+                "{}; largest / smallest = {:.2}",
+                each.join(", "),
+                high / low
+            ),
+            met: high <= low * 1.1,
+        });
+    } else {
+        skipped.push(format!(
+            "peak memory across file sizes (only {smallest} GiB in --memory-gib)"
+        ));
+    }
+    Ok(MemoryStage {
+        smallest_pipeline: rows[0].name.clone(),
+        smallest_restic,
+        rows,
+        targets,
+        summaries,
+        skipped,
+    })
+}
+
+/// `memory-<gib>gib.bin` in `dir`: 1 MiB blocks, alternately random bytes and random
+/// letters from an alphabet of 16 (about half compressible), every block distinct so
+/// nothing deduplicates. Written once (through a temporary name) and reused while its
+/// size is right.
+fn memory_file(dir: &Path, gib: f64) -> anyhow::Result<PathBuf> {
+    use rand::{RngCore as _, SeedableRng as _};
+
+    let path = dir.join(format!("memory-{gib}gib.bin"));
+    let len = gib_bytes(gib);
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == len) {
+        return Ok(path);
+    }
+    println!("bench: writing the {gib} GiB file of the memory stage");
+    let partial = dir.join(format!(".memory-{gib}gib.bin.partial"));
+    let mut writer = std::io::BufWriter::new(
+        std::fs::File::create(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?,
+    );
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(len);
+    let mut block = vec![0u8; 1 << 20];
+    for i in 0..len >> 20 {
+        rng.fill_bytes(&mut block);
+        if i % 2 == 1 {
+            for b in &mut block {
+                *b = b'a' + (*b & 0x0f);
+            }
+        }
+        writer
+            .write_all(&block)
+            .with_context(|| format!("writing {}", partial.display()))?;
+    }
+    writer
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, &path).with_context(|| format!("renaming {}", partial.display()))?;
+    Ok(path)
+}
+
+/// `panini detect` and the seed detect script on `chunks` pending chunk directories
+/// ([`crate::bench_detect::measure`]): chunks per second, no bytes.
+fn detect_stage(chunks: usize, runs: usize, script: &Path) -> anyhow::Result<Vec<Row>> {
+    let outcome = crate::bench_detect::measure(chunks, runs, Some(script))?;
+    let note = format!(
+        "{} pending chunk directories (metadata.json + sparse data.bin) on {}; \
+         writes chunks_to_process.json",
+        thousands(chunks),
+        outcome.filesystem
+    );
+    let row = |name: &str, peer: bool, runs_s: Vec<f64>, peak_kib: Option<u64>| {
+        let mut row = Row::new("detect", name, peer, 0, runs_s).note(note.clone());
+        row.mb_per_s = f64::NAN;
+        row.chunks_per_s = Some(chunks as f64 / row.median_s);
+        row.peak_rss_mib = peak_kib.map(kib_to_mib);
+        row
+    };
+    Ok(vec![
+        row(
+            "panini detect",
+            false,
+            outcome.ours_secs,
+            Some(outcome.ours_peak_rss_kib),
+        ),
+        row(
+            "detect_pending_chunks.py (seed)",
+            true,
+            outcome.seed_secs,
+            outcome.seed_peak_rss_kib,
+        ),
+    ])
 }
 
 fn median(values: &[f64]) -> f64 {

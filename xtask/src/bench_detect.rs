@@ -5,14 +5,15 @@
 //! as the Python chunker wrote it and a sparse `data.bin` (detect only `stat`s it), every
 //! chunk `pending`. Both commands run from the repository root, write
 //! `chunks_to_process.json` there, and are timed wall-clock over `--runs` interleaved
-//! runs after one untimed run each (so both read from the page cache). The script is
+//! runs after one untimed run each (so both read from the page cache), with their peak
+//! resident memory (`crate::bench_all::run_measured`). `cargo xtask bench` runs the same
+//! measurement ([`measure`]) beside its other stages. The script is
 //! run where it lies (`../shared/peers/seed/detect_pending_chunks.py`, or
 //! `$PANINI_SEED_DETECT`), never copied; without it the comparison is skipped with a
 //! note. Results go to `target/bench/detect.json`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::Command;
 
 use anyhow::Context as _;
 use chunk_model::layout::{DATA_FILE, METADATA_FILE, chunk_dir_name};
@@ -31,7 +32,7 @@ pub struct Args {
 }
 
 /// The original detect script, if this checkout sits beside the shared peers.
-fn seed_script() -> Option<PathBuf> {
+pub(crate) fn seed_script() -> Option<PathBuf> {
     let path = std::env::var_os("PANINI_SEED_DETECT")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -72,18 +73,11 @@ fn python_tree(root: &Path, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seconds `command` takes, which must succeed (or, for the seed script, exit 0 or 1:
-/// it exits 1 when nothing is pending).
-fn timed(command: &mut Command, what: &str) -> anyhow::Result<f64> {
-    let start = Instant::now();
-    let status = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .with_context(|| format!("running {what}"))?;
-    let secs = start.elapsed().as_secs_f64();
-    anyhow::ensure!(status.success(), "{what} failed: {status}");
-    Ok(secs)
+/// Seconds and peak resident memory (KiB) of `command`, which must succeed.
+fn timed(command: &mut Command, what: &str) -> anyhow::Result<(f64, u64)> {
+    let child =
+        crate::bench_all::run_measured(command).with_context(|| format!("running {what}"))?;
+    Ok((child.seconds, child.peak_rss_kib))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -91,14 +85,32 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
+/// Both commands' runs on one tree of pending chunks.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    /// The filesystem of the tree.
+    pub filesystem: String,
+    /// Seconds of each timed run of `panini detect`.
+    pub ours_secs: Vec<f64>,
+    /// The largest peak resident memory of its runs, in KiB.
+    pub ours_peak_rss_kib: u64,
+    /// The same for the seed script, where it was run.
+    pub seed_secs: Vec<f64>,
+    pub seed_peak_rss_kib: Option<u64>,
+}
+
+/// Writes `chunks` pending chunk directories (in a small-files directory, see
+/// [`crate::bench_all::small_files_dir`]) and times `panini detect` and, when `script`
+/// is given, the seed script on them: one untimed run each, then `runs` interleaved.
+pub(crate) fn measure(
+    chunks: usize,
+    runs: usize,
+    script: Option<&Path>,
+) -> anyhow::Result<Outcome> {
+    anyhow::ensure!(runs >= 1, "--runs must be at least 1");
     let (work, filesystem) = crate::bench_all::small_files_dir()?;
-    python_tree(work.path(), args.chunks)?;
-    println!(
-        "bench detect: {} pending chunk directories on {filesystem}",
-        args.chunks
-    );
+    python_tree(work.path(), chunks)?;
+    println!("bench detect: {chunks} pending chunk directories on {filesystem}");
     let exe = std::env::current_exe()?;
     let ours = || {
         let mut command = Command::new(&exe);
@@ -106,7 +118,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         command.current_dir(work.path());
         command
     };
-    let script = seed_script();
     let seed = |path: &Path| {
         let mut command = Command::new("python3");
         command.arg(path).current_dir(work.path());
@@ -117,22 +128,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let listed: serde_json::Value =
         serde_json::from_slice(&std::fs::read(work.path().join("chunks_to_process.json"))?)?;
     anyhow::ensure!(
-        listed.as_array().map(Vec::len) == Some(args.chunks),
+        listed.as_array().map(Vec::len) == Some(chunks),
         "panini detect listed {} chunks",
         listed.as_array().map_or(0, Vec::len)
     );
-    if let Some(path) = &script {
+    if let Some(path) = script {
         timed(&mut seed(path), "the seed detect script")?;
     }
-    let (mut ours_secs, mut seed_secs) = (Vec::new(), Vec::new());
-    for _ in 0..args.runs {
-        ours_secs.push(timed(&mut ours(), "panini detect")?);
-        if let Some(path) = &script {
-            seed_secs.push(timed(&mut seed(path), "the seed detect script")?);
+    let mut outcome = Outcome {
+        filesystem,
+        ours_secs: Vec::new(),
+        ours_peak_rss_kib: 0,
+        seed_secs: Vec::new(),
+        seed_peak_rss_kib: None,
+    };
+    for _ in 0..runs {
+        let (secs, rss) = timed(&mut ours(), "panini detect")?;
+        outcome.ours_secs.push(secs);
+        outcome.ours_peak_rss_kib = outcome.ours_peak_rss_kib.max(rss);
+        if let Some(path) = script {
+            let (secs, rss) = timed(&mut seed(path), "the seed detect script")?;
+            outcome.seed_secs.push(secs);
+            outcome.seed_peak_rss_kib = Some(outcome.seed_peak_rss_kib.unwrap_or(0).max(rss));
         }
     }
-    let ours_median = median(ours_secs.clone());
-    let seed_median = script.as_ref().map(|_| median(seed_secs.clone()));
+    Ok(outcome)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let script = seed_script();
+    let outcome = measure(args.chunks, args.runs, script.as_deref())?;
+    let ours_median = median(outcome.ours_secs.clone());
+    let seed_median = script.as_ref().map(|_| median(outcome.seed_secs.clone()));
     println!(
         "panini detect: {ours_median:.3} s median of {} ({:.0} chunks/s)",
         args.runs,
@@ -150,13 +177,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let result = serde_json::json!({
         "chunks": args.chunks,
         "runs": args.runs,
-        "filesystem": filesystem,
+        "filesystem": outcome.filesystem,
         "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
-        "panini_detect_seconds": ours_secs,
-        "seed_script_seconds": seed_secs,
+        "panini_detect_seconds": outcome.ours_secs,
+        "seed_script_seconds": outcome.seed_secs,
         "panini_median_seconds": ours_median,
         "seed_median_seconds": seed_median,
         "speedup": seed_median.map(|s| s / ours_median),
+        "panini_peak_rss_kib": outcome.ours_peak_rss_kib,
+        "seed_peak_rss_kib": outcome.seed_peak_rss_kib,
     });
     if let Some(dir) = args.output.parent() {
         std::fs::create_dir_all(dir)?;

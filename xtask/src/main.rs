@@ -89,6 +89,10 @@ enum Bench {
     /// The simulated workers of `bench scale`, run as its child process.
     #[command(hide = true)]
     ScaleFleet(bench_scale::FleetArgs),
+    /// Runs a command for the benchmarks: its seconds and peak resident memory, from
+    /// `wait4`, to a report file.
+    #[command(hide = true)]
+    MeasureChild(bench_all::MeasureChildArgs),
 }
 
 fn main() -> ExitCode {
@@ -125,6 +129,10 @@ fn main() -> ExitCode {
             what: Some(Bench::ScaleFleet(args)),
             ..
         } => bench_scale::run_fleet(args),
+        Command::Bench {
+            what: Some(Bench::MeasureChild(args)),
+            ..
+        } => bench_all::measure_child(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
