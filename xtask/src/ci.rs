@@ -26,6 +26,9 @@ const APT_PACKAGES: &[&str] = &[
     "lz4",
     "zstd",
     "rclone",
+    // The whole-job peer of `cargo xtask bench` (and its test): chunks, hashes,
+    // compresses and stores a backup too.
+    "restic",
     // Real encoder output for the chunker's media tests, checked against ffprobe.
     "ffmpeg",
     // The venv below.

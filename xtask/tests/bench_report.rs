@@ -17,9 +17,25 @@ const STAGES_WITH_PEERS: [&str; 6] = [
     "pipeline (local)",
 ];
 
+/// The original design's detect script, where the bench looks for it: beside this
+/// checkout in the shared peers, or where `PANINI_SEED_DETECT` says.
+fn seed_detect_script() -> Option<std::path::PathBuf> {
+    std::env::var_os("PANINI_SEED_DETECT")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/peers/seed/detect_pending_chunks.py")
+        })
+        .canonicalize()
+        .ok()
+}
+
 #[test]
 fn bench_writes_a_report_with_every_stage_beside_its_peer_and_a_chart() {
     let out = tempfile::tempdir().unwrap();
+    // Without the seed script, the detect comparison cannot run: the bench is told to
+    // skip it, and must say so.
+    let seed = seed_detect_script();
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args([
             "bench",
@@ -29,6 +45,13 @@ fn bench_writes_a_report_with_every_stage_beside_its_peer_and_a_chart() {
             "1",
             "--dispatch-chunks",
             "200",
+            // 32 and 64 MiB files: the memory stage's two sizes, small.
+            "--memory-gib",
+            "0.03125,0.0625",
+            "--small-files",
+            "200",
+            "--detect-chunks",
+            if seed.is_some() { "2000" } else { "0" },
             "--out",
         ])
         .arg(out.path())
@@ -48,7 +71,11 @@ fn bench_writes_a_report_with_every_stage_beside_its_peer_and_a_chart() {
             .unwrap();
     let rows = report["rows"].as_array().expect("rows");
     let mut stages = STAGES_WITH_PEERS.to_vec();
-    stages.push("pipeline (emulator)");
+    stages.extend([
+        "pipeline (emulator)",
+        "pipeline (200 small files)",
+        "memory",
+    ]);
     for stage in &stages {
         let in_stage: Vec<&Value> = rows.iter().filter(|r| r["stage"] == *stage).collect();
         let ours: Vec<&&Value> = in_stage.iter().filter(|r| r["peer"] == false).collect();
@@ -73,20 +100,40 @@ fn bench_writes_a_report_with_every_stage_beside_its_peer_and_a_chart() {
         .iter()
         .map(|c| c["stage"].as_str().unwrap())
         .collect();
+    // Detect is counted in chunks per second: its rows carry no bytes.
+    if seed.is_some() {
+        let detect: Vec<&Value> = rows.iter().filter(|r| r["stage"] == "detect").collect();
+        assert_eq!(detect.len(), 2, "{detect:?}");
+        for row in &detect {
+            let per_s = row["chunks_per_s"].as_f64().unwrap_or(f64::NAN);
+            assert!(per_s.is_finite() && per_s > 0.0, "detect: {row}");
+        }
+        stages.push("detect");
+    }
     for stage in &stages {
         assert!(
             compared.contains(stage),
             "{stage} not compared: {compared:?}"
         );
     }
-    assert!(report["skipped"].as_array().unwrap().is_empty());
-    // The whole pipeline rebuilt and verified every corpus file, both buckets.
+    let skipped = report["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), usize::from(seed.is_none()), "{skipped:?}");
+    // The whole pipeline rebuilt and verified every file: the corpus into both buckets,
+    // the folder of small files, and the memory stage's one file of each size.
     let pipelines = report["pipelines"].as_array().unwrap();
-    assert_eq!(pipelines.len(), 2);
+    let files_per_run: Vec<usize> = pipelines
+        .iter()
+        .map(|p| p["summary"]["files"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(files_per_run, [7, 7, 200, 1, 1], "{pipelines:?}");
     for p in pipelines {
         let files = p["summary"]["files"].as_array().unwrap();
-        assert_eq!(files.len(), 7, "{p}");
         assert!(files.iter().all(|f| f["verified"] == true), "{p}");
+    }
+    // Peak memory is measured for every process the memory stage runs.
+    for row in rows.iter().filter(|r| r["stage"] == "memory") {
+        let mib = row["peak_rss_mib"].as_f64().unwrap_or(f64::NAN);
+        assert!(mib.is_finite() && mib > 0.0, "no peak memory in {row}");
     }
     let machine = &report["machine"];
     assert!(machine["cpu_threads"].as_u64().unwrap() >= 1);
@@ -115,7 +162,8 @@ fn bench_writes_a_report_with_every_stage_beside_its_peer_and_a_chart() {
         "not an SVG: {}",
         &svg[..svg.len().min(80)]
     );
-    for stage in &stages {
+    // The chart is in MB/s; detect, in chunks per second, is not on it.
+    for stage in stages.iter().filter(|stage| **stage != "detect") {
         assert!(svg.contains(stage), "the chart has no {stage} group");
     }
     // A bar per row, besides the background and the legend's swatches.
