@@ -558,6 +558,40 @@ fn cpu_device() -> String {
     format!("cpu ({} threads)", rayon::current_num_threads())
 }
 
+/// Where Linux shows a GPU or accelerator to programs: NVIDIA's nodes, DRM render nodes
+/// (AMD, Intel, ARM and most others), AMD's compute node, WSL's GPU, ARM Mali. `*` ends a
+/// prefix.
+#[cfg(panini_opencl)]
+const GPU_DEVICE_NODES: [&str; 5] = [
+    "/dev/nvidia*",
+    "/dev/dri/renderD*",
+    "/dev/kfd",
+    "/dev/dxg",
+    "/dev/mali*",
+];
+
+/// Whether any of [`GPU_DEVICE_NODES`] exists. Elsewhere than Linux there is no such
+/// convention: always `true`, and the drivers are asked.
+#[cfg(panini_opencl)]
+fn gpu_device_node_present() -> bool {
+    if !cfg!(target_os = "linux") {
+        return true;
+    }
+    GPU_DEVICE_NODES
+        .iter()
+        .any(|node| match node.strip_suffix('*') {
+            None => std::path::Path::new(node).exists(),
+            Some(prefix) => {
+                let (dir, name) = prefix.rsplit_once('/').unwrap_or(("/", prefix));
+                std::fs::read_dir(dir).is_ok_and(|entries| {
+                    entries
+                        .flatten()
+                        .any(|e| e.file_name().to_string_lossy().starts_with(name))
+                })
+            }
+        })
+}
+
 /// Picks the engine; for `auto` also the reason it fell back to the CPU, logged once here.
 #[cfg(panini_opencl)]
 fn select_engine(choice: EngineChoice) -> Result<(EngineImpl, Option<String>), CompressError> {
@@ -567,6 +601,17 @@ fn select_engine(choice: EngineChoice) -> Result<(EngineImpl, Option<String>), C
             return opencl::engine::shared()
                 .map(|e| (EngineImpl::OpenCl(e), None))
                 .map_err(CompressError::OpenClUnavailable);
+        }
+        // Loading the OpenCL drivers costs tens of milliseconds and, with PoCL's LLVM,
+        // tens of MiB of memory (issue #17); without a GPU to be found they are not loaded.
+        EngineChoice::Auto
+            if !opencl::engine::device_chosen_by_env() && !gpu_device_node_present() =>
+        {
+            format!(
+                "no GPU device node ({}), so the OpenCL drivers were not loaded; set {}=<index|name> or --engine opencl to use a CPU implementation such as PoCL",
+                GPU_DEVICE_NODES.join(", "),
+                opencl::DEVICE_ENV
+            )
         }
         EngineChoice::Auto => match opencl::engine::candidate() {
             Ok(c) if c.is_gpu || opencl::engine::device_chosen_by_env() => {
