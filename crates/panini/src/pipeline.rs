@@ -37,8 +37,8 @@ pub const DEFAULT_WORKER_MEMORY: u64 = 32 << 20;
 /// `Debug` shows the token and signing key as `<redacted>`.
 #[derive(Clone)]
 pub struct PipelineConfig {
-    /// The work directory: the chunk tree (`pending_compression/`), rebuilt files, and
-    /// the default bucket.
+    /// The work directory: the chunk tree (`pending_compression/`) and the default
+    /// bucket.
     pub work_dir: PathBuf,
     /// Files and folders to chunk now into `work_dir/pending_compression`; folders are
     /// walked as `inputs` says, and every file is named by `chunker::assign_names`
@@ -624,8 +624,6 @@ impl Pipeline {
         ));
 
         let started = Instant::now();
-        let rebuilt_dir = work.join("rebuilt");
-        std::fs::create_dir_all(&rebuilt_dir).map_err(Error::io(&rebuilt_dir))?;
         // Files are rebuilt concurrently, one per core (each rebuild hashes its file in
         // order, on one core), and a file chunked in this run has its source hashed
         // beside its rebuild: the source must have the SHA-256 of the bytes rebuilt.
@@ -633,12 +631,10 @@ impl Pipeline {
         let outcomes: Vec<_> = futures::stream::iter(&recipes)
             .map(|(index, file_sha256)| {
                 let name = rows[*index].name.clone();
-                let output = rebuilt_dir.join(&name);
                 let source = rows[*index].source.clone();
                 let store = store.as_ref();
                 async move {
-                    let result =
-                        rebuild_and_compare(store, &name, *file_sha256, &output, source).await;
+                    let result = rebuild_and_compare(store, &name, *file_sha256, source).await;
                     match result {
                         Ok((size, stored)) => (*index, size, Ok(()), stored),
                         Err(e) => (*index, 0, Err(e), 0),
@@ -851,34 +847,35 @@ async fn prune_raw_bytes(
     Ok(pruned)
 }
 
-/// Rebuilds the file `name` with SHA-256 `file_sha256` into `output` (checking every
-/// chunk and the whole file), removes the output again, and, when the file was chunked
-/// in this run, checks that its source has the SHA-256 of the rebuilt bytes. Returns the
-/// file's size and the bytes its distinct chunk objects take in the store.
+/// Rebuilds the file `name` from the bucket alone, chunk by chunk in memory
+/// ([`uploader::verify_recipe`]: every chunk's and the whole file's size and SHA-256
+/// checked, exactly as `panini reconstruct` checks them before it writes a file), and,
+/// for a file chunked in this run, checks that its `source` has the same SHA-256.
+/// Nothing is written: a rebuilt copy on disk would be deleted at once, after costing a
+/// temporary file, an `fsync` and a rename per file (issue #17). Returns the file's size
+/// and the bytes its distinct chunk objects take.
 async fn rebuild_and_compare(
     store: &dyn ObjectStore,
     name: &str,
     file_sha256: Sha256Digest,
-    output: &Path,
     source: Option<PathBuf>,
 ) -> Result<(u64, u64), String> {
     let source_hash = source.map(|source| {
         tokio::task::spawn_blocking(move || sha256_of_file(&source).map(|hash| (source, hash)))
     });
-    let rebuilt = uploader::reconstruct(
+    let (recipe_key, recipe) =
+        uploader::reconstruct::find_recipe(store, name, Which::File(file_sha256))
+            .await
+            .map_err(|e| e.to_string())?;
+    let report = uploader::verify_recipe(
         store,
-        name,
-        Which::File(file_sha256),
-        output,
+        recipe_key,
+        &recipe,
         &ReconstructOptions::default(),
         &|_| {},
     )
-    .await;
-    let _ = std::fs::remove_file(output);
-    let report = rebuilt.map_err(|e| e.to_string())?;
-    let (_, recipe) = uploader::reconstruct::find_recipe(store, name, Which::File(file_sha256))
-        .await
-        .map_err(|e| e.to_string())?;
+    .await
+    .map_err(|e| e.to_string())?;
     let stored = stored_size(store, &recipe)
         .await
         .map_err(|e| e.to_string())?;
@@ -889,8 +886,7 @@ async fn rebuild_and_compare(
     match hashing.await {
         Ok(Ok((_, hash))) if hash == report.file_sha256 => Ok(sizes),
         Ok(Ok((source, hash))) => Err(format!(
-            "{} rebuilt with SHA-256 {}, source {} has {hash}",
-            output.display(),
+            "{name} rebuilt from the bucket with SHA-256 {}, source {} has {hash}",
             report.file_sha256,
             source.display()
         )),
@@ -915,9 +911,10 @@ pub fn sha256_of_file(path: &Path) -> Result<Sha256Digest, Error> {
 async fn stored_size(store: &dyn ObjectStore, recipe: &chunk_model::Recipe) -> Result<u64, Error> {
     let keys: std::collections::BTreeSet<&str> =
         recipe.chunks.iter().map(|c| c.key.as_str()).collect();
+    let keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
     let mut total = 0;
-    for key in keys {
-        if let Some(info) = store.stat(key).await? {
+    for stat in store.stat_many(&keys).await {
+        if let Some(info) = stat? {
             total += info.size;
         }
     }

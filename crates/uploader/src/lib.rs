@@ -41,7 +41,7 @@ pub use local::LocalDir;
 pub use publish::{KnownObjects, Publish, PublishError, publish_if_complete};
 pub use reconstruct::{
     ReconstructError, ReconstructOptions, ReconstructProgress, ReconstructReport, VerifyReport,
-    Which, reconstruct, verify,
+    Which, reconstruct, verify, verify_recipe,
 };
 pub use retry::RetryPolicy;
 pub use store::{

@@ -312,12 +312,23 @@ pub async fn verify(
     progress: &(dyn Fn(ReconstructProgress) + Sync),
 ) -> Result<VerifyReport, ReconstructError> {
     let (recipe_key, recipe) = find_recipe(store, name, which).await?;
-    let actual = rebuild_into(store, &recipe, &mut tokio::io::sink(), options, progress)
+    verify_recipe(store, recipe_key, &recipe, options, progress).await
+}
+
+/// [`verify`] of a recipe already read (by [`find_recipe`]), stored under `recipe_key`.
+pub async fn verify_recipe(
+    store: &dyn ObjectStore,
+    recipe_key: String,
+    recipe: &Recipe,
+    options: &ReconstructOptions,
+    progress: &(dyn Fn(ReconstructProgress) + Sync),
+) -> Result<VerifyReport, ReconstructError> {
+    let actual = rebuild_into(store, recipe, &mut tokio::io::sink(), options, progress)
         .await
         .map_err(|e| e.at_path(Path::new("(verification)")))?;
     if actual != recipe.file_sha256 {
         return Err(ReconstructError::FileHash {
-            name: name.to_owned(),
+            name: recipe.name.clone(),
             expected: recipe.file_sha256,
             actual,
         });

@@ -70,8 +70,8 @@ pub struct Args {
     #[arg(long, hide = true, conflicts_with = "sample_size")]
     sample_mib: Option<u64>,
     /// The work directory: the chunk tree (WORK_DIR/pending_compression, replaced only
-    /// when a pipeline run created it), generated samples, rebuilt files and the default
-    /// bucket. Relative to the current directory.
+    /// when a pipeline run created it), generated samples and the default bucket.
+    /// Relative to the current directory.
     #[arg(long, default_value = DEFAULT_WORK_DIR)]
     work_dir: PathBuf,
     /// Give up waiting for the workers after this long (e.g. 90s, 10m).
