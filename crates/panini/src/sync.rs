@@ -78,32 +78,64 @@ pub enum RecipeState {
 /// Publishes the recipe of every file under `base` whose chunk objects are all in
 /// `store` (see `uploader::publish_if_complete`); each file's outcome is reported, and
 /// one file's failure does not stop the others.
+///
+/// Recipes already there (those the workers published, usually all of them) are found
+/// with one `stat_many` for the whole tree; only the others go through
+/// `publish_if_complete`, one file at a time.
 pub async fn publish_recipes(
     base: &Path,
     store: &dyn ObjectStore,
 ) -> Result<Vec<FileRecipe>, Error> {
     let layout = chunk_model::Layout::new(base);
+    let files: Vec<(String, Result<chunk_model::Manifest, String>)> = crate::tree::files(base)?
+        .into_iter()
+        .map(|file| {
+            let manifest = layout
+                .manifest_path(&file.name)
+                .and_then(|path| chunk_model::json_file::read::<chunk_model::Manifest>(&path))
+                .map_err(|e| e.to_string());
+            (file.name, manifest)
+        })
+        .collect();
+    let recipe_key = |name: &str, manifest: &Result<chunk_model::Manifest, String>| {
+        let hash = manifest.as_ref().ok()?.file_hash?;
+        Some(object_keys::recipe(name, &hash))
+    };
+    let keys: Vec<String> = files
+        .iter()
+        .filter_map(|(name, manifest)| recipe_key(name, manifest))
+        .collect();
+    let present: std::collections::HashSet<String> = keys
+        .iter()
+        .zip(store.stat_many(&keys).await)
+        .filter(|(_, stat)| matches!(stat, Ok(Some(_))))
+        .map(|(key, _)| key.clone())
+        .collect();
+
     let mut known = uploader::KnownObjects::new();
-    let mut out = Vec::new();
-    for file in crate::tree::files(base)? {
-        let manifest = layout
-            .manifest_path(&file.name)
-            .and_then(|path| chunk_model::json_file::read::<chunk_model::Manifest>(&path));
+    let mut out = Vec::with_capacity(files.len());
+    for (name, manifest) in files {
         let manifest = match manifest {
             Ok(manifest) => manifest,
-            Err(e) => {
+            Err(reason) => {
                 out.push(FileRecipe {
-                    name: file.name,
+                    name,
                     state: RecipeState::Failed,
                     key: None,
                     file_sha256: None,
-                    reason: Some(e.to_string()),
+                    reason: Some(reason),
                 });
                 continue;
             }
         };
-        let published =
-            uploader::publish_if_complete(store, &file.name, &manifest, &mut known).await;
+        let published = match manifest
+            .file_hash
+            .map(|hash| object_keys::recipe(&name, &hash))
+            .filter(|key| present.contains(key))
+        {
+            Some(key) => Ok(uploader::Publish::AlreadyPublished { key }),
+            None => uploader::publish_if_complete(store, &name, &manifest, &mut known).await,
+        };
         let (state, key, reason) = match published {
             Ok(uploader::Publish::Published { key }) => (RecipeState::Published, Some(key), None),
             Ok(uploader::Publish::AlreadyPublished { key }) => {
@@ -117,7 +149,7 @@ pub async fn publish_recipes(
             Err(e) => (RecipeState::Failed, None, Some(e.to_string())),
         };
         out.push(FileRecipe {
-            name: file.name,
+            name,
             state,
             key,
             file_sha256: manifest.file_hash,

@@ -31,6 +31,10 @@ struct InProcessServer {
     task: tokio::task::JoinHandle<Result<worker::Summary, worker::WorkerError>>,
 }
 
+/// Chunks an in-process worker of a local run accepts before it answers 503: about
+/// 30 MiB of descriptions at most.
+const LOCAL_MAX_QUEUE: usize = 1 << 16;
+
 impl WorkerClient {
     /// Serves a worker from this process on a free port of 127.0.0.1. `config` says what
     /// it reads and stores; it runs until [`WorkerClient::stop`].
@@ -74,6 +78,11 @@ impl WorkerClient {
         config.signing_key = Some(signing_key.to_vec());
         config.engine = engine;
         config.max_batch_bytes = worker::WorkerConfig::batch_bytes_for_memory(memory);
+        // The queue holds chunk descriptions only (bytes are read when a batch starts):
+        // a local run's worker takes a whole tree at once instead of answering 503 past
+        // the default 1,024 and leaving the dispatcher to wait out Retry-After (a second)
+        // while it drains (issue #17: 3,000 small files).
+        config.max_queue = LOCAL_MAX_QUEUE;
         config.worker_id = format!("pipeline-worker-{index}");
         Self::start_in_process(config).await
     }

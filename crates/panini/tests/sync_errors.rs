@@ -294,6 +294,15 @@ async fn a_file_with_a_chunk_object_missing_gets_no_recipe_and_says_which() {
         RecipeState::Published,
         "{report:#?}"
     );
+    // And the one after finds it there, under the same key.
+    let published = report.recipes[0].key.clone();
+    let report = t.sync().await;
+    assert_eq!(
+        (report.recipes[0].state, &report.recipes[0].key),
+        (RecipeState::AlreadyPublished, &published),
+        "{report:#?}"
+    );
+    assert!(published.is_some());
 }
 
 #[tokio::test]
