@@ -31,7 +31,7 @@ pub const STATUS_PREFIX: &str = "status/";
 /// What a sync did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SyncReport {
-    /// Completion records found in the bucket.
+    /// Completion records of the tree's open chunks found in the bucket.
     pub records: usize,
     /// Chunks not yet `completed` when scanned.
     pub open_chunks: usize,
@@ -159,27 +159,33 @@ pub async fn publish_recipes(
     Ok(out)
 }
 
-/// Reads every completion record of `store` and completes the matching chunks under
-/// `base` (the chunk tree, `pending_compression`) as of `now`.
+/// Reads the completion records of the open chunks under `base` (the chunk tree,
+/// `pending_compression`) from `store` and completes those chunks as of `now`.
+///
+/// Only the records of the tree's open chunks are read, by key: a sync costs what the
+/// tree has open, not what the bucket holds (a bucket shared by many trees and runs may
+/// hold millions of records).
 pub async fn sync(
     base: &Path,
     store: &dyn ObjectStore,
     now: DateTime<Utc>,
 ) -> Result<SyncReport, Error> {
     let mut report = SyncReport::default();
-    let listed = store.list(STATUS_PREFIX).await?;
-    report.records = listed.len();
-    let keys: Vec<String> = listed.into_iter().map(|info| info.key).collect();
-    let fetched: Vec<_> = keys
-        .iter()
-        .zip(store.get_many(&keys).await)
-        .map(|(key, object)| (key.clone(), object))
-        .collect();
+    let scan_base = base.to_path_buf();
+    let open = tokio::task::spawn_blocking(move || open_hashes(&scan_base, now))
+        .await
+        .map_err(|e| Error::Task(format!("sync: {e}")))??;
+    let keys: Vec<String> = open.iter().map(object_keys::status_record).collect();
+    let fetched = store.get_many(&keys).await;
     let mut records: HashMap<Sha256Digest, ChunkCompressed> = HashMap::new();
-    for (key, object) in fetched {
-        let parsed = object.map_err(|e| e.to_string()).and_then(|o| {
-            serde_json::from_slice::<ChunkCompressed>(&o.bytes).map_err(|e| e.to_string())
-        });
+    for (key, object) in keys.iter().zip(fetched) {
+        let parsed = match object {
+            // Not completed yet.
+            Err(uploader::StoreError::NotFound { .. }) => continue,
+            Err(e) => Err(e.to_string()),
+            Ok(o) => serde_json::from_slice::<ChunkCompressed>(&o.bytes).map_err(|e| e.to_string()),
+        };
+        report.records += 1;
         let record = match parsed {
             Ok(record) => record,
             Err(e) => {
@@ -187,10 +193,10 @@ pub async fn sync(
                 continue;
             }
         };
-        let sha = record.original_hash.or_else(|| sha_of_key(&key));
+        let sha = record.original_hash.or_else(|| sha_of_key(key));
         match sha {
             Some(sha)
-                if object_keys::status_record(&sha) == key
+                if object_keys::status_record(&sha) == *key
                     && record.status == Status::Completed =>
             {
                 records.insert(sha, record);
@@ -287,6 +293,19 @@ fn apply(
     Ok(report)
 }
 
+/// The distinct hashes of the chunks under `base` that are not `completed`, as [`apply`]
+/// scans them (without the tree's lock: `apply` scans again under it).
+fn open_hashes(base: &Path, now: DateTime<Utc>) -> Result<Vec<Sha256Digest>, Error> {
+    let config = DetectConfig {
+        force: true,
+        ..DetectConfig::new(base)
+    };
+    let scan = detector::scan(&config, now)?;
+    let hashes: std::collections::BTreeSet<Sha256Digest> =
+        scan.selected.iter().filter_map(|c| c.info.hash).collect();
+    Ok(hashes.into_iter().collect())
+}
+
 fn sha_of_key(key: &str) -> Option<Sha256Digest> {
     key.strip_prefix(STATUS_PREFIX)?
         .strip_suffix(".json")?
@@ -372,7 +391,8 @@ mod tests {
         let base = repo.path().join("pending_compression");
         let report = sync(&base, &store, Utc::now()).await.unwrap();
 
-        assert_eq!(report.records, 3);
+        // The completed chunk's record is not even read: only open chunks' are.
+        assert_eq!(report.records, 2);
         assert_eq!(report.open_chunks, 3, "{report:?}");
         let mut completed = report.completed.clone();
         completed.sort();

@@ -324,19 +324,50 @@ async fn a_manifest_that_does_not_parse_fails_that_file_by_path() {
 }
 
 #[tokio::test]
-async fn a_bucket_that_cannot_be_listed_fails_the_sync_naming_what_failed() {
+async fn records_of_chunks_outside_the_tree_are_never_read() {
+    let t = tree();
+    t.put_record(1, &t.record(1)).await;
+    // Another tree's record in the same bucket, unreadable as JSON: not this sync's
+    // business, and never even fetched.
+    let stranger = object_keys::status_record(&Sha256Digest::of(b"another tree's chunk"));
+    let junk = b"{ not json".to_vec();
+    t.bucket
+        .put(&stranger, junk.clone().into(), &ObjectMeta::plain(&junk))
+        .await
+        .unwrap();
+
+    let report = t.sync().await;
+
+    assert!(report.errors.is_empty(), "{report:#?}");
+    assert_eq!(report.records, 1, "{report:#?}");
+    assert_eq!(report.completed, [t.chunks[1].0.clone()], "{report:#?}");
+}
+
+#[tokio::test]
+async fn records_that_cannot_be_read_are_each_named_and_nothing_is_completed() {
     let t = tree();
     // `status` is a file where the records' directory should be.
     std::fs::write(t.bucket_dir.join("status"), "not a directory").unwrap();
 
-    let error = sync(&t.base, &t.bucket, Utc::now()).await.unwrap_err();
+    let report = sync(&t.base, &t.bucket, Utc::now()).await.unwrap();
 
-    let text = error.to_string();
-    assert!(
-        matches!(error, panini::Error::Store(_))
-            && text.contains(&format!("{}", t.bucket_dir.join("status").display())),
-        "{text}"
-    );
+    // Only the open chunks' records are read, each by its key: each one is named.
+    let mut errors = report.errors.clone();
+    errors.sort();
+    let mut keys: Vec<String> = t
+        .chunks
+        .iter()
+        .map(|(_, _, sha)| panini::chunk_model::object_keys::status_record(sha))
+        .collect();
+    keys.sort();
+    assert_eq!(errors.len(), keys.len(), "{report:#?}");
+    for (error, key) in errors.iter().zip(&keys) {
+        assert!(
+            error.starts_with(&format!("{key}: ")) && error.contains("status"),
+            "{error}"
+        );
+    }
+    assert!(report.completed.is_empty(), "{report:#?}");
     assert_eq!(t.status(0), Status::Pending);
 }
 
