@@ -859,13 +859,7 @@ fn pipeline_stage(
         bytes_in = summary["bytes_in"]
             .as_u64()
             .context("the pipeline summary has no bytes_in")?;
-        summaries.push(json!({
-            "stage": stage,
-            "run": run + 1,
-            "wall_s": measured.seconds,
-            "peak_rss_kib": measured.peak_rss_kib,
-            "summary": summary,
-        }));
+        summaries.push(measured.summary_entry(stage, run, summary));
         ours.push(measured);
         drop(work);
 
@@ -1388,6 +1382,18 @@ pub(crate) struct Measured {
 }
 
 impl Measured {
+    /// The report's entry for pipeline run `run` (from 0) of `stage`, which printed
+    /// `summary`.
+    fn summary_entry(&self, stage: impl Into<String>, run: usize, summary: Value) -> Value {
+        json!({
+            "stage": stage.into(),
+            "run": run + 1,
+            "wall_s": self.seconds,
+            "peak_rss_kib": self.peak_rss_kib,
+            "summary": summary,
+        })
+    }
+
     /// Counts `other`, run after the ones already counted, into this run.
     fn add(&mut self, other: &Measured) {
         self.seconds += other.seconds;
@@ -1640,13 +1646,7 @@ fn small_files_stage(
             args.into_iter().chain([folder.as_os_str()]),
         )?;
         ensure_verified(&summary, count, "the small files")?;
-        summaries.push(json!({
-            "stage": stage,
-            "run": run + 1,
-            "wall_s": measured.seconds,
-            "peak_rss_kib": measured.peak_rss_kib,
-            "summary": summary,
-        }));
+        summaries.push(measured.summary_entry(stage, run, summary));
         ours.push(measured);
         drop(work);
         let repo = tempfile::tempdir_in(dir.path()).context("creating a restic dir")?;
@@ -1753,13 +1753,7 @@ fn memory_stage(
             let work = tempfile::tempdir_in(scratch).context("creating a pipeline work dir")?;
             let (measured, summary) = run_pipeline(exe, work.path(), [file.as_os_str()])?;
             ensure_verified(&summary, 1, &format!("the {gib} GiB file"))?;
-            summaries.push(json!({
-                "stage": format!("{STAGE} ({gib} GiB)"),
-                "run": run + 1,
-                "wall_s": measured.seconds,
-                "peak_rss_kib": measured.peak_rss_kib,
-                "summary": summary,
-            }));
+            summaries.push(measured.summary_entry(format!("{STAGE} ({gib} GiB)"), run, summary));
             ours.push(measured);
         }
         let row = Row::measured(STAGE, format!("panini pipeline, {gib} GiB file"), false, bytes, &ours)
