@@ -303,6 +303,12 @@ impl GitCache {
             // Unreferenced commits fetched by id must survive; the cache is the worker's
             // and only grows with what it is asked for.
             .args(["-c", "gc.auto=0"])
+            // Fetched objects stay in their pack, which appears whole (its index is
+            // renamed into place last). Unpacked into loose objects (git does that for
+            // fewer than 100), a commit is written before its trees: a read for a commit
+            // that a concurrent fetch had half written failed with "Could not read
+            // <tree>" (seen under load in CI).
+            .args(["-c", "fetch.unpackLimit=1"])
             .args(args)
             // Never wait for a password on a terminal that is not there.
             .env("GIT_TERMINAL_PROMPT", "0")

@@ -128,8 +128,9 @@ async fn a_commit_pushed_late_is_waited_for_without_holding_back_other_commits()
         post_signed(&setup.worker, &batch(&chunks_of(&tree, 0), Some(&pushed))).await;
     assert_eq!(status, 202, "{body}");
     let status = setup.worker.wait_reported(3).await;
-    assert_eq!(status["completed"], 3, "{status}");
-    assert_eq!(status["failed"], 0, "{status}");
+    let failures = setup.worker.failures().await;
+    assert_eq!(status["completed"], 3, "{status}\n{failures}");
+    assert_eq!(status["failed"], 0, "{status}\n{failures}");
     // The late commit's chunks went through the gate first, and are still waiting.
     assert_eq!(setup.worker.metric(WAITING).await, 3);
 
