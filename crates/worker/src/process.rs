@@ -417,8 +417,8 @@ async fn compress_batch(
     let ready = read_batch(shared, buffers, batch).await;
 
     // Chunks already in the bucket are reported from what is there, not compressed again.
-    // What the bucket holds of the batch: two batched lookups for the whole batch (the
-    // records, then the objects of the chunks without one), not four calls per chunk.
+    // Two lookups for the whole batch find them (the records, then the objects of the
+    // chunks without one), not four calls per chunk.
     let store = &shared.config.store;
     let record_keys: Vec<String> = ready
         .iter()
