@@ -159,25 +159,129 @@ pub async fn publish_recipes(
     Ok(out)
 }
 
+/// How many open chunks a sync completes at a time. Each page's records are fetched, and
+/// its metadata read, changed and written back (one flush), before the next page is
+/// read: what a sync holds (a record, a metadata document and its new JSON, a few KiB
+/// per chunk) is bounded by the page, not by the tree (issue #17).
+const SYNC_PAGE: usize = 1024;
+
 /// Reads the completion records of the open chunks under `base` (the chunk tree,
 /// `pending_compression`) from `store` and completes those chunks as of `now`.
 ///
 /// Only the records of the tree's open chunks are read, by key: a sync costs what the
 /// tree has open, not what the bucket holds (a bucket shared by many trees and runs may
-/// hold millions of records).
+/// hold millions of records). They are read and applied a page of chunks at a time, so
+/// a tree of any size is synced in bounded memory.
 pub async fn sync(
     base: &Path,
     store: &dyn ObjectStore,
     now: DateTime<Utc>,
 ) -> Result<SyncReport, Error> {
+    sync_in_pages(base, store, now, SYNC_PAGE).await
+}
+
+/// [`sync`], `page` open chunks at a time.
+async fn sync_in_pages(
+    base: &Path,
+    store: &dyn ObjectStore,
+    now: DateTime<Utc>,
+    page: usize,
+) -> Result<SyncReport, Error> {
     let mut report = SyncReport::default();
     let scan_base = base.to_path_buf();
-    let open = tokio::task::spawn_blocking(move || open_hashes(&scan_base, now))
+    let open = tokio::task::spawn_blocking(move || open_chunks(&scan_base, now))
         .await
         .map_err(|e| Error::Task(format!("sync: {e}")))??;
-    let keys: Vec<String> = open.iter().map(object_keys::status_record).collect();
+    report.open_chunks = open.chunks.len();
+    report.errors.extend(open.invalid);
+    let mut rest = open.chunks.as_slice();
+    while !rest.is_empty() {
+        // A page ends between two hashes, so that each record is read (and counted) once.
+        let mut end = page.clamp(1, rest.len());
+        while end < rest.len() && rest[end].0 == rest[end - 1].0 {
+            end += 1;
+        }
+        let (chunks, tail) = rest.split_at(end);
+        rest = tail;
+        let records = read_records(store, chunks, &mut report).await;
+        // The record may come from an identical chunk of another file: its upload is
+        // applied to each chunk with that content.
+        let changes: Vec<(String, ChunkCompressed)> = chunks
+            .iter()
+            .filter_map(|(hash, chunk_path)| {
+                let record = records.get(hash)?;
+                let payload = ChunkCompressed {
+                    chunk_path: chunk_path.clone(),
+                    error: None,
+                    ..record.clone()
+                };
+                Some((chunk_path.clone(), payload))
+            })
+            .collect();
+        drop(records);
+        if changes.is_empty() {
+            continue;
+        }
+        let base_owned = base.to_path_buf();
+        let (completed, errors) = tokio::task::spawn_blocking(move || {
+            // Metadata changes under the tree's lock, like a dispatch's and a callback's,
+            // so that no concurrent run's read-modify-write loses this one's.
+            let _lock = chunk_model::tree_lock::TreeLock::acquire(
+                &base_owned,
+                chunk_model::tree_lock::Wait::Timeout(chunk_model::tree_lock::DEFAULT_WAIT),
+            )?;
+            Ok::<_, Error>(apply(&base_owned, changes, now))
+        })
+        .await
+        .map_err(|e| Error::Task(format!("sync: {e}")))??;
+        report.completed.extend(completed);
+        report.errors.extend(errors);
+    }
+    report.recipes = publish_recipes(base, store).await?;
+    Ok(report)
+}
+
+/// The open chunks of a tree, as a sync reads them.
+struct OpenChunks {
+    /// (content hash, chunk path) of every chunk not `completed`, sorted by hash so that
+    /// a page asks for each record once.
+    chunks: Vec<(Sha256Digest, String)>,
+    /// Metadata that could not be used, with why.
+    invalid: Vec<String>,
+}
+
+/// The chunks under `base` that are not `completed` (a scan without the tree's lock:
+/// [`apply`] reads each chunk again under it).
+fn open_chunks(base: &Path, now: DateTime<Utc>) -> Result<OpenChunks, Error> {
+    let config = DetectConfig {
+        force: true,
+        ..DetectConfig::new(base)
+    };
+    let scan = detector::scan(&config, now)?;
+    let mut chunks: Vec<(Sha256Digest, String)> = scan
+        .selected
+        .into_iter()
+        .filter_map(|chunk| Some((chunk.info.hash?, chunk.info.chunk_path)))
+        .collect();
+    chunks.sort_unstable();
+    // A chunk whose metadata does not parse or whose data.bin is gone is not scanned as
+    // open, so no record can complete it: say so rather than leave it silently behind.
+    let invalid = scan.invalid.iter().map(ToString::to_string).collect();
+    Ok(OpenChunks { chunks, invalid })
+}
+
+/// Reads the completion records of `chunks` (one `get_many`), counting what it finds in
+/// `report` and naming each record it cannot use; returns the usable ones by hash.
+async fn read_records(
+    store: &dyn ObjectStore,
+    chunks: &[(Sha256Digest, String)],
+    report: &mut SyncReport,
+) -> HashMap<Sha256Digest, ChunkCompressed> {
+    let mut hashes: Vec<&Sha256Digest> = chunks.iter().map(|(hash, _)| hash).collect();
+    hashes.dedup();
+    let keys: Vec<String> = hashes.into_iter().map(object_keys::status_record).collect();
     let fetched = store.get_many(&keys).await;
-    let mut records: HashMap<Sha256Digest, ChunkCompressed> = HashMap::new();
+    let mut records = HashMap::new();
     for (key, object) in keys.iter().zip(fetched) {
         let parsed = match object {
             // Not completed yet.
@@ -207,69 +311,39 @@ pub async fn sync(
             )),
         }
     }
-
-    let base_owned = base.to_path_buf();
-    let mut done = tokio::task::spawn_blocking(move || {
-        // Metadata changes under the tree's lock, like a dispatch's and a callback's, so
-        // that no concurrent run's read-modify-write loses this one's.
-        let _lock = chunk_model::tree_lock::TreeLock::acquire(
-            &base_owned,
-            chunk_model::tree_lock::Wait::Timeout(chunk_model::tree_lock::DEFAULT_WAIT),
-        )?;
-        apply(&base_owned, &records, now, report)
-    })
-    .await
-    .map_err(|e| Error::Task(format!("sync: {e}")))??;
-    done.recipes = publish_recipes(base, store).await?;
-    Ok(done)
+    records
 }
 
-/// Completes every open chunk that has a record, all in one batch of metadata writes
-/// (`json_file::update_many`: one flush for the batch instead of two per chunk).
+/// Completes the chunks of `changes` (chunk path, the record to apply), all in one batch
+/// of metadata writes (`json_file::update_many`: one flush for the batch instead of two
+/// per chunk). Returns the chunks completed and, for each one that was not, why.
+///
+/// Each chunk is read again here, under the tree's lock: one completed since the scan
+/// (by a callback or a concurrent sync) is left as it is.
 fn apply(
     base: &Path,
-    records: &HashMap<Sha256Digest, ChunkCompressed>,
+    changes: Vec<(String, ChunkCompressed)>,
     now: DateTime<Utc>,
-    mut report: SyncReport,
-) -> Result<SyncReport, Error> {
-    let config = DetectConfig {
-        force: true,
-        ..DetectConfig::new(base)
-    };
-    let scan = detector::scan(&config, now)?;
-    report.open_chunks = scan.selected.len();
-    // A chunk whose metadata does not parse or whose data.bin is gone is not scanned as
-    // open, so no record can complete it: say so rather than leave it silently behind.
-    report
-        .errors
-        .extend(scan.invalid.iter().map(ToString::to_string));
+) -> (Vec<String>, Vec<String>) {
+    let (mut completed, mut errors) = (Vec::new(), Vec::new());
     let resolve = detector::metadata_resolver(base);
     // (chunk path, its metadata file, the payload to apply)
-    let mut changes: Vec<(&str, PathBuf, ChunkCompressed)> = Vec::new();
-    for chunk in &scan.selected {
-        let Some(record) = chunk.info.hash.as_ref().and_then(|h| records.get(h)) else {
-            continue;
-        };
-        let chunk_path = chunk.info.chunk_path.as_str();
-        // The record may come from an identical chunk of another file: apply its upload
-        // to this chunk.
-        let payload = ChunkCompressed {
-            chunk_path: chunk_path.to_owned(),
-            error: None,
-            ..record.clone()
-        };
-        let resolved = detector::check_payload(&payload).and_then(|()| resolve(chunk_path));
-        match resolved {
-            Ok(path) => changes.push((chunk_path, path, payload)),
-            Err(e) => report.errors.push(format!("{chunk_path}: {e}")),
+    let mut resolved: Vec<(String, PathBuf, ChunkCompressed)> = Vec::with_capacity(changes.len());
+    for (chunk_path, payload) in changes {
+        match detector::check_payload(&payload).and_then(|()| resolve(&chunk_path)) {
+            Ok(path) => resolved.push((chunk_path, path, payload)),
+            Err(e) => errors.push(format!("{chunk_path}: {e}")),
         }
     }
-    let payloads: HashMap<&Path, &ChunkCompressed> = changes
+    let payloads: HashMap<&Path, &ChunkCompressed> = resolved
         .iter()
         .map(|(_, path, payload)| (path.as_path(), payload))
         .collect();
-    let paths: Vec<&Path> = changes.iter().map(|(_, path, _)| path.as_path()).collect();
+    let paths: Vec<&Path> = resolved.iter().map(|(_, path, _)| path.as_path()).collect();
     let written = chunk_model::json_file::update_many(&paths, |path, meta: &mut ChunkMetadata| {
+        if meta.status == Status::Completed {
+            return Ok(None);
+        }
         // A chunk that is `pending` or `failed` (its dispatch was never recorded, or the
         // record is for an identical chunk of another file) first takes the legal steps
         // to `queued`, from where the record may complete it; both changes are written
@@ -282,28 +356,16 @@ fn apply(
                 }
             })?;
         }
-        detector::apply_to_metadata(meta, payloads[path], path, now)
+        detector::apply_to_metadata(meta, payloads[path], path, now).map(Some)
     });
-    for ((chunk_path, ..), result) in changes.iter().zip(written) {
+    for ((chunk_path, ..), result) in resolved.iter().zip(written) {
         match result {
-            Ok(_) => report.completed.push((*chunk_path).to_owned()),
-            Err(e) => report.errors.push(format!("{chunk_path}: {e}")),
+            Ok(Some(_)) => completed.push(chunk_path.clone()),
+            Ok(None) => {}
+            Err(e) => errors.push(format!("{chunk_path}: {e}")),
         }
     }
-    Ok(report)
-}
-
-/// The distinct hashes of the chunks under `base` that are not `completed`, as [`apply`]
-/// scans them (without the tree's lock: `apply` scans again under it).
-fn open_hashes(base: &Path, now: DateTime<Utc>) -> Result<Vec<Sha256Digest>, Error> {
-    let config = DetectConfig {
-        force: true,
-        ..DetectConfig::new(base)
-    };
-    let scan = detector::scan(&config, now)?;
-    let hashes: std::collections::BTreeSet<Sha256Digest> =
-        scan.selected.iter().filter_map(|c| c.info.hash).collect();
-    Ok(hashes.into_iter().collect())
+    (completed, errors)
 }
 
 fn sha_of_key(key: &str) -> Option<Sha256Digest> {
@@ -415,5 +477,59 @@ mod tests {
             "a completed chunk is not completed again"
         );
         assert_eq!(read(repo.path(), &unrecorded).status, Status::Queued);
+    }
+
+    #[tokio::test]
+    async fn a_tree_larger_than_a_page_is_synced_page_by_page() {
+        let repo = tempfile::tempdir().unwrap();
+        let bucket = tempfile::tempdir().unwrap();
+        let store = LocalDir::new(bucket.path()).unwrap();
+        // Seven open chunks, two pairs of them with the same content (one record each),
+        // and one without a record, synced two chunks at a time.
+        let contents: [&[u8]; 7] = [b"a", b"b", b"b", b"c", b"d", b"d", b"no record"];
+        let paths: Vec<String> = contents
+            .iter()
+            .enumerate()
+            .map(|(id, bytes)| chunk(repo.path(), id as u64, bytes, Status::Queued))
+            .collect();
+        for bytes in [b"a", b"b", b"c", b"d"] {
+            let sha = Sha256Digest::of(bytes);
+            let record = ChunkCompressed {
+                chunk_path: "pending_compression/other/chunk_0000".into(),
+                status: Status::Completed,
+                upload_path: Some(object_keys::chunk_object(&sha, Codec::Store)),
+                upload_hash: Some(sha),
+                original_hash: Some(sha),
+                worker_id: Some("w1".into()),
+                error: None,
+                stats: serde_json::Value::Null,
+            };
+            let json = serde_json::to_vec(&record).unwrap();
+            let meta = ObjectMeta::plain(&json);
+            store
+                .put(&object_keys::status_record(&sha), json.into(), &meta)
+                .await
+                .unwrap();
+        }
+
+        let base = repo.path().join("pending_compression");
+        let report = sync_in_pages(&base, &store, Utc::now(), 2).await.unwrap();
+
+        assert_eq!(report.records, 4, "each record read once: {report:?}");
+        assert_eq!(report.open_chunks, 7);
+        assert!(report.errors.is_empty(), "{report:?}");
+        let mut completed = report.completed.clone();
+        completed.sort();
+        assert_eq!(completed, paths[..6]);
+        for (path, bytes) in paths.iter().zip(contents).take(6) {
+            let meta = read(repo.path(), path);
+            assert_eq!(meta.status, Status::Completed, "{path}");
+            let sha = Sha256Digest::of(bytes);
+            assert_eq!(
+                meta.upload_path,
+                Some(object_keys::chunk_object(&sha, Codec::Store))
+            );
+        }
+        assert_eq!(read(repo.path(), &paths[6]).status, Status::Queued);
     }
 }
