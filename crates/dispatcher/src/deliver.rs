@@ -427,7 +427,8 @@ impl Dispatcher {
         let mut waiting: VecDeque<Delivery> = self.plan(chunks).into();
         let mut running = FuturesUnordered::new();
         // Finished requests whose outcome is not being written yet, and the write in
-        // progress (at most one: the next one takes everything that finished meanwhile).
+        // progress (at most one: the next one takes what finished meanwhile, up to
+        // `RECORD_BATCH_CHUNKS`).
         let mut unrecorded: Vec<Finished> = Vec::new();
         let mut recording: Option<Recording> = None;
         loop {
@@ -440,7 +441,7 @@ impl Dispatcher {
                 });
             }
             if recording.is_none() && !unrecorded.is_empty() {
-                recording = Some(self.record(std::mem::take(&mut unrecorded)));
+                recording = Some(self.record(take_record_batch(&mut unrecorded)));
             }
             tokio::select! {
                 Some((delivery, result, at)) = running.next(), if !running.is_empty() => {
@@ -716,6 +717,28 @@ impl Dispatcher {
 /// A metadata write in progress: it answers each request it covers with the chunks whose
 /// metadata could not be updated, and why.
 type Recording = tokio::task::JoinHandle<Vec<(Finished, Vec<String>)>>;
+
+/// The most chunks whose outcomes one metadata write takes (unless a single delivery
+/// has more). Each costs its metadata document, read, changed and serialized, a few KiB
+/// in all; workers on loopback accept a whole tree at once, and an unbounded batch then
+/// held the metadata of every chunk of the tree (issue #17). A thousand still shares
+/// one flush among many chunks.
+const RECORD_BATCH_CHUNKS: usize = 1024;
+
+/// Takes the oldest finished requests off `unrecorded`, whole, until they hold
+/// [`RECORD_BATCH_CHUNKS`] chunks (always at least one request).
+fn take_record_batch(unrecorded: &mut Vec<Finished>) -> Vec<Finished> {
+    let mut chunks = 0;
+    let take = unrecorded
+        .iter()
+        .position(|f| {
+            chunks += f.delivery.chunks.len();
+            chunks >= RECORD_BATCH_CHUNKS
+        })
+        .map_or(unrecorded.len(), |last| last + 1);
+    let rest = unrecorded.split_off(take);
+    std::mem::replace(unrecorded, rest)
+}
 
 /// A request that has ended, waiting for its outcome to be recorded.
 #[derive(Debug)]

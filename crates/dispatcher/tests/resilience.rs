@@ -453,3 +453,27 @@ async fn requests_go_to_the_worker_with_the_fewest_chunks_in_flight() {
     assert!(report.all_accepted(), "{report:#?}");
     assert_eq!((a.seen().len(), b.seen().len()), (3, 3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_that_outnumber_one_metadata_write_are_all_recorded() {
+    // Six requests of 500 chunks, held until all six arrived, finish together: their
+    // 3,000 outcomes are written in several bounded batches, and none is lost.
+    let (root, base, chunks) = chunk_tree(3000);
+    let gate = Gate::new(6);
+    let worker = FakeWorker::start(move |_, _| Answer::AcceptWhenAll(gate.clone())).await;
+    let mut config = config(vec![worker.endpoint("w")], &base, Mode::Batch(500));
+    config.concurrency = 6;
+    let report = run(config, chunks.clone()).await;
+
+    assert!(report.all_accepted(), "{report:#?}");
+    assert_eq!(report.accepted_chunks, 3000);
+    assert_eq!(worker.seen().len(), 6);
+    for outcome in &report.outcomes {
+        assert!(outcome.metadata_errors.is_empty(), "{outcome:?}");
+    }
+    for chunk in &chunks {
+        let meta = metadata(root.path(), &chunk.chunk_path);
+        assert_eq!(meta.status, Status::Queued, "{}", chunk.chunk_path);
+        assert_eq!(meta.attempts, 1, "{}", chunk.chunk_path);
+    }
+}
