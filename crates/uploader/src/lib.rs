@@ -6,8 +6,8 @@
 //! changes), CRC32C end to end, retries with backoff under a deadline, a bound on
 //! requests in flight, data before index (a file's recipe is written after all its
 //! chunks, by [`upload_file`] or, for chunks that workers stored, by
-//! [`publish_if_complete`]), and reconstruction that checks every chunk and the whole
-//! file before the output appears.
+//! [`publish_if_complete`]), and reconstruction that checks every chunk's size and the
+//! whole file's SHA-256 (and names the chunk at fault) before the output appears.
 //!
 //! It must never know how chunks are cut or which codec to pick: callers hand it
 //! encoded bytes and the codec's name ([`ChunkEncoder`] is theirs to implement), and it

@@ -230,9 +230,11 @@ pub async fn find_recipe(
 ///
 /// Chunks are downloaded and decoded concurrently (at most
 /// [`ReconstructOptions::max_in_flight`] at once), each checked against the recipe's
-/// size and SHA-256, and written in order to a temporary file beside `output`; the
-/// whole file's SHA-256 is checked and only then is the temporary file renamed to
-/// `output`. On any error the temporary file is removed and `output` is untouched.
+/// size, and written in order to a temporary file beside `output`; the whole file's
+/// SHA-256 is checked and only then is the temporary file renamed to `output`. (When
+/// it does not match, the file is rebuilt again with every chunk's SHA-256 checked, to
+/// name the chunk at fault.) On any error the temporary file is removed and `output`
+/// is untouched.
 pub async fn reconstruct(
     store: &dyn ObjectStore,
     name: &str,
@@ -258,20 +260,16 @@ pub async fn reconstruct(
         1 << 20,
         tokio::fs::File::from_std(temp.as_file().try_clone().map_err(io(temp.path()))?),
     );
-    let actual = rebuild_into(store, &recipe, &mut writer, options, progress)
+    let actual = rebuild_into(store, &recipe, &mut writer, options, progress, Check::Sizes)
         .await
         .map_err(|e| e.at_path(temp.path()))?;
+    if actual != recipe.file_sha256 {
+        return Err(name_the_bad_chunk(store, &recipe, options, actual).await);
+    }
     writer.flush().await.map_err(io(temp.path()))?;
     let file = writer.into_inner();
     file.sync_all().await.map_err(io(temp.path()))?;
     drop(file);
-    if actual != recipe.file_sha256 {
-        return Err(ReconstructError::FileHash {
-            name: name.to_owned(),
-            expected: recipe.file_sha256,
-            actual,
-        });
-    }
     temp.persist(output).map_err(|e| ReconstructError::Io {
         path: output.to_owned(),
         source: e.error,
@@ -302,8 +300,9 @@ pub struct VerifyReport {
     pub chunks: u64,
 }
 
-/// Rebuilds a file in memory, chunk by chunk, and checks every chunk and the whole
-/// file exactly as [`reconstruct`] does, without writing anything.
+/// Rebuilds a file in memory, chunk by chunk, and checks every chunk's size and the
+/// whole file's SHA-256 exactly as [`reconstruct`] does (naming the chunk at fault when
+/// the file does not match), without writing anything.
 pub async fn verify(
     store: &dyn ObjectStore,
     name: &str,
@@ -323,15 +322,12 @@ pub async fn verify_recipe(
     options: &ReconstructOptions,
     progress: &(dyn Fn(ReconstructProgress) + Sync),
 ) -> Result<VerifyReport, ReconstructError> {
-    let actual = rebuild_into(store, recipe, &mut tokio::io::sink(), options, progress)
+    let sink = &mut tokio::io::sink();
+    let actual = rebuild_into(store, recipe, sink, options, progress, Check::Sizes)
         .await
         .map_err(|e| e.at_path(Path::new("(verification)")))?;
     if actual != recipe.file_sha256 {
-        return Err(ReconstructError::FileHash {
-            name: recipe.name.clone(),
-            expected: recipe.file_sha256,
-            actual,
-        });
+        return Err(name_the_bad_chunk(store, recipe, options, actual).await);
     }
     Ok(VerifyReport {
         recipe_key,
@@ -339,6 +335,39 @@ pub async fn verify_recipe(
         file_sha256: actual,
         chunks: recipe.chunks.len() as u64,
     })
+}
+
+/// What [`rebuild_into`] checks of each decoded chunk, besides its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Sizes only: the whole file's SHA-256, which every rebuild checks, proves every
+    /// byte, so hashing each chunk as well would be a second SHA-256 pass over the
+    /// file for nothing (issue #17). Only a file that fails is rebuilt again with
+    /// [`Check::Hashes`] to name the chunk at fault.
+    Sizes,
+    /// Sizes and each chunk's SHA-256.
+    Hashes,
+}
+
+/// The error for a rebuild of `recipe` whose bytes hashed to `actual`, not to the
+/// recipe's file hash: rebuilds it again, hashing every chunk, to name the first chunk
+/// whose bytes are not the recipe's; [`ReconstructError::FileHash`] when every chunk
+/// matches (the recipe lists the wrong chunks) or the second rebuild cannot tell.
+async fn name_the_bad_chunk(
+    store: &dyn ObjectStore,
+    recipe: &Recipe,
+    options: &ReconstructOptions,
+    actual: Sha256Digest,
+) -> ReconstructError {
+    let sink = &mut tokio::io::sink();
+    match rebuild_into(store, recipe, sink, options, &|_| {}, Check::Hashes).await {
+        Err(RebuildError::Chunk(chunk_error)) => chunk_error,
+        Ok(_) | Err(RebuildError::Write(_)) => ReconstructError::FileHash {
+            name: recipe.name.clone(),
+            expected: recipe.file_sha256,
+            actual,
+        },
+    }
 }
 
 /// Why [`rebuild_into`] stopped: a chunk that did not check out, or the writer.
@@ -365,14 +394,16 @@ impl From<ReconstructError> for RebuildError {
     }
 }
 
-/// Fetches (concurrently, in recipe order), decodes and checks every chunk of `recipe`,
-/// writes the bytes to `writer` and returns the SHA-256 of everything written.
+/// Fetches (concurrently, in recipe order), decodes and checks every chunk of `recipe`
+/// as `check` says, writes the bytes to `writer` and returns the SHA-256 of everything
+/// written.
 async fn rebuild_into<W: tokio::io::AsyncWrite + Unpin>(
     store: &dyn ObjectStore,
     recipe: &chunk_model::Recipe,
     writer: &mut W,
     options: &ReconstructOptions,
     progress: &(dyn Fn(ReconstructProgress) + Sync),
+    check: Check,
 ) -> Result<Sha256Digest, RebuildError> {
     let mut hasher = Sha256Digest::hasher();
     let mut done = ReconstructProgress {
@@ -393,9 +424,11 @@ async fn rebuild_into<W: tokio::io::AsyncWrite + Unpin>(
                         source,
                     })?;
             let chunk = chunk.clone();
-            tokio::task::spawn_blocking(move || decode_and_check(index, &chunk, &object.bytes))
-                .await
-                .map_err(|e| ReconstructError::Store(StoreError::Task(e.to_string())))?
+            tokio::task::spawn_blocking(move || {
+                decode_and_check(index, &chunk, &object.bytes, check)
+            })
+            .await
+            .map_err(|e| ReconstructError::Store(StoreError::Task(e.to_string())))?
         })
         // `buffered` yields in recipe order while fetching ahead.
         .buffered(options.max_in_flight.max(1));
@@ -412,11 +445,12 @@ async fn rebuild_into<W: tokio::io::AsyncWrite + Unpin>(
     Ok(Sha256Digest::from_hasher(hasher))
 }
 
-/// Decodes one chunk object and checks it against its recipe entry.
+/// Decodes one chunk object and checks it against its recipe entry as `check` says.
 fn decode_and_check(
     index: usize,
     chunk: &chunk_model::RecipeChunk,
     object: &[u8],
+    check: Check,
 ) -> Result<Vec<u8>, ReconstructError> {
     // The object comes from the bucket, i.e. from outside: a small frame must not expand
     // past the size the recipe gives the chunk (a 66 KB zstd frame holds 2 GiB of zeros).
@@ -429,8 +463,12 @@ fn decode_and_check(
                 source,
             }
         })?;
+    let size_matches = decoded.len() as u64 == chunk.size;
+    if size_matches && check == Check::Sizes {
+        return Ok(decoded);
+    }
     let actual = Sha256Digest::of(&decoded);
-    if actual != chunk.sha256 || decoded.len() as u64 != chunk.size {
+    if actual != chunk.sha256 || !size_matches {
         return Err(ReconstructError::ChunkMismatch {
             index,
             key: chunk.key.clone(),
