@@ -218,8 +218,9 @@ pub struct FileReport {
     pub bytes: u64,
     /// Bytes its distinct chunk objects take in the bucket.
     pub stored_bytes: u64,
-    /// Rebuilt from the bucket alone, every chunk and the whole file checked (and, for a
-    /// file chunked in this run, its source has the same SHA-256).
+    /// Rebuilt from the bucket alone, every chunk's size and the whole file's SHA-256
+    /// checked (and, for a file chunked in this run, its source still holds the bytes
+    /// rebuilt: unchanged since it was chunked, or of the same SHA-256).
     pub verified: bool,
     /// Why it was not verified.
     pub error: Option<String>,
@@ -276,6 +277,8 @@ type EventSink = Arc<dyn Fn(PipelineEvent) + Send + Sync>;
 struct InputFile {
     file: tree::TreeFile,
     source: Option<PathBuf>,
+    /// The source as a stat saw it just before it was chunked.
+    stamp: Option<SourceStamp>,
 }
 
 impl Pipeline {
@@ -319,7 +322,11 @@ impl Pipeline {
                 }
                 let inputs = files
                     .into_iter()
-                    .map(|file| InputFile { file, source: None })
+                    .map(|file| InputFile {
+                        file,
+                        source: None,
+                        stamp: None,
+                    })
                     .collect::<Vec<_>>();
                 (base, inputs)
             }
@@ -572,8 +579,10 @@ impl Pipeline {
         let started = Instant::now();
         let synced = crate::sync::sync(&base, store.as_ref(), chrono::Utc::now()).await?;
         let mut rows = Vec::new();
+        let mut stamps = Vec::new();
         let mut recipes = Vec::new();
         for input in inputs {
+            stamps.push(input.stamp);
             let mut row = FileReport {
                 name: input.file.name,
                 source: input.source,
@@ -625,13 +634,16 @@ impl Pipeline {
 
         let started = Instant::now();
         // Files are rebuilt concurrently, one per core (each rebuild hashes its file in
-        // order, on one core), and a file chunked in this run has its source hashed
-        // beside its rebuild: the source must have the SHA-256 of the bytes rebuilt.
+        // order, on one core), and a file chunked in this run must still hold the bytes
+        // rebuilt: unchanged since it was chunked, or else hashed beside its rebuild.
         let parallel_files = std::thread::available_parallelism().map_or(1, |n| n.get());
         let outcomes: Vec<_> = futures::stream::iter(&recipes)
             .map(|(index, file_sha256)| {
                 let name = rows[*index].name.clone();
-                let source = rows[*index].source.clone();
+                let source = rows[*index]
+                    .source
+                    .clone()
+                    .map(|path| (path, stamps[*index]));
                 let store = store.as_ref();
                 async move {
                     let result = rebuild_and_compare(store, &name, *file_sha256, source).await;
@@ -660,7 +672,7 @@ impl Pipeline {
             "reconstruct+verify",
             started.elapsed(),
             rebuilt_bytes,
-            "SHA-256 of every chunk and file".into(),
+            "size of every chunk, SHA-256 of every file".into(),
         ));
 
         // Only now, with every file rebuilt from the bucket, are raw bytes freed (and then
@@ -741,11 +753,14 @@ impl Pipeline {
                 done: p.bytes_done,
             });
         }));
+        let stamps: Vec<Option<SourceStamp>> =
+            files.iter().map(|f| SourceStamp::of(&f.path)).collect();
         let results = chunker::chunk_files(&files, &options);
         let inputs = files
             .into_iter()
             .zip(results)
-            .map(|(input, result)| match result {
+            .zip(stamps)
+            .map(|((input, result), stamp)| match result {
                 Ok(report) => InputFile {
                     file: tree::TreeFile {
                         name: report.name,
@@ -755,6 +770,7 @@ impl Pipeline {
                         error: None,
                     },
                     source: Some(report.source),
+                    stamp,
                 },
                 Err(error) => InputFile {
                     file: tree::TreeFile {
@@ -765,6 +781,7 @@ impl Pipeline {
                         error: Some(format!("not chunked: {error}")),
                     },
                     source: Some(input.path),
+                    stamp,
                 },
             })
             .collect();
@@ -848,9 +865,17 @@ async fn prune_raw_bytes(
 }
 
 /// Rebuilds the file `name` from the bucket alone, chunk by chunk in memory
-/// ([`uploader::verify_recipe`]: every chunk's and the whole file's size and SHA-256
+/// ([`uploader::verify_recipe`]: every chunk's size and the whole file's SHA-256
 /// checked, exactly as `panini reconstruct` checks them before it writes a file), and,
-/// for a file chunked in this run, checks that its `source` has the same SHA-256.
+/// for a file chunked in this run, checks that its source (with its stamp from before
+/// chunking) still holds the bytes rebuilt.
+///
+/// The rebuilt bytes have the SHA-256 the chunker computed from the bytes it read, so a
+/// source that a stat finds unchanged since before it was chunked holds them: hashing
+/// it again would be a sixth SHA-256 pass over the input for nothing (issue #17). A
+/// source that changed, or whose last change was too recent for its times to tell
+/// ([`SourceStamp::racy`]), is hashed beside the rebuild instead.
+///
 /// Nothing is written: a rebuilt copy on disk would be deleted at once, after costing a
 /// temporary file, an `fsync` and a rename per file (issue #17). Returns the file's size
 /// and the bytes its distinct chunk objects take.
@@ -858,11 +883,18 @@ async fn rebuild_and_compare(
     store: &dyn ObjectStore,
     name: &str,
     file_sha256: Sha256Digest,
-    source: Option<PathBuf>,
+    source: Option<(PathBuf, Option<SourceStamp>)>,
 ) -> Result<(u64, u64), String> {
-    let source_hash = source.map(|source| {
-        tokio::task::spawn_blocking(move || sha256_of_file(&source).map(|hash| (source, hash)))
-    });
+    let source_hash = source
+        .filter(|(path, before)| {
+            let unchanged = before.is_some_and(|before| {
+                !before.racy && SourceStamp::of(path).is_some_and(|now| now.same_as(&before))
+            });
+            !unchanged
+        })
+        .map(|(source, _)| {
+            tokio::task::spawn_blocking(move || sha256_of_file(&source).map(|hash| (source, hash)))
+        });
     let (recipe_key, recipe) =
         uploader::reconstruct::find_recipe(store, name, Which::File(file_sha256))
             .await
@@ -892,6 +924,67 @@ async fn rebuild_and_compare(
         )),
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A source file as a stat saw it. When a later stat sees the same size, modification
+/// and status-change times and inode, nothing wrote to the file in between (the rule
+/// git and restic rely on to skip unchanged files).
+#[derive(Debug, Clone, Copy)]
+struct SourceStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    /// The status-change time (`ctime`), which no user call can set back.
+    #[cfg(unix)]
+    changed: (i64, i64),
+    /// (device, inode): a file renamed over the source is another file.
+    #[cfg(unix)]
+    inode: (u64, u64),
+    /// The file changed within [`SourceStamp::RACY_WINDOW`] before the stat: a write
+    /// just after it could land in the same timestamp tick and leave the same times,
+    /// so only the file's hash can tell whether it changed.
+    racy: bool,
+}
+
+impl SourceStamp {
+    /// Longer than any filesystem's timestamp granularity that Panini runs on (FAT's
+    /// is 2 s; ext4, xfs, btrfs and tmpfs keep nanoseconds but advance them per tick).
+    const RACY_WINDOW: Duration = Duration::from_secs(3);
+
+    /// The stamp of `path` now; `None` when it cannot be read.
+    fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        let taken = std::time::SystemTime::now();
+        let modified = meta.modified().ok();
+        #[cfg(unix)]
+        let (changed, inode, last_change) = {
+            use std::os::unix::fs::MetadataExt as _;
+            let changed = (meta.ctime(), meta.ctime_nsec());
+            let ctime = u64::try_from(meta.ctime())
+                .ok()
+                .map(|secs| std::time::UNIX_EPOCH + Duration::new(secs, meta.ctime_nsec() as u32));
+            (changed, (meta.dev(), meta.ino()), modified.max(ctime))
+        };
+        #[cfg(not(unix))]
+        let last_change = modified;
+        let racy = last_change.is_none_or(|at| at + Self::RACY_WINDOW > taken);
+        Some(Self {
+            len: meta.len(),
+            modified,
+            #[cfg(unix)]
+            changed,
+            #[cfg(unix)]
+            inode,
+            racy,
+        })
+    }
+
+    /// Whether `earlier` and this stamp describe the file unchanged.
+    fn same_as(&self, earlier: &Self) -> bool {
+        let same = self.len == earlier.len && self.modified == earlier.modified;
+        #[cfg(unix)]
+        let same = same && self.changed == earlier.changed && self.inode == earlier.inode;
+        same && self.modified.is_some()
     }
 }
 

@@ -93,6 +93,65 @@ async fn the_library_pipeline_rebuilds_every_file_and_reports_progress() {
     assert!(String::from_utf8_lossy(&example.stdout).contains("rebuilt bit for bit"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_changed_after_it_was_chunked_is_not_verified() {
+    // Three files last changed an hour ago, so their stamps are not racy and an
+    // unchanged source is not hashed again. While the workers run, one file gets other
+    // bytes of the same length and has its modification time set back: only its
+    // status-change time tells, and the pipeline must not call it verified.
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("inputs");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let files: Vec<std::path::PathBuf> = (0..3u8)
+        .map(|i| {
+            let path = inputs.join(format!("file{i}.bin"));
+            let bytes: Vec<u8> = (0..200_000u32).map(|n| (n % 251) as u8 ^ i).collect();
+            std::fs::write(&path, bytes).unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(an_hour_ago).unwrap();
+            path
+        })
+        .collect();
+    let mut config = PipelineConfig::new(dir.path().join("work"));
+    config.files = files.clone();
+    config.engine = panini::gpu_compress::EngineChoice::Cpu;
+
+    let victim = files[1].clone();
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        Pipeline::new(config).run(move |event| {
+            if event == (PipelineEvent::StageFinished { stage: "chunk" }) {
+                let mut bytes = std::fs::read(&victim).unwrap();
+                bytes[1000] ^= 0xff;
+                std::fs::write(&victim, bytes).unwrap();
+                let file = std::fs::File::options().write(true).open(&victim).unwrap();
+                file.set_modified(an_hour_ago).unwrap();
+            }
+        }),
+    )
+    .await
+    .expect("the pipeline ends in time")
+    .expect("the pipeline runs");
+
+    let row = |path: &std::path::Path| {
+        report
+            .files
+            .iter()
+            .find(|f| f.source.as_deref() == Some(path))
+            .unwrap_or_else(|| panic!("{} not reported: {report:#?}", path.display()))
+    };
+    assert!(row(&files[0]).verified, "{report:#?}");
+    assert!(row(&files[2]).verified, "{report:#?}");
+    let changed = row(&files[1]);
+    assert!(!changed.verified, "{report:#?}");
+    let error = changed.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("SHA-256") && error.contains("file1.bin"),
+        "{error}"
+    );
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
