@@ -411,12 +411,16 @@ impl Worker {
         let metrics = Arc::new(Metrics::default());
         let source = match &config.source {
             ChunkSource::Tree(root) => {
-                source::Source::Tree(std::fs::canonicalize(root).map_err(|source| {
+                let tree = chunk_model::chunk_path::TreeRoot::new(root).map_err(|e| {
                     WorkerError::SourceRoot {
                         path: root.clone(),
-                        source,
+                        source: match e {
+                            chunk_model::ModelError::Io { source, .. } => source,
+                            other => std::io::Error::other(other.to_string()),
+                        },
                     }
-                })?)
+                })?;
+                source::Source::Tree(tree)
             }
             ChunkSource::Repo(repo) => source::Source::Repo(Arc::new(source::GitCache::open(
                 repo.clone(),

@@ -32,7 +32,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -51,6 +51,7 @@ use uploader::{ChunkObject, KnownObjects, ObjectMeta, Publish, PutItem, StoreErr
 
 use crate::source::{GitCache, Source, relative_path, resolve_in_tree};
 use crate::{Shared, github};
+use chunk_model::chunk_path::TreeRoot;
 
 /// Chunks a worker remembers as stored, at most, while it waits for their files to
 /// complete; past this it forgets them all and asks the store again (correct either
@@ -838,7 +839,7 @@ struct Stored {
 /// Reads `data.bin` from the checkout into a kept buffer and checks its size against the
 /// request; the SHA-256 it must have is the request's or, when the request carries no
 /// hash, the chunk's `metadata.json`'s.
-fn read_from_tree(root: &Path, job: &Job, buffers: &Buffers) -> Result<Unchecked, String> {
+fn read_from_tree(root: &TreeRoot, job: &Job, buffers: &Buffers) -> Result<Unchecked, String> {
     let Location::Tree(path) = &job.location else {
         return Err("a repository chunk reached a tree-backed worker".into());
     };

@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -182,15 +182,13 @@ pub(crate) fn relative_path(what: &str, path: &str) -> Result<String, String> {
 /// `file` must be a regular file there, not a symbolic link. `what` names `dir` in
 /// messages (`chunk_path`, `base_dir`), which become the `400` a request gets.
 pub(crate) fn resolve_in_tree(
-    root: &Path,
+    root: &TreeRoot,
     what: &str,
     dir: &str,
     file: &str,
 ) -> Result<PathBuf, String> {
     let dir = ChunkPath::parse(dir).map_err(|e| format!("{what} {e}"))?;
-    TreeRoot::new(root)
-        .map_err(|e| format!("source root {e}"))?
-        .resolve_file(&dir, file)
+    root.resolve_file(&dir, file)
         .map_err(|e| format!("{what} {e}"))
 }
 
@@ -208,8 +206,9 @@ pub(crate) fn commit_id(commit: &str) -> Result<String, String> {
 /// The source a running worker reads from.
 #[derive(Debug)]
 pub(crate) enum Source {
-    /// A checkout; the root is canonical.
-    Tree(PathBuf),
+    /// A checkout, its root's real path found once (not once per chunk: that was two
+    /// `canonicalize` calls, a `readlink` per component, for every chunk path).
+    Tree(TreeRoot),
     /// A repository.
     Repo(Arc<GitCache>),
 }
