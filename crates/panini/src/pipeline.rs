@@ -441,6 +441,8 @@ impl Pipeline {
         let mut compress_time = Duration::ZERO;
         let mut sync_time = Duration::ZERO;
         let mut dispatched = 0usize;
+        // Set when a round's sync completed every chunk the tree had open.
+        let mut tree_complete = false;
         on_event(PipelineEvent::StageStarted {
             stage: "compress",
             total: chunk_count,
@@ -507,12 +509,17 @@ impl Pipeline {
                 if done >= accepted || Instant::now() > deadline {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             compress_time += round_started.elapsed();
 
             let started = Instant::now();
-            crate::sync::sync(&base, store.as_ref(), chrono::Utc::now()).await?;
+            // Recipes are published once, after the last round (below).
+            let synced =
+                crate::sync::complete_from_records(&base, store.as_ref(), chrono::Utc::now())
+                    .await?;
+            tree_complete =
+                synced.errors.is_empty() && synced.completed.len() == synced.open_chunks;
             // Failures reach the repository by callback in Actions; here the workers are
             // asked. Applying them now (instead of waiting for the lease) lets the
             // detector retry at once and give up after its maximum attempts.
@@ -538,7 +545,8 @@ impl Pipeline {
                 }
             }
             sync_time += started.elapsed();
-            if Instant::now() > deadline {
+            // Nothing is open any more: no need to scan the tree again to find that out.
+            if tree_complete || Instant::now() > deadline {
                 break;
             }
         }
@@ -573,11 +581,19 @@ impl Pipeline {
         ));
         stages.push(StageReport::new("sync", sync_time, 0, String::new()));
 
-        // Recipes: workers publish them as files complete; a last sync publishes any
-        // that are missing and says which files have one. Then every file is rebuilt
-        // from the bucket alone.
+        // Recipes: workers publish them as files complete; a last sync (only its recipe
+        // part, when the rounds left nothing open) publishes any that are missing and
+        // says which files have one. Then every file is rebuilt from the bucket alone.
         let started = Instant::now();
-        let synced = crate::sync::sync(&base, store.as_ref(), chrono::Utc::now()).await?;
+        let file_recipes = if tree_complete {
+            crate::sync::publish_recipes(&base, store.as_ref()).await?
+        } else {
+            crate::sync::sync(&base, store.as_ref(), chrono::Utc::now())
+                .await?
+                .recipes
+        };
+        let recipe_of: std::collections::HashMap<&str, &FileRecipe> =
+            file_recipes.iter().map(|r| (r.name.as_str(), r)).collect();
         let mut rows = Vec::new();
         let mut stamps = Vec::new();
         let mut recipes = Vec::new();
@@ -593,7 +609,7 @@ impl Pipeline {
                 verified: false,
                 error: input.file.error,
             };
-            let recipe = synced.recipes.iter().find(|r| r.name == row.name);
+            let recipe = recipe_of.get(row.name.as_str()).copied();
             match recipe {
                 Some(FileRecipe {
                     key: Some(_),
@@ -616,8 +632,7 @@ impl Pipeline {
             }
             rows.push(row);
         }
-        let published = synced
-            .recipes
+        let published = file_recipes
             .iter()
             .filter(|r| r.state == RecipeState::Published)
             .count();
@@ -633,10 +648,10 @@ impl Pipeline {
         ));
 
         let started = Instant::now();
-        // Files are rebuilt concurrently, one per core (each rebuild hashes its file in
-        // order, on one core), and a file chunked in this run must still hold the bytes
-        // rebuilt: unchanged since it was chunked, or else hashed beside its rebuild.
-        let parallel_files = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Files are rebuilt concurrently within a memory budget (see `RebuildBudget`),
+        // and a file chunked in this run must still hold the bytes rebuilt: unchanged
+        // since it was chunked, or else hashed beside its rebuild.
+        let budget = RebuildBudget::new(config.chunker.max_chunk_size);
         let outcomes: Vec<_> = futures::stream::iter(&recipes)
             .map(|(index, file_sha256)| {
                 let name = rows[*index].name.clone();
@@ -645,7 +660,10 @@ impl Pipeline {
                     .clone()
                     .map(|path| (path, stamps[*index]));
                 let store = store.as_ref();
+                let budget = &budget;
+                let size = rows[*index].bytes;
                 async move {
+                    let _held = budget.hold(size).await;
                     let result = rebuild_and_compare(store, &name, *file_sha256, source).await;
                     match result {
                         Ok((size, stored)) => (*index, size, Ok(()), stored),
@@ -653,7 +671,7 @@ impl Pipeline {
                     }
                 }
             })
-            .buffer_unordered(parallel_files)
+            .buffer_unordered(RebuildBudget::MAX_FILES)
             .collect()
             .await;
         let mut rebuilt_bytes = 0;
@@ -927,6 +945,48 @@ async fn rebuild_and_compare(
     }
 }
 
+/// What the pipeline's rebuilds may hold at once. A rebuild holds at most
+/// `ReconstructOptions::max_in_flight` chunks, or its whole file if that is smaller:
+/// with a budget in bytes, big files are rebuilt two at a time (each hashes its file in
+/// order, on one core, so two keep two cores busy) while a folder of small files is
+/// rebuilt dozens at a time, as a small file's rebuild is mostly waiting on its
+/// lookups (issue #17: one file per core left the cores idle on 3,000 small files).
+struct RebuildBudget {
+    permits: tokio::sync::Semaphore,
+    /// What one file may hold at most, in KiB.
+    per_file_kib: u32,
+}
+
+impl RebuildBudget {
+    /// Files rebuilt at once, however small.
+    const MAX_FILES: usize = 64;
+    /// Big files rebuilt at once.
+    const BIG_FILES: u32 = 2;
+
+    fn new(max_chunk_size: u64) -> Self {
+        let in_flight = ReconstructOptions::default().max_in_flight as u64;
+        // Far below u32::MAX / BIG_FILES, so the total below cannot overflow.
+        let per_file_kib = u32::try_from(max_chunk_size.saturating_mul(in_flight).div_ceil(1024))
+            .unwrap_or(1 << 30)
+            .clamp(1, 1 << 30);
+        Self {
+            permits: tokio::sync::Semaphore::new((per_file_kib * Self::BIG_FILES) as usize),
+            per_file_kib,
+        }
+    }
+
+    /// Waits until a file of `size` bytes fits, and holds its share until dropped.
+    async fn hold(&self, size: u64) -> tokio::sync::SemaphorePermit<'_> {
+        let kib = u32::try_from(size.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.per_file_kib);
+        self.permits
+            .acquire_many(kib)
+            .await
+            .expect("the budget's semaphore is never closed")
+    }
+}
+
 /// A source file as a stat saw it. When a later stat sees the same size, modification
 /// and status-change times and inode, nothing wrote to the file in between (the rule
 /// git and restic rely on to skip unchanged files).
@@ -1083,6 +1143,30 @@ impl WorkerTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_rebuild_budget_takes_two_big_files_or_many_small_ones() {
+        // 1 MiB chunks: a rebuild holds at most 8 MiB.
+        let budget = RebuildBudget::new(1 << 20);
+        let big = 100 << 20;
+        let first = budget.hold(big).await;
+        let _second = budget.hold(big).await;
+        let third = budget.hold(big);
+        tokio::pin!(third);
+        assert!(
+            futures::poll!(third.as_mut()).is_pending(),
+            "a third big file waits"
+        );
+        drop(first);
+        let _third = third.await;
+
+        let budget = RebuildBudget::new(1 << 20);
+        let mut small = Vec::new();
+        for _ in 0..RebuildBudget::MAX_FILES {
+            small.push(budget.hold(20 << 10).await);
+        }
+        assert_eq!(small.len(), RebuildBudget::MAX_FILES, "small files all fit");
+    }
 
     #[test]
     fn debug_output_never_shows_the_secrets() {

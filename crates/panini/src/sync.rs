@@ -177,11 +177,24 @@ pub async fn sync(
     store: &dyn ObjectStore,
     now: DateTime<Utc>,
 ) -> Result<SyncReport, Error> {
-    sync_in_pages(base, store, now, SYNC_PAGE).await
+    let mut report = complete_from_records(base, store, now).await?;
+    report.recipes = publish_recipes(base, store).await?;
+    Ok(report)
 }
 
-/// [`sync`], `page` open chunks at a time.
-async fn sync_in_pages(
+/// [`sync`] without publishing recipes (its report lists none): for a caller that syncs
+/// again and again while workers run and publishes the recipes once at the end (the
+/// pipeline), since reading every file's manifest each time costs a read per file.
+pub async fn complete_from_records(
+    base: &Path,
+    store: &dyn ObjectStore,
+    now: DateTime<Utc>,
+) -> Result<SyncReport, Error> {
+    complete_in_pages(base, store, now, SYNC_PAGE).await
+}
+
+/// [`complete_from_records`], `page` open chunks at a time.
+async fn complete_in_pages(
     base: &Path,
     store: &dyn ObjectStore,
     now: DateTime<Utc>,
@@ -237,7 +250,6 @@ async fn sync_in_pages(
         report.completed.extend(completed);
         report.errors.extend(errors);
     }
-    report.recipes = publish_recipes(base, store).await?;
     Ok(report)
 }
 
@@ -513,7 +525,9 @@ mod tests {
         }
 
         let base = repo.path().join("pending_compression");
-        let report = sync_in_pages(&base, &store, Utc::now(), 2).await.unwrap();
+        let report = complete_in_pages(&base, &store, Utc::now(), 2)
+            .await
+            .unwrap();
 
         assert_eq!(report.records, 4, "each record read once: {report:?}");
         assert_eq!(report.open_chunks, 7);
