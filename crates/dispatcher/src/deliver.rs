@@ -237,17 +237,24 @@ impl Dispatcher {
 
     /// The requests `chunks` become, in order, each with a fresh delivery id.
     pub fn plan(&self, chunks: Vec<ChunkInfo>) -> Vec<Delivery> {
+        self.groups(chunks)
+            .into_iter()
+            .map(|group| self.delivery(group))
+            .collect()
+    }
+
+    /// `chunks` cut into the groups one request each carries, in order.
+    fn groups(&self, chunks: Vec<ChunkInfo>) -> Vec<Vec<ChunkInfo>> {
         let size = match self.config.mode {
             Mode::PerChunk => 1,
             Mode::Batch(n) => n,
         };
-        let mut deliveries = Vec::with_capacity(chunks.len().div_ceil(size));
+        let mut groups = Vec::with_capacity(chunks.len().div_ceil(size));
         let mut chunks = chunks.into_iter().peekable();
         while chunks.peek().is_some() {
-            let group: Vec<ChunkInfo> = chunks.by_ref().take(size).collect();
-            deliveries.push(self.delivery(group));
+            groups.push(chunks.by_ref().take(size).collect());
         }
-        deliveries
+        groups
     }
 
     fn delivery(&self, chunks: Vec<ChunkInfo>) -> Delivery {
@@ -424,7 +431,10 @@ impl Dispatcher {
             skipped,
             ..DispatchReport::default()
         };
-        let mut waiting: VecDeque<Delivery> = self.plan(chunks).into();
+        // Requests are built (their bodies serialized) as they are sent, and their bodies
+        // dropped once answered: a run holds one body per request in flight, not one per
+        // chunk of the list (issue #17).
+        let mut waiting: VecDeque<Vec<ChunkInfo>> = self.groups(chunks).into();
         let mut running = FuturesUnordered::new();
         // Finished requests whose outcome is not being written yet, and the write in
         // progress (at most one: the next one takes what finished meanwhile, up to
@@ -433,10 +443,12 @@ impl Dispatcher {
         let mut recording: Option<Recording> = None;
         loop {
             while running.len() < self.config.concurrency
-                && let Some(delivery) = waiting.pop_front()
+                && let Some(group) = waiting.pop_front()
             {
+                let mut delivery = self.delivery(group);
                 running.push(async move {
                     let result = self.deliver(&delivery).await;
+                    delivery.body = Vec::new();
                     (delivery, result, chrono::Utc::now())
                 });
             }
@@ -456,8 +468,8 @@ impl Dispatcher {
                                 first.len(),
                                 second.len()
                             );
-                            waiting.push_front(self.delivery(second));
-                            waiting.push_front(self.delivery(first));
+                            waiting.push_front(second);
+                            waiting.push_front(first);
                             continue;
                         }
                         Err((failure, _)) => Err(failure),
