@@ -651,7 +651,11 @@ impl Pipeline {
         // Files are rebuilt concurrently within a memory budget (see `RebuildBudget`),
         // and a file chunked in this run must still hold the bytes rebuilt: unchanged
         // since it was chunked, or else hashed beside its rebuild.
-        let budget = RebuildBudget::new(config.chunker.max_chunk_size);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let budget = RebuildBudget::new(
+            config.chunker.max_chunk_size,
+            u32::try_from(cores).unwrap_or(u32::MAX),
+        );
         let outcomes: Vec<_> = futures::stream::iter(&recipes)
             .map(|(index, file_sha256)| {
                 let name = rows[*index].name.clone();
@@ -947,10 +951,10 @@ async fn rebuild_and_compare(
 
 /// What the pipeline's rebuilds may hold at once. A rebuild holds at most
 /// `ReconstructOptions::max_in_flight` chunks, or its whole file if that is smaller:
-/// with a budget in bytes, big files are rebuilt two at a time (each hashes its file in
-/// order, on one core, so two keep two cores busy) while a folder of small files is
-/// rebuilt dozens at a time, as a small file's rebuild is mostly waiting on its
-/// lookups (issue #17: one file per core left the cores idle on 3,000 small files).
+/// with a budget in bytes, big files are rebuilt one per core (each hashes its file in
+/// order, on one core) while a folder of small files is rebuilt dozens at a time, as a
+/// small file's rebuild is mostly waiting on its lookups (issue #17: one file per core
+/// left the cores idle on 3,000 small files).
 struct RebuildBudget {
     permits: tokio::sync::Semaphore,
     /// What one file may hold at most, in KiB.
@@ -960,17 +964,21 @@ struct RebuildBudget {
 impl RebuildBudget {
     /// Files rebuilt at once, however small.
     const MAX_FILES: usize = 64;
-    /// Big files rebuilt at once.
-    const BIG_FILES: u32 = 2;
 
-    fn new(max_chunk_size: u64) -> Self {
+    /// A budget for `big_files` big files at once (at least one), chunks being at most
+    /// `max_chunk_size` bytes.
+    fn new(max_chunk_size: u64, big_files: u32) -> Self {
         let in_flight = ReconstructOptions::default().max_in_flight as u64;
-        // Far below u32::MAX / BIG_FILES, so the total below cannot overflow.
         let per_file_kib = u32::try_from(max_chunk_size.saturating_mul(in_flight).div_ceil(1024))
-            .unwrap_or(1 << 30)
-            .clamp(1, 1 << 30);
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let total = u64::from(per_file_kib) * u64::from(big_files.max(1));
         Self {
-            permits: tokio::sync::Semaphore::new((per_file_kib * Self::BIG_FILES) as usize),
+            permits: tokio::sync::Semaphore::new(
+                usize::try_from(total)
+                    .unwrap_or(usize::MAX)
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            ),
             per_file_kib,
         }
     }
@@ -1146,8 +1154,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_rebuild_budget_takes_two_big_files_or_many_small_ones() {
-        // 1 MiB chunks: a rebuild holds at most 8 MiB.
-        let budget = RebuildBudget::new(1 << 20);
+        // 1 MiB chunks: a rebuild holds at most 8 MiB; two big files at once.
+        let budget = RebuildBudget::new(1 << 20, 2);
         let big = 100 << 20;
         let first = budget.hold(big).await;
         let _second = budget.hold(big).await;
@@ -1160,7 +1168,7 @@ mod tests {
         drop(first);
         let _third = third.await;
 
-        let budget = RebuildBudget::new(1 << 20);
+        let budget = RebuildBudget::new(1 << 20, 2);
         let mut small = Vec::new();
         for _ in 0..RebuildBudget::MAX_FILES {
             small.push(budget.hold(20 << 10).await);
