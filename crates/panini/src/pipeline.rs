@@ -907,16 +907,19 @@ async fn rebuild_and_compare(
     file_sha256: Sha256Digest,
     source: Option<(PathBuf, Option<SourceStamp>)>,
 ) -> Result<(u64, u64), String> {
-    let source_hash = source
-        .filter(|(path, before)| {
+    // The stat and the hash both touch the file system: off the async threads, beside
+    // the rebuild. `None` when the source is unchanged and need not be hashed.
+    let source_hash = source.map(|(source, before)| {
+        tokio::task::spawn_blocking(move || {
             let unchanged = before.is_some_and(|before| {
-                !before.racy && SourceStamp::of(path).is_some_and(|now| now.same_as(&before))
+                !before.racy && SourceStamp::of(&source).is_some_and(|now| now.same_as(&before))
             });
-            !unchanged
+            if unchanged {
+                return Ok(None);
+            }
+            sha256_of_file(&source).map(|hash| Some((source, hash)))
         })
-        .map(|(source, _)| {
-            tokio::task::spawn_blocking(move || sha256_of_file(&source).map(|hash| (source, hash)))
-        });
+    });
     let (recipe_key, recipe) =
         uploader::reconstruct::find_recipe(store, name, Which::File(file_sha256))
             .await
@@ -938,8 +941,9 @@ async fn rebuild_and_compare(
         return Ok(sizes);
     };
     match hashing.await {
-        Ok(Ok((_, hash))) if hash == report.file_sha256 => Ok(sizes),
-        Ok(Ok((source, hash))) => Err(format!(
+        Ok(Ok(None)) => Ok(sizes),
+        Ok(Ok(Some((_, hash)))) if hash == report.file_sha256 => Ok(sizes),
+        Ok(Ok(Some((source, hash)))) => Err(format!(
             "{name} rebuilt from the bucket with SHA-256 {}, source {} has {hash}",
             report.file_sha256,
             source.display()
