@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use chunk_model::chunk_path::TreeRoot;
 use chunk_model::layout::{DATA_FILE, MANIFEST_FILE, METADATA_FILE};
 use chunk_model::{
     ChunkCompressed, ChunkInfo, ChunkMetadata, Codec, Manifest, Sha256Digest, Status, object_keys,
@@ -51,7 +52,6 @@ use uploader::{ChunkObject, KnownObjects, ObjectMeta, Publish, PutItem, StoreErr
 
 use crate::source::{GitCache, Source, relative_path, resolve_in_tree};
 use crate::{Shared, github};
-use chunk_model::chunk_path::TreeRoot;
 
 /// Chunks a worker remembers as stored, at most, while it waits for their files to
 /// complete; past this it forgets them all and asks the store again (correct either
