@@ -1,8 +1,8 @@
 //! `auto`: choosing a codec per chunk from a sample of it.
 //!
 //! The estimate is cheap next to the compression it steers: byte entropy of up to four
-//! 64 KiB sample blocks, an LZ4 trial on them and, unless the data is plainly incompressible,
-//! a zstd level-1 trial.
+//! 64 KiB sample blocks, an LZ4 trial on them (liblz4, as the LZ4 codec) and, unless the
+//! data is plainly incompressible, a zstd level-1 trial.
 
 use chunk_model::Codec;
 
@@ -41,9 +41,12 @@ pub(crate) fn choose(data: &[u8]) -> AutoDecision {
     let samples = sample(data);
     let sample_len: usize = samples.iter().map(|s| s.len()).sum();
     let entropy_bits = entropy(&samples);
+    // C liblz4, the encoder the LZ4 codec itself uses: the trial then predicts what
+    // that codec makes, and it is 1.5-2.5× faster than `lz4_flex` (the trial is a
+    // quarter of every 1 MiB chunk). A sample it cannot encode counts as incompressible.
     let lz4_out: usize = samples
         .iter()
-        .map(|s| lz4_flex::block::compress(s).len().min(s.len()))
+        .map(|s| lz4::block::compress(s, None, false).map_or(s.len(), |c| c.len().min(s.len())))
         .sum();
     let lz4_sample_ratio = ratio(lz4_out, sample_len);
     let mut d = AutoDecision {
