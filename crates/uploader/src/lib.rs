@@ -38,7 +38,10 @@ pub use error::StoreError;
 pub use gcs::{Gcs, GcsConfig, GcsCredentials};
 pub use limits::{Limited, Limits};
 pub use local::LocalDir;
-pub use publish::{KnownObjects, Publish, PublishError, publish_if_complete};
+pub use publish::{
+    KnownObjects, Prepared, Publish, PublishError, prepare_recipes, publish_if_complete,
+    publish_prepared,
+};
 pub use reconstruct::{
     ReconstructError, ReconstructOptions, ReconstructProgress, ReconstructReport, VerifyReport,
     Which, reconstruct, verify, verify_recipe,

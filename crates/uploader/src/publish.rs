@@ -21,7 +21,7 @@ use futures::StreamExt as _;
 
 use crate::StoreError;
 use crate::store::{ObjectStore, PutOutcome};
-use crate::upload::{UploadError, write_recipe};
+use crate::upload::{UploadError, recipe_item, write_recipe};
 
 /// How many chunks [`publish_if_complete`] looks up at once.
 const STAT_CONCURRENCY: usize = 16;
@@ -150,22 +150,89 @@ pub async fn publish_if_complete(
     manifest: &Manifest,
     known: &mut KnownObjects,
 ) -> Result<Publish, PublishError> {
+    let prepared = prepare_recipes(store, &[(name, manifest)], known)
+        .await
+        .pop()
+        .expect("one result per file");
+    match prepared? {
+        Prepared::Settled(outcome) => Ok(outcome),
+        Prepared::Ready(recipe) => {
+            let outcome = write_recipe(store, &recipe).await;
+            written(name, &recipe, outcome)
+        }
+    }
+}
+
+/// What [`prepare_recipes`] found for a file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prepared {
+    /// Every chunk object is stored: this recipe may be written, alone or in a batch
+    /// ([`publish_prepared`]).
+    Ready(Recipe),
+    /// Nothing to write: a recipe is there already, or a chunk object is missing.
+    Settled(Publish),
+}
+
+/// The checks of [`publish_if_complete`] without the write, for many files at once: for
+/// each `(name, manifest)`, in order, the recipe when every chunk object it needs is
+/// stored. The files' recipes are looked up in one `stat_many`; a caller with many files
+/// to publish (a worker's batch of small files) then writes the ready recipes in one
+/// [`publish_prepared`] batch.
+pub async fn prepare_recipes(
+    store: &dyn ObjectStore,
+    files: &[(&str, &Manifest)],
+    known: &mut KnownObjects,
+) -> Vec<Result<Prepared, PublishError>> {
+    let keys: Vec<Option<(String, Sha256Digest)>> = files
+        .iter()
+        .map(|(name, manifest)| {
+            manifest
+                .file_hash
+                .map(|sha| (object_keys::recipe(name, &sha), sha))
+        })
+        .collect();
+    let to_stat: Vec<String> = keys.iter().flatten().map(|(key, _)| key.clone()).collect();
+    let mut stats = store.stat_many(&to_stat).await.into_iter();
+    let mut prepared = Vec::with_capacity(files.len());
+    for ((name, manifest), key) in files.iter().zip(keys) {
+        let Some((key, file_sha256)) = key else {
+            prepared.push(Err(PublishError::NoFileHash {
+                name: (*name).to_owned(),
+            }));
+            continue;
+        };
+        let stat = stats.next().unwrap_or_else(|| {
+            Err(StoreError::Task(
+                "stat_many gave fewer results than keys".into(),
+            ))
+        });
+        prepared.push(match stat {
+            Err(source) => Err(PublishError::Store {
+                name: (*name).to_owned(),
+                source,
+            }),
+            // The recipe's stat spares the walk when the file is done already, the common
+            // case for a worker that sees the same file again in later batches.
+            Ok(Some(_)) => Ok(Prepared::Settled(Publish::AlreadyPublished { key })),
+            Ok(None) => complete_recipe(store, name, manifest, file_sha256, known).await,
+        });
+    }
+    prepared
+}
+
+/// The recipe of a file with none published yet, when every chunk object it needs is
+/// stored: the walk of [`publish_if_complete`].
+async fn complete_recipe(
+    store: &dyn ObjectStore,
+    name: &str,
+    manifest: &Manifest,
+    file_sha256: Sha256Digest,
+    known: &mut KnownObjects,
+) -> Result<Prepared, PublishError> {
     let store_error = |source| PublishError::Store {
         name: name.to_owned(),
         source,
     };
-    let Some(file_sha256) = manifest.file_hash else {
-        return Err(PublishError::NoFileHash {
-            name: name.to_owned(),
-        });
-    };
-    let key = object_keys::recipe(name, &file_sha256);
-    // One stat spares the walk when the file is done already, the common case for a
-    // worker that sees the same file again in later batches.
-    if store.stat(&key).await.map_err(store_error)?.is_some() {
-        return Ok(Publish::AlreadyPublished { key });
-    }
-
     // The chunks still to look up, in file order, each once however often it repeats.
     let mut seen = HashSet::new();
     let unknown: Vec<(u64, Sha256Digest)> = manifest
@@ -188,7 +255,9 @@ pub async fn publish_if_complete(
     while let Some(found) = lookups.next().await {
         match found.map_err(store_error)? {
             (_, sha, Some(codec)) => known.insert(sha, codec),
-            (chunk_id, missing, None) => return Ok(Publish::Incomplete { missing, chunk_id }),
+            (chunk_id, missing, None) => {
+                return Ok(Prepared::Settled(Publish::Incomplete { missing, chunk_id }));
+            }
         }
     }
 
@@ -217,7 +286,56 @@ pub async fn publish_if_complete(
         file_sha256,
         chunks,
     };
-    match write_recipe(store, &recipe).await {
+    Ok(Prepared::Ready(recipe))
+}
+
+/// Writes recipes that [`prepare_recipes`] found ready, create-only, in one `put_many`
+/// (on a local directory: one flush for the batch instead of one per recipe and its
+/// sidecar). One outcome per recipe, in order, as [`publish_if_complete`] reports it.
+pub async fn publish_prepared(
+    store: &dyn ObjectStore,
+    recipes: &[Recipe],
+) -> Vec<Result<Publish, PublishError>> {
+    let mut items = Vec::with_capacity(recipes.len());
+    // A recipe that does not tile its file never reaches the store.
+    let mut invalid = Vec::new();
+    for (index, recipe) in recipes.iter().enumerate() {
+        match recipe_item(recipe) {
+            Ok(item) => items.push(item),
+            Err(e) => invalid.push((index, e)),
+        }
+    }
+    let mut puts = store.put_many(items).await.into_iter();
+    let mut invalid = invalid.into_iter().peekable();
+    recipes
+        .iter()
+        .enumerate()
+        .map(|(index, recipe)| {
+            let outcome = match invalid.next_if(|(i, _)| *i == index) {
+                Some((_, e)) => Err(e),
+                None => puts.next().map_or_else(
+                    || {
+                        Err(
+                            StoreError::Task("put_many gave fewer results than items".into())
+                                .into(),
+                        )
+                    },
+                    |put| put.map_err(UploadError::from),
+                ),
+            };
+            written(&recipe.name, recipe, outcome)
+        })
+        .collect()
+}
+
+/// What writing `recipe` came to, as [`publish_if_complete`] reports it.
+fn written(
+    name: &str,
+    recipe: &Recipe,
+    outcome: Result<PutOutcome, UploadError>,
+) -> Result<Publish, PublishError> {
+    let key = object_keys::recipe(&recipe.name, &recipe.file_sha256);
+    match outcome {
         Ok(PutOutcome::Created) => Ok(Publish::Published { key }),
         Ok(PutOutcome::AlreadyExists) => Ok(Publish::AlreadyPublished { key }),
         // Another worker published first and found a chunk under another codec's name

@@ -10,7 +10,7 @@ use chunk_model::{
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
 
 use crate::StoreError;
-use crate::store::{ObjectMeta, ObjectStore, PutOutcome};
+use crate::store::{ObjectMeta, ObjectStore, PutItem, PutOutcome};
 
 /// One chunk, already encoded by the caller (the uploader has no compression policy).
 #[derive(Debug, Clone)]
@@ -303,6 +303,12 @@ pub(crate) async fn write_recipe(
     store: &dyn ObjectStore,
     recipe: &Recipe,
 ) -> Result<PutOutcome, UploadError> {
+    let (key, bytes, meta) = recipe_item(recipe)?;
+    Ok(store.put(&key, bytes, &meta).await?)
+}
+
+/// A checked recipe as the object that stores it: its key, its JSON and metadata.
+pub(crate) fn recipe_item(recipe: &Recipe) -> Result<PutItem, UploadError> {
     recipe.validate()?;
     let key = object_keys::recipe(&recipe.name, &recipe.file_sha256);
     let mut json = serde_json::to_vec_pretty(recipe).map_err(|e| StoreError::InvalidMetadata {
@@ -312,7 +318,7 @@ pub(crate) async fn write_recipe(
     })?;
     json.push(b'\n');
     let meta = ObjectMeta::plain(&json);
-    Ok(store.put(&key, Bytes::from(json), &meta).await?)
+    Ok((key, Bytes::from(json), meta))
 }
 
 async fn verify_encoding(chunk: &EncodedChunk) -> Result<(), UploadError> {

@@ -2,7 +2,8 @@
 //! while a chunk object is missing, the recipe names the objects that really exist and
 //! rebuilds the file, publishing again (or by a racing caller) is a no-op, each chunk is
 //! looked up about once over the file's life, and a manifest without a file hash is
-//! refused.
+//! refused. Recipes prepared and written in one batch keep each file's outcome to
+//! itself.
 
 mod support;
 
@@ -14,9 +15,9 @@ use bytes::Bytes;
 use chunk_model::{Codec, Manifest, Sha256Digest, object_keys};
 use support::chunk_tree;
 use uploader::{
-    EncodedChunk, KnownObjects, LocalDir, Object, ObjectInfo, ObjectMeta, ObjectStore, Publish,
-    PublishError, PutOutcome, ReconstructOptions, StoreError, Which, publish_if_complete,
-    reconstruct,
+    EncodedChunk, KnownObjects, LocalDir, Object, ObjectInfo, ObjectMeta, ObjectStore, Prepared,
+    Publish, PublishError, PutOutcome, ReconstructOptions, StoreError, Which, prepare_recipes,
+    publish_if_complete, publish_prepared, reconstruct,
 };
 
 /// A `LocalDir` that counts its `stat` calls, to check what publishing costs.
@@ -254,4 +255,86 @@ async fn a_recipe_is_published_to_cloud_storage() {
         Publish::Published { .. }
     ));
     assert_eq!(rebuilt(&gcs, "gcs").await, data);
+}
+
+#[tokio::test]
+async fn recipes_prepared_together_are_written_in_one_batch() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    let store = LocalDir::new(work.path().join("bucket")).unwrap();
+    let mut files = Vec::new();
+    for (i, name) in ["first", "raced", "broken", "last"].into_iter().enumerate() {
+        let data = support::compressible(40_000 + 1000 * i, i as u64);
+        let manifest = chunk_tree::write(&tree, name, &data, 10_000, true);
+        for chunk in 0..manifest.chunks.len() {
+            store_chunk(&store, &tree, &manifest, chunk, Codec::Zstd).await;
+        }
+        files.push((name, data, manifest));
+    }
+    // In the same batch: a file with a chunk not stored yet, and a manifest without a
+    // file hash; each gets its own answer, in its place.
+    let partial = chunk_tree::write(
+        &tree,
+        "partial",
+        &support::pseudo_random(30_000, 9),
+        10_000,
+        true,
+    );
+    store_chunk(&store, &tree, &partial, 0, Codec::Zstd).await;
+    let old = chunk_tree::write(&tree, "old", &support::pseudo_random(1000, 1), 500, false);
+    let mut known = KnownObjects::new();
+    let mut pairs: Vec<(&str, &Manifest)> = files.iter().map(|(n, _, m)| (*n, m)).collect();
+    pairs.insert(1, ("partial", &partial));
+    pairs.push(("old", &old));
+    let mut prepared = prepare_recipes(&store, &pairs, &mut known).await;
+    assert_eq!(prepared.len(), 6);
+    assert!(
+        matches!(prepared.pop(), Some(Err(PublishError::NoFileHash { ref name })) if name == "old")
+    );
+    assert!(matches!(
+        prepared.remove(1),
+        Ok(Prepared::Settled(Publish::Incomplete { chunk_id: 1, .. }))
+    ));
+    let mut recipes = Vec::new();
+    for (prepared, (name, _, _)) in prepared.into_iter().zip(&files) {
+        match prepared.unwrap() {
+            Prepared::Ready(recipe) => recipes.push(recipe),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    // Nothing is written by preparing.
+    assert!(store.list("recipes/").await.unwrap().is_empty());
+    // Another caller publishes one file in between; another recipe no longer tiles its
+    // file (its last chunk dropped), as a bug upstream might leave it.
+    let raced = publish_if_complete(&store, "raced", &files[1].2, &mut KnownObjects::new())
+        .await
+        .unwrap();
+    assert!(matches!(raced, Publish::Published { .. }), "{raced:?}");
+    recipes[2].chunks.pop();
+
+    let outcomes = publish_prepared(&store, &recipes).await;
+    assert_eq!(outcomes.len(), 4);
+    let key = |i: usize| object_keys::recipe(files[i].0, &Sha256Digest::of(&files[i].1));
+    assert_eq!(
+        outcomes[0].as_ref().unwrap(),
+        &Publish::Published { key: key(0) }
+    );
+    assert_eq!(
+        outcomes[1].as_ref().unwrap(),
+        &Publish::AlreadyPublished { key: key(1) }
+    );
+    assert!(
+        matches!(&outcomes[2], Err(PublishError::Write { name, .. }) if name == "broken"),
+        "{:?}",
+        outcomes[2]
+    );
+    assert_eq!(
+        outcomes[3].as_ref().unwrap(),
+        &Publish::Published { key: key(3) }
+    );
+    // The failed recipe cost only its own file; every other file rebuilds.
+    assert_eq!(store.list("recipes/").await.unwrap().len(), 3);
+    for i in [0, 1, 3] {
+        assert_eq!(rebuilt(&store, files[i].0).await, files[i].1);
+    }
 }

@@ -48,7 +48,7 @@ use rayon::prelude::*;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use uploader::{ChunkObject, KnownObjects, ObjectMeta, Publish, PutItem, StoreError};
+use uploader::{ChunkObject, KnownObjects, ObjectMeta, Prepared, Publish, PutItem, StoreError};
 
 use crate::source::{GitCache, Source, relative_path, resolve_in_tree};
 use crate::{Shared, github};
@@ -757,7 +757,8 @@ fn is_deduplicated(record: &ChunkCompressed) -> bool {
 }
 
 /// Publishes the recipe of every file `done` touched whose chunk objects are now all
-/// stored ([`uploader::publish_if_complete`]). A failure is logged and counted, never
+/// stored: the files checked ([`uploader::prepare_recipes`]), then the recipes written in
+/// one batch ([`uploader::publish_prepared`]). A failure is logged and counted, never
 /// charged to the chunks: they are stored, and the next batch of the file, another
 /// worker or `sync` publishes the recipe.
 async fn publish_recipes(shared: &Shared, known: &mut KnownObjects, done: Vec<Done>) {
@@ -771,57 +772,104 @@ async fn publish_recipes(shared: &Shared, known: &mut KnownObjects, done: Vec<Do
         }
         files.extend(d.file);
     }
+    let failed = |file: &FileRef, reason: &dyn std::fmt::Display| {
+        shared.metrics.add_recipe_failure();
+        tracing::warn!(file = %file.dir, commit = ?file.commit, %reason, "recipe not published");
+    };
+    // The files the batch touched: their manifests read, their recipes checked and the
+    // ready ones written, each step once for all of them (a batch of small files
+    // completes many files at once).
+    let mut named = Vec::new();
     for file in files {
-        if let Err(reason) = publish_file(shared, known, &file).await {
-            shared.metrics.add_recipe_failure();
-            tracing::warn!(file = %file.dir, commit = ?file.commit, %reason, "recipe not published");
+        let name = file.dir.rsplit('/').next().unwrap_or(&file.dir).to_owned();
+        match chunk_model::layout::validate_name(&name) {
+            Ok(()) => named.push((file, name)),
+            Err(e) => failed(&file, &e),
+        }
+    }
+    let manifests = read_manifests(shared, named.iter().map(|(file, _)| file)).await;
+    let mut read = Vec::new();
+    for ((file, name), manifest) in named.into_iter().zip(manifests) {
+        match manifest {
+            Ok(manifest) => read.push((file, name, manifest)),
+            Err(reason) => failed(&file, &reason),
+        }
+    }
+    let store = shared.config.store.as_ref();
+    let pairs: Vec<(&str, &Manifest)> = read.iter().map(|(_, n, m)| (n.as_str(), m)).collect();
+    let prepared = uploader::prepare_recipes(store, &pairs, known).await;
+    let mut ready = Vec::new();
+    let mut recipes = Vec::new();
+    for ((file, _, manifest), prepared) in read.into_iter().zip(prepared) {
+        match prepared {
+            Ok(Prepared::Ready(recipe)) => {
+                ready.push((file, manifest));
+                recipes.push(recipe);
+            }
+            Ok(Prepared::Settled(Publish::AlreadyPublished { .. })) => known.forget(&manifest),
+            Ok(Prepared::Settled(_)) => {}
+            Err(e) => failed(&file, &e),
+        }
+    }
+    if recipes.is_empty() {
+        return;
+    }
+    let outcomes = uploader::publish_prepared(store, &recipes).await;
+    for ((file, manifest), outcome) in ready.into_iter().zip(outcomes) {
+        match outcome {
+            Ok(Publish::Published { key }) => {
+                shared.metrics.add_recipe_published();
+                tracing::info!(%key, "published a recipe");
+                known.forget(&manifest);
+            }
+            Ok(Publish::AlreadyPublished { .. }) => known.forget(&manifest),
+            Ok(Publish::Incomplete { .. }) => {}
+            Err(e) => failed(&file, &e),
         }
     }
 }
 
-async fn publish_file(
+/// The `manifest.json` of each file, from the same source its chunks came from: a
+/// checkout's in one task on the blocking pool, a repository's one by one from its cache
+/// at the file's commit.
+async fn read_manifests<'a>(
     shared: &Shared,
-    known: &mut KnownObjects,
-    file: &FileRef,
-) -> Result<(), String> {
-    let name = file.dir.rsplit('/').next().unwrap_or(&file.dir);
-    chunk_model::layout::validate_name(name).map_err(|e| e.to_string())?;
-    let manifest = read_manifest(shared, file).await?;
-    let outcome =
-        uploader::publish_if_complete(shared.config.store.as_ref(), name, &manifest, known)
-            .await
-            .map_err(|e| e.to_string())?;
-    match outcome {
-        Publish::Published { key } => {
-            shared.metrics.add_recipe_published();
-            tracing::info!(%key, "published a recipe");
-            known.forget(&manifest);
-        }
-        Publish::AlreadyPublished { .. } => known.forget(&manifest),
-        Publish::Incomplete { .. } => {}
-    }
-    Ok(())
-}
-
-/// A file's `manifest.json`, from the same source its chunks came from.
-async fn read_manifest(shared: &Shared, file: &FileRef) -> Result<Manifest, String> {
-    match (&shared.source, &file.commit) {
-        (Source::Tree(root), _) => {
-            let (root, dir) = (root.clone(), file.dir.clone());
+    files: impl Iterator<Item = &'a FileRef>,
+) -> Vec<Result<Manifest, String>> {
+    match &shared.source {
+        Source::Tree(root) => {
+            let root = root.clone();
+            let dirs: Vec<String> = files.map(|f| f.dir.clone()).collect();
+            let count = dirs.len();
             tokio::task::spawn_blocking(move || {
-                let path = resolve_in_tree(&root, "base_dir", &dir, MANIFEST_FILE)?;
-                chunk_model::json_file::read(&path).map_err(|e| e.to_string())
+                dirs.iter()
+                    .map(|dir| {
+                        let path = resolve_in_tree(&root, "base_dir", dir, MANIFEST_FILE)?;
+                        chunk_model::json_file::read(&path).map_err(|e| e.to_string())
+                    })
+                    .collect()
             })
             .await
-            .map_err(|e| format!("reading the manifest failed: {e}"))?
+            .unwrap_or_else(|e| vec![Err(format!("reading the manifests failed: {e}")); count])
         }
-        (Source::Repo(cache), Some(commit)) => {
-            let path = format!("{}/{MANIFEST_FILE}", file.dir);
-            let bytes = cache.read(commit, &path).await.map_err(|e| e.to_string())?;
-            serde_json::from_slice(&bytes).map_err(|e| format!("{path} at {commit}: {e}"))
-        }
-        (Source::Repo(_), None) => {
-            Err("a chunk without a commit reached a repository-backed worker".into())
+        Source::Repo(cache) => {
+            let mut manifests = Vec::new();
+            for file in files {
+                manifests.push(match &file.commit {
+                    Some(commit) => {
+                        let path = format!("{}/{MANIFEST_FILE}", file.dir);
+                        match cache.read(commit, &path).await {
+                            Ok(bytes) => serde_json::from_slice(&bytes)
+                                .map_err(|e| format!("{path} at {commit}: {e}")),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                    None => {
+                        Err("a chunk without a commit reached a repository-backed worker".into())
+                    }
+                });
+            }
+            manifests
         }
     }
 }
