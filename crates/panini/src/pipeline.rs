@@ -33,6 +33,9 @@ pub const PIPELINE_TREE_MARKER: &str = ".created-by-panini-pipeline";
 /// enough to keep every core busy.
 pub const DEFAULT_WORKER_MEMORY: u64 = 32 << 20;
 
+/// Default [`PipelineConfig::dispatch_window`].
+pub const DEFAULT_DISPATCH_WINDOW: usize = 512;
+
 /// How a [`Pipeline`] runs. Build with [`PipelineConfig::new`] and adjust the fields.
 /// `Debug` shows the token and signing key as `<redacted>`.
 #[derive(Clone)]
@@ -64,6 +67,11 @@ pub struct PipelineConfig {
     /// the size of its input. Each worker gets an equal share
     /// ([`worker::WorkerConfig::batch_bytes_for_memory`]).
     pub worker_memory: u64,
+    /// Chunks dispatched at a time: the next window goes out once the workers hold fewer
+    /// than this many unreported chunks, so their queues hold at most about two windows
+    /// of chunk descriptions (a few hundred bytes each) whatever the size of the input,
+    /// and never run dry (512 chunks are seconds of work).
+    pub dispatch_window: usize,
     /// Worker services to use instead of in-process ones (`http://host:port/webhook`);
     /// they must read the same tree and store into the same bucket.
     pub worker_urls: Vec<String>,
@@ -105,6 +113,7 @@ impl std::fmt::Debug for PipelineConfig {
             .field("store", &self.store)
             .field("workers", &self.workers)
             .field("worker_memory", &self.worker_memory)
+            .field("dispatch_window", &self.dispatch_window)
             .field("worker_urls", &self.worker_urls)
             .field("token", &redacted(self.token.is_some()))
             .field("signing_key", &redacted(self.signing_key.is_some()))
@@ -130,6 +139,7 @@ impl PipelineConfig {
             store: StoreConfig::default(),
             workers: 2,
             worker_memory: DEFAULT_WORKER_MEMORY,
+            dispatch_window: DEFAULT_DISPATCH_WINDOW,
             worker_urls: Vec::new(),
             token: None,
             signing_key: None,
@@ -427,6 +437,12 @@ impl Pipeline {
             }
         }
         let repository = crate::actions::repository_ref(None, None, &repo_root)?;
+        let progress = |done: u64| {
+            on_event(PipelineEvent::Progress {
+                stage: "compress",
+                done: done.saturating_sub(reported_before).min(chunk_count),
+            });
+        };
 
         // Detect → dispatch → wait → sync, until nothing is left to dispatch. A chunk a
         // worker lost comes back when its lease runs out; one that keeps failing ends
@@ -484,33 +500,30 @@ impl Pipeline {
             dispatch.base = Some(base.clone());
             dispatch.lease = lease;
             dispatch.repository = repository.clone();
-            let outcome = dispatcher::Dispatcher::new(dispatch)?
-                .run(chunks, |_| {})
-                .await;
-            dispatched += outcome.accepted_chunks;
-            dispatch_time += round_started.elapsed();
-
+            // A window of chunks at a time (`dispatch_window`): the workers' queues, and
+            // this list as it is consumed, stay bounded by the window, not by the input.
+            let window_len = config.dispatch_window.max(1);
+            let mut chunks = chunks.into_iter();
+            loop {
+                let window: Vec<_> = chunks.by_ref().take(window_len).collect();
+                if window.is_empty() {
+                    break;
+                }
+                let started = Instant::now();
+                let outcome = dispatcher::Dispatcher::new(dispatch.clone())?
+                    .run(window, |_| {})
+                    .await;
+                dispatched += outcome.accepted_chunks;
+                dispatch_time += started.elapsed();
+                if chunks.len() > 0 {
+                    let below = u64::try_from(window_len).unwrap_or(u64::MAX);
+                    wait_for_workers(&workers, &http, below, deadline, &progress).await;
+                }
+            }
             // Wait until every worker that answers has reported every chunk it accepted.
             // A worker that stops answering has nothing more to report: what it held
             // comes back through its lease.
-            loop {
-                let mut done = 0;
-                let mut accepted = 0;
-                for worker in &workers {
-                    if let Ok(status) = worker.status(&http).await {
-                        done += status.completed + status.failed;
-                        accepted += status.accepted;
-                    }
-                }
-                on_event(PipelineEvent::Progress {
-                    stage: "compress",
-                    done: done.saturating_sub(reported_before).min(chunk_count),
-                });
-                if done >= accepted || Instant::now() > deadline {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            wait_for_workers(&workers, &http, 1, deadline, &progress).await;
             compress_time += round_started.elapsed();
 
             let started = Instant::now();
@@ -809,6 +822,32 @@ impl Pipeline {
             .collect();
         on_event(PipelineEvent::StageFinished { stage: "chunk" });
         Ok(inputs)
+    }
+}
+
+/// Waits until the workers that answer hold fewer than `below` chunks they accepted and
+/// have not reported yet (or until `deadline`), reporting the chunks done to `progress`.
+async fn wait_for_workers(
+    workers: &[WorkerClient],
+    http: &reqwest::Client,
+    below: u64,
+    deadline: Instant,
+    progress: &impl Fn(u64),
+) {
+    loop {
+        let mut done = 0;
+        let mut accepted = 0;
+        for worker in workers {
+            if let Ok(status) = worker.status(http).await {
+                done += status.completed + status.failed;
+                accepted += status.accepted;
+            }
+        }
+        progress(done);
+        if accepted.saturating_sub(done) < below || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -164,3 +164,60 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_go_out_a_window_at_a_time_and_every_file_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = samples::sample_set(&dir.path().join("inputs"), 2 << 20).unwrap();
+    let mut config = PipelineConfig::new(dir.path().join("work"));
+    config.files = files.clone();
+    config.chunker.max_chunk_size = 64 << 10;
+    config.chunker.min_chunk_size = 16 << 10;
+    config.engine = panini::gpu_compress::EngineChoice::Cpu;
+    // Far fewer than the chunks: the run waits for the workers between windows.
+    config.dispatch_window = 3;
+
+    let progress = Arc::new(Mutex::new(Vec::new()));
+    let seen = progress.clone();
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        Pipeline::new(config).run(move |e| {
+            if let PipelineEvent::Progress {
+                stage: "compress",
+                done,
+            } = e
+            {
+                seen.lock().unwrap().push(done);
+            }
+        }),
+    )
+    .await
+    .expect("the pipeline ends in time")
+    .expect("the pipeline runs");
+
+    let chunks: u64 = report.files.iter().map(|f| f.chunks).sum();
+    assert!(chunks > 10, "{chunks} chunks: too few to need windows");
+    assert!(report.files.iter().all(|f| f.verified), "{report:#?}");
+    assert_eq!(
+        report.chunks_stored_now + report.chunks_already_stored,
+        chunks,
+        "{report:#?}"
+    );
+    let dispatch = report
+        .stages
+        .iter()
+        .find(|s| s.stage == "dispatch")
+        .unwrap();
+    assert!(
+        dispatch
+            .note
+            .starts_with(&format!("{chunks} chunks over HTTP")),
+        "{}",
+        dispatch.note
+    );
+    // Progress was reported between windows, never backwards, up to every chunk.
+    let progress = progress.lock().unwrap();
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    assert_eq!(progress.last().copied(), Some(chunks), "{progress:?}");
+    assert!(progress.len() > 3, "{progress:?}");
+}
