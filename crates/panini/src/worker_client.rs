@@ -78,10 +78,10 @@ impl WorkerClient {
         config.signing_key = Some(signing_key.to_vec());
         config.engine = engine;
         config.max_batch_bytes = worker::WorkerConfig::batch_bytes_for_memory(memory);
-        // The queue holds chunk descriptions only (bytes are read when a batch starts):
-        // a local run's worker takes a whole tree at once instead of answering 503 past
-        // the default 1,024 and leaving the dispatcher to wait out Retry-After (a second)
-        // while it drains (issue #17: 3,000 small files).
+        // The queue holds chunk descriptions only (bytes are read when a batch starts).
+        // The pipeline bounds what it sends (`PipelineConfig::dispatch_window`); past the
+        // default 1,024 a larger window would be answered 503, and the dispatcher would
+        // wait out Retry-After (a second) while the worker drains.
         config.max_queue = LOCAL_MAX_QUEUE;
         config.worker_id = format!("pipeline-worker-{index}");
         Self::start_in_process(config).await
