@@ -1404,6 +1404,8 @@ pub(crate) fn filesystem(path: &Path) -> String {
         Ok(task) if fstype == "ext4" && task.trim() == "<none>" => {
             format!("{source} {fstype} (no journal)")
         }
+        // A memory filesystem's source is its type again: `tmpfs`, not `tmpfs tmpfs`.
+        _ if source == fstype => fstype.to_owned(),
         _ => format!("{source} {fstype}"),
     }
 }
