@@ -85,8 +85,8 @@ async fn decode_chunk_object(
         };
         let expected = *original;
         let shown = key.clone();
-        // Decoding and hashing megabytes is CPU work; keep it off the async threads.
-        let result = tokio::task::spawn_blocking(move || {
+        // Decoding and hashing megabytes is CPU work: on rayon's pool (`crate::cpu`).
+        let result = crate::cpu::on_rayon(move || {
             // A chunk larger than memory can address cannot be ours.
             let limit = usize::try_from(size).unwrap_or(usize::MAX);
             let corrupt = |why: String| format!("the stored object {shown} is corrupt: {why}");
@@ -103,7 +103,7 @@ async fn decode_chunk_object(
             Ok((decoded, Sha256Digest::of(&object.bytes)))
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?;
+        .map_err(StoreError::Task)?;
         return Ok(Some(Decoded { key, result }));
     }
     Ok(None)

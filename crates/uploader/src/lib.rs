@@ -20,6 +20,7 @@
 
 pub mod bucket_url;
 mod chunk_check;
+pub mod cpu;
 mod error;
 pub mod gcs;
 pub mod limits;

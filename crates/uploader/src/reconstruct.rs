@@ -424,11 +424,10 @@ async fn rebuild_into<W: tokio::io::AsyncWrite + Unpin>(
                         source,
                     })?;
             let chunk = chunk.clone();
-            tokio::task::spawn_blocking(move || {
-                decode_and_check(index, &chunk, &object.bytes, check)
-            })
-            .await
-            .map_err(|e| ReconstructError::Store(StoreError::Task(e.to_string())))?
+            // CPU work, on rayon's pool (`crate::cpu`).
+            crate::cpu::on_rayon(move || decode_and_check(index, &chunk, &object.bytes, check))
+                .await
+                .map_err(|e| ReconstructError::Store(StoreError::Task(e)))?
         })
         // `buffered` yields in recipe order while fetching ahead.
         .buffered(options.max_in_flight.max(1));

@@ -25,9 +25,9 @@
 //! | writing the frame into the bucket | 1 × frame | 1 × frame |
 //!
 //! Hand-offs per batch: reading and hashing, then compressing, verifying and hashing
-//! the frames, are one rayon task each ([`on_rayon`]), where they were a blocking thread
-//! each (the second handing on to rayon) plus the frames' hashing on the storing stage's
-//! async thread. A batch's objects and then its records are one `put_many` each (on a
+//! the frames, are one rayon task each ([`uploader::cpu::on_rayon`]), where they were a
+//! blocking thread each (the second handing on to rayon) plus the frames' hashing on the
+//! storing stage's async thread. A batch's objects and then its records are one `put_many` each (on a
 //! local directory the filesystem is flushed per `put_many`, not per object).
 
 use std::collections::BTreeSet;
@@ -385,29 +385,6 @@ async fn pipeline(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>, track_queue:
 /// The chunks of a batch to store, with their frames or why compression failed.
 type ToStore = Vec<(Ready, Result<Framed, String>)>;
 
-/// Runs `work` on rayon's pool, where `gpu-compress` runs its threads too, and waits for it
-/// without holding an async thread: one hand-off there and one back, where a blocking
-/// thread would hand the work on to rayon once more. A panic comes back as an error.
-async fn on_rayon<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    rayon::spawn(move || {
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
-        // The receiver is gone only when the worker was aborted.
-        let _ = tx.send(outcome);
-    });
-    match rx.await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(panic)) => Err(panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".into())),
-        Err(_) => Err("the task was dropped".into()),
-    }
-}
-
 /// Reads and checks a batch, reports what fails or is already stored, and compresses
 /// the rest. Returns the chunks to store, and those found already stored.
 async fn compress_batch(
@@ -482,7 +459,7 @@ async fn compress_batch(
     let start = Instant::now();
     // Compressing, verifying and hashing the frames in one go on rayon: the frames are
     // hashed while they are still in cache, on every core.
-    let compressed = on_rayon(move || {
+    let compressed = uploader::cpu::on_rayon(move || {
         let inputs: Vec<&[u8]> = to_compress.iter().map(|r| r.data.as_slice()).collect();
         let frames: Vec<Result<Compressed, String>> = match compressor.compress_batch(&inputs) {
             Ok(frames) => frames.into_iter().map(Ok).collect(),
@@ -576,7 +553,7 @@ async fn read_batch(shared: &Arc<Shared>, buffers: &Arc<Buffers>, batch: Vec<Job
         }
     };
     let buffers = buffers.clone();
-    let read = on_rayon(move || {
+    let read = uploader::cpu::on_rayon(move || {
         let from_tree = from_tree.into_par_iter().map(|job| {
             let outcome = match &root {
                 Some(root) => read_from_tree(root, &job, &buffers),
