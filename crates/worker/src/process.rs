@@ -27,8 +27,9 @@
 //! Hand-offs per batch: reading and hashing, then compressing, verifying and hashing
 //! the frames, are one rayon task each ([`uploader::cpu::on_rayon`]), where they were a
 //! blocking thread each (the second handing on to rayon) plus the frames' hashing on the
-//! storing stage's async thread. A batch's objects and then its records are one `put_many` each (on a
-//! local directory the filesystem is flushed per `put_many`, not per object).
+//! storing stage's async thread. A batch's objects, then its records, then the recipes
+//! of the files it completed are one `put_many` each (on a local directory the
+//! filesystem is flushed per `put_many`, not per object).
 
 use std::collections::BTreeSet;
 use std::io::Read as _;
