@@ -158,7 +158,7 @@ pub async fn publish_if_complete(
         Prepared::Settled(outcome) => Ok(outcome),
         Prepared::Ready(recipe) => {
             let outcome = write_recipe(store, &recipe).await;
-            written(name, &recipe, outcome)
+            written(&recipe, outcome)
         }
     }
 }
@@ -323,14 +323,13 @@ pub async fn publish_prepared(
                     |put| put.map_err(UploadError::from),
                 ),
             };
-            written(&recipe.name, recipe, outcome)
+            written(recipe, outcome)
         })
         .collect()
 }
 
 /// What writing `recipe` came to, as [`publish_if_complete`] reports it.
 fn written(
-    name: &str,
     recipe: &Recipe,
     outcome: Result<PutOutcome, UploadError>,
 ) -> Result<Publish, PublishError> {
@@ -345,7 +344,7 @@ fn written(
             Ok(Publish::AlreadyPublished { key })
         }
         Err(source) => Err(PublishError::Write {
-            name: name.to_owned(),
+            name: recipe.name.clone(),
             source,
         }),
     }
