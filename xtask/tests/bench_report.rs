@@ -118,14 +118,15 @@ fn bench_writes_a_report_with_every_stage_beside_its_peer_and_a_chart() {
     }
     let skipped = report["skipped"].as_array().unwrap();
     assert_eq!(skipped.len(), usize::from(seed.is_none()), "{skipped:?}");
-    // The whole pipeline rebuilt and verified every file: the corpus into both buckets,
-    // the folder of small files, and the memory stage's one file of each size.
+    // The whole pipeline rebuilt and verified every file: the corpus into a local bucket
+    // (work directories on the output's disk, then on tmpfs) and the emulator, the
+    // folder of small files, and the memory stage's one file of each size.
     let pipelines = report["pipelines"].as_array().unwrap();
     let files_per_run: Vec<usize> = pipelines
         .iter()
         .map(|p| p["summary"]["files"].as_array().unwrap().len())
         .collect();
-    assert_eq!(files_per_run, [7, 7, 200, 1, 1], "{pipelines:?}");
+    assert_eq!(files_per_run, [7, 7, 7, 200, 1, 1], "{pipelines:?}");
     for p in pipelines {
         let files = p["summary"]["files"].as_array().unwrap();
         assert!(files.iter().all(|f| f["verified"] == true), "{p}");
