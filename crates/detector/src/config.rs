@@ -32,6 +32,12 @@ pub struct DetectConfig {
     pub include: Vec<String>,
     /// Glob patterns of files or directories to leave out, relative to the repository root.
     pub exclude: Vec<String>,
+    /// Scan only these files' chunk trees (their directory names under the base), as a
+    /// pipeline does for the files it has just chunked while it chunks the next ones;
+    /// empty: every file. The base itself is not listed then, so the cost of a scan is
+    /// that of the files named, however many others the tree holds. A name with no
+    /// directory is nothing to scan, not an error.
+    pub files: Vec<String>,
     /// Select every chunk that is not `completed` (the workflow's `force_process`).
     pub force: bool,
     /// A `failed` chunk is selected again while `attempts < max_attempts`.
@@ -47,6 +53,7 @@ impl DetectConfig {
             base: base.into(),
             include: Vec::new(),
             exclude: Vec::new(),
+            files: Vec::new(),
             force: false,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             lease: DEFAULT_LEASE,

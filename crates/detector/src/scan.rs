@@ -97,8 +97,19 @@ pub fn scan(config: &DetectConfig, now: DateTime<Utc>) -> Result<ScanReport, Det
     let states = ctx.patterns.step(&ctx.patterns.start(), &name);
     let found = if states.is_empty() {
         Vec::new()
-    } else {
+    } else if config.files.is_empty() {
         walk_dir(&ctx, &base_dir, &name, &states, None)
+    } else {
+        // The named trees only, each as the walk of the base would have reached it.
+        config
+            .files
+            .par_iter()
+            .filter(|file| is_one_component(file))
+            .flat_map_iter(|file| {
+                let rel = format!("{name}/{file}");
+                walk_subdir(&ctx, &base_dir.join(file), &rel, &states, file, None)
+            })
+            .collect()
     };
 
     for item in found {
@@ -139,6 +150,12 @@ pub fn scan(config: &DetectConfig, now: DateTime<Utc>) -> Result<ScanReport, Det
     });
     report.invalid.sort();
     Ok(report)
+}
+
+/// Whether `name` names an entry of a directory (as a listing would give it), not a
+/// path elsewhere or a hidden in-progress tree.
+fn is_one_component(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\'])
 }
 
 /// A directory whose files are read: by path, or relative to its parent's open handle.

@@ -378,3 +378,43 @@ fn hidden_directories_and_partial_trees_are_skipped() {
     assert!(report.invalid.is_empty(), "{:?}", report.invalid);
     assert_eq!(report.scanned, 1);
 }
+
+#[test]
+fn a_scan_of_named_files_reads_only_their_trees() {
+    let t = Tree::new();
+    for name in ["a", "b", "c"] {
+        t.chunk(name, 0, &python_metadata(0, 10, "FIXED_SIZE"));
+        t.chunk(name, 1, &python_metadata(1, 10, "FIXED_SIZE"));
+    }
+    // Broken metadata in a file not named must not even be read.
+    t.write_raw(&t.chunk_dir("b", 2).join("metadata.json"), "{");
+
+    let mut config = DetectConfig::new(&t.base);
+    config.files = vec![
+        "c".into(),
+        "a".into(),
+        // Not a file of the tree: nothing to scan, and no error.
+        "missing".into(),
+        // Never a way out of the base, nor into an in-progress tree.
+        "../elsewhere".into(),
+        ".a.partial".into(),
+    ];
+    let report = scan(&config, now()).unwrap();
+    assert_eq!(
+        paths(&report),
+        [
+            "pending_compression/a/chunk_0000",
+            "pending_compression/a/chunk_0001",
+            "pending_compression/c/chunk_0000",
+            "pending_compression/c/chunk_0001",
+        ],
+        "in the order a whole scan gives"
+    );
+    assert_eq!(report.scanned, 4);
+    assert!(report.invalid.is_empty(), "{:?}", report.invalid);
+
+    // The whole tree, for comparison: b too, and its broken chunk.
+    let report = scan(&DetectConfig::new(&t.base), now()).unwrap();
+    assert_eq!(report.selected.len(), 6);
+    assert_eq!(report.invalid.len(), 1, "{:?}", report.invalid);
+}

@@ -53,6 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         base: args.base.clone(),
         include: args.include,
         exclude: args.exclude,
+        files: Vec::new(),
         force: args.force,
         max_attempts: args.max_attempts,
         lease: args.lease,
