@@ -153,7 +153,8 @@ impl PipelineConfig {
     }
 }
 
-/// What a running pipeline reports as it goes.
+/// What a running pipeline reports as it goes. Stages overlap: events of several
+/// stages interleave.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PipelineEvent {
     /// A stage with a known amount of work began (`total` in the stage's unit: bytes for
@@ -171,6 +172,13 @@ pub enum PipelineEvent {
         /// Work done so far.
         done: u64,
     },
+    /// A stage's total grew: compression's, as each group of files is chunked.
+    TotalGrew {
+        /// The stage's name.
+        stage: &'static str,
+        /// How much work it has now.
+        total: u64,
+    },
     /// A stage ended.
     StageFinished {
         /// The stage's name.
@@ -185,8 +193,16 @@ pub enum PipelineEvent {
 pub struct StageReport {
     /// The stage's name.
     pub stage: &'static str,
-    /// Wall-clock seconds it took.
+    /// Wall-clock seconds from its start to its end. Stages overlap (files are
+    /// dispatched while others are chunked, rebuilt while others are compressed), so
+    /// these add up to more than the run.
     pub seconds: f64,
+    /// Seconds from the run's start to this stage's start (0 for stages that run in
+    /// rounds, whose `seconds` add the rounds up).
+    pub started_s: f64,
+    /// Of `seconds`, the time the stage had work under way: less where it waited for
+    /// the stage that feeds it (chunking for a file system, rebuilding for recipes).
+    pub busy_s: f64,
     /// Bytes it went through, where that means something.
     pub bytes: u64,
     /// `bytes` per second, in MB (10⁶).
@@ -202,6 +218,8 @@ impl StageReport {
         Self {
             stage,
             seconds,
+            started_s: 0.0,
+            busy_s: seconds,
             bytes,
             mb_per_s: if seconds > 0.0 && bytes > 0 {
                 bytes as f64 / 1e6 / seconds
@@ -210,6 +228,18 @@ impl StageReport {
             },
             note,
         }
+    }
+
+    /// The same stage, begun `offset` after the run's start.
+    pub fn starting_at(mut self, offset: Duration) -> Self {
+        self.started_s = offset.as_secs_f64();
+        self
+    }
+
+    /// The same stage, with work under way for `busy` of its time.
+    pub fn busy_for(mut self, busy: Duration) -> Self {
+        self.busy_s = busy.as_secs_f64().min(self.seconds);
+        self
     }
 }
 
@@ -247,6 +277,9 @@ pub struct PipelineReport {
     pub device: Option<String>,
     /// Every file, in tree order.
     pub files: Vec<FileReport>,
+    /// Wall-clock seconds of the whole run, less than its stages' sum where they
+    /// overlapped.
+    pub seconds: f64,
     /// Every stage, in order.
     pub stages: Vec<StageReport>,
     /// Bytes of all files.
@@ -300,10 +333,18 @@ impl Pipeline {
     /// Runs every stage and reports each file. A file that fails does not stop the
     /// others; the error is on its [`FileReport`]. `Err` means the run as a whole could
     /// not go on (no bucket, no worker, an unreadable tree).
+    ///
+    /// The stages overlap: files are chunked a group at a time ([`CHUNK_GROUP_BYTES`],
+    /// [`CHUNK_GROUP_FILES`]), each group is detected and dispatched as soon as it is in
+    /// the tree while the next one is chunked, and a file is rebuilt as soon as its
+    /// recipe is in the bucket while the workers still compress the others. Memory stays
+    /// bounded by the dispatch window, the workers' memory and the rebuilds' budget, not
+    /// by the input.
     pub async fn run(
         &self,
         on_event: impl Fn(PipelineEvent) + Send + Sync + 'static,
     ) -> Result<PipelineReport, Error> {
+        let run_started = Instant::now();
         let on_event: EventSink = Arc::new(on_event);
         let config = &self.config;
         if config.workers == 0 && config.worker_urls.is_empty() {
@@ -319,7 +360,9 @@ impl Pipeline {
             .unwrap_or_else(|| work.join("bucket").display().to_string());
         let store = uploader::open(&bucket, &config.store).await?;
 
-        let (base, inputs) = match &config.base {
+        // The tree: an existing one, or a new one, chunked below while the workers
+        // already compress what is in it.
+        let (base, mut source) = match &config.base {
             Some(base) => {
                 let base = base.canonicalize().map_err(Error::io(base))?;
                 let files = tree::files(&base)?;
@@ -338,49 +381,14 @@ impl Pipeline {
                         stamp: None,
                     })
                     .collect::<Vec<_>>();
-                (base, inputs)
+                (base, Source::Tree(inputs))
             }
             None => {
                 let base = work.join(layout::DEFAULT_ROOT);
-                let started = Instant::now();
-                // Never replace a tree a pipeline did not create: it may hold a
-                // user's own chunks and their statuses (`--work-dir .`). A tree with
-                // the marker is a previous run's scratch copy, and is replaced.
-                let marker = base.join(PIPELINE_TREE_MARKER);
-                if base.exists() {
-                    if !marker.is_file() {
-                        return Err(Error::InvalidConfig(format!(
-                            "{} exists and was not created by a pipeline run; it is left \
-                             as it is. Use another work directory, or run on that tree \
-                             with --base",
-                            base.display()
-                        )));
-                    }
-                    std::fs::remove_dir_all(&base).map_err(Error::io(&base))?;
-                }
-                std::fs::create_dir_all(&base).map_err(Error::io(&base))?;
-                std::fs::write(
-                    &marker,
-                    b"created by a panini pipeline run; replaced by the next\n",
-                )
-                .map_err(Error::io(&marker))?;
-                let inputs = self.chunk_all(&base, &on_event)?;
-                let bytes: u64 = inputs.iter().map(|f| f.file.bytes).sum();
-                let chunks: u64 = inputs.iter().map(|f| f.file.chunks).sum();
-                stages.push(StageReport::new(
-                    "chunk",
-                    started.elapsed(),
-                    bytes,
-                    format!("{chunks} chunks, {}", config.chunker.strategy),
-                ));
-                (base, inputs)
+                let files = self.expand_inputs(&on_event)?;
+                replace_pipeline_tree(&base)?;
+                (base, Source::Chunk(files))
             }
-        };
-        let staged = match &config.stage {
-            Some(options) => {
-                Some(stage_raw_bytes(&base, &store, options, &on_event, &mut stages).await?)
-            }
-            None => None,
         };
         let repo_root = base
             .parent()
@@ -388,8 +396,6 @@ impl Pipeline {
                 Error::InvalidConfig(format!("{} has no parent directory", base.display()))
             })?
             .to_owned();
-        let bytes_in: u64 = inputs.iter().map(|f| f.file.bytes).sum();
-        let chunk_count: u64 = inputs.iter().map(|f| f.file.chunks).sum();
 
         // Workers: real HTTP servers, in this process on loopback or given by URL.
         let (mut workers, token, signing_key) = if config.worker_urls.is_empty() {
@@ -437,166 +443,249 @@ impl Pipeline {
             }
         }
         let repository = crate::actions::repository_ref(None, None, &repo_root)?;
-        let progress = |done: u64| {
-            on_event(PipelineEvent::Progress {
-                stage: "compress",
-                done: done.saturating_sub(reported_before).min(chunk_count),
-            });
+        // The chunks to compress, known as the groups come out of the chunker.
+        let chunk_count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let progress = {
+            let on_event = on_event.clone();
+            let chunk_count = chunk_count.clone();
+            move |done: u64| {
+                on_event(PipelineEvent::Progress {
+                    stage: "compress",
+                    done: done
+                        .saturating_sub(reported_before)
+                        .min(chunk_count.load(std::sync::atomic::Ordering::Relaxed)),
+                });
+            }
         };
 
-        // Detect → dispatch → wait → sync, until nothing is left to dispatch. A chunk a
-        // worker lost comes back when its lease runs out; one that keeps failing ends
-        // `failed` after the detector's maximum attempts.
+        // A chunk a worker lost comes back when its lease runs out; one that keeps
+        // failing ends `failed` after the detector's maximum attempts.
         let lease = config.lease.clamp(
             Duration::from_secs(1),
             config.timeout.max(Duration::from_secs(1)),
         );
         let deadline = Instant::now() + config.timeout;
-        let mut detect_time = Duration::ZERO;
-        let mut dispatch_time = Duration::ZERO;
-        let mut compress_time = Duration::ZERO;
-        let mut sync_time = Duration::ZERO;
-        let mut dispatched = 0usize;
-        // Set when a round's sync completed every chunk the tree had open.
-        let mut tree_complete = false;
-        on_event(PipelineEvent::StageStarted {
-            stage: "compress",
-            total: chunk_count,
-        });
-        loop {
-            let started = Instant::now();
-            let detect_config = detector::DetectConfig {
-                lease,
-                ..detector::DetectConfig::new(&base)
+        let mut dispatch_config =
+            dispatcher::DispatchConfig::new(workers.iter().map(WorkerClient::endpoint).collect());
+        dispatch_config.token = token.clone();
+        dispatch_config.signing_key = signing_key.clone();
+        dispatch_config.base = Some(base.clone());
+        dispatch_config.lease = lease;
+        dispatch_config.repository = repository.clone();
+        let mut sender = Sender {
+            dispatcher: dispatcher::Dispatcher::new(dispatch_config)?,
+            window: config.dispatch_window.max(1),
+            deadline,
+            lease,
+            base: &base,
+            on_event: &on_event,
+            dispatched: 0,
+            detect_time: Duration::ZERO,
+            dispatch_time: Duration::ZERO,
+            first_dispatch: None,
+        };
+
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let budget = Arc::new(RebuildBudget::new(
+            config.chunker.max_chunk_size,
+            u32::try_from(cores).unwrap_or(u32::MAX),
+        ));
+        let rebuild_clock = BusyClock::default();
+        let (early, watching) =
+            EarlyRebuilds::start(store.clone(), budget.clone(), rebuild_clock.clone());
+        // The rebuilds run beside the rest, in this task: `early` moves in, and its end
+        // tells the rebuilds that no more files come.
+        let compressing = async {
+            let mut early = early;
+            let mut inputs: Vec<InputFile> = Vec::new();
+            on_event(PipelineEvent::StageStarted {
+                stage: "compress",
+                total: 0,
+            });
+            let add_chunks = |inputs: &[InputFile]| {
+                let more: u64 = inputs.iter().map(|f| f.file.chunks).sum();
+                let total =
+                    chunk_count.fetch_add(more, std::sync::atomic::Ordering::Relaxed) + more;
+                on_event(PipelineEvent::TotalGrew {
+                    stage: "compress",
+                    total,
+                });
             };
-            let report = detector::scan(&detect_config, chrono::Utc::now())?;
-            for invalid in &report.invalid {
-                on_event(PipelineEvent::Warning(format!(
-                    "{}: {}",
-                    invalid.path, invalid.reason
-                )));
-            }
-            detect_time += started.elapsed();
-            let chunks: Vec<_> = report.selected.into_iter().map(|c| c.info).collect();
-            if chunks.is_empty() {
-                if tree::open_chunks(&base, chrono::Utc::now())?.is_empty()
-                    || Instant::now() > deadline
-                {
-                    break;
+            match std::mem::replace(&mut source, Source::Tree(Vec::new())) {
+                Source::Tree(files) => {
+                    add_chunks(&files);
+                    inputs = files;
                 }
-                // Queued chunks whose lease has not run out yet: wait for them.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
+                Source::Chunk(files) => {
+                    let chunk_started = Instant::now();
+                    let (mut groups, chunking) = self.chunk_in_groups(&base, files, &on_event);
+                    // Staging reads the whole tree's pending chunks: with it, nothing goes out
+                    // before the last group is chunked and staged.
+                    let stream = config.stage.is_none();
+                    while let Some(group) = groups.recv().await {
+                        add_chunks(&group);
+                        let first = inputs.len();
+                        inputs.extend(group);
+                        if stream {
+                            let names = inputs[first..]
+                                .iter()
+                                .filter(|f| f.file.error.is_none())
+                                .map(|f| f.file.name.clone())
+                                .collect::<Vec<_>>();
+                            if !names.is_empty() {
+                                let chunks = sender.detect(names)?;
+                                sender.send(&workers, &http, chunks, &progress).await?;
+                            }
+                            early.watch(first, &inputs[first..]);
+                        }
+                    }
+                    let (chunk_busy, chunk_ended) = chunking.await.map_err(|e| {
+                        Error::InvalidConfig(format!("the chunking thread stopped: {e}"))
+                    })?;
+                    on_event(PipelineEvent::StageFinished { stage: "chunk" });
+                    let bytes: u64 = inputs.iter().map(|f| f.file.bytes).sum();
+                    stages.push(
+                        StageReport::new(
+                            "chunk",
+                            chunk_ended - chunk_started,
+                            bytes,
+                            format!(
+                                "{} chunks, {}",
+                                chunk_count.load(std::sync::atomic::Ordering::Relaxed),
+                                config.chunker.strategy
+                            ),
+                        )
+                        .starting_at(chunk_started - run_started)
+                        .busy_for(chunk_busy),
+                    );
+                    if !stream {
+                        early.watch(0, &inputs);
+                    }
+                }
             }
+            let staged = match &config.stage {
+                Some(options) => Some(
+                    stage_raw_bytes(&base, &store, options, &on_event, &mut stages, run_started)
+                        .await?,
+                ),
+                None => None,
+            };
+            if config.base.is_some() {
+                early.watch(0, &inputs);
+            }
+            let bytes_in: u64 = inputs.iter().map(|f| f.file.bytes).sum();
 
-            // Workers start compressing as soon as they accept, so compress+upload is
-            // timed from the start of the dispatch to the last report.
-            let round_started = Instant::now();
-            let mut dispatch = dispatcher::DispatchConfig::new(
-                workers.iter().map(WorkerClient::endpoint).collect(),
-            );
-            dispatch.token = token.clone();
-            dispatch.signing_key = signing_key.clone();
-            dispatch.base = Some(base.clone());
-            dispatch.lease = lease;
-            dispatch.repository = repository.clone();
-            // A window of chunks at a time (`dispatch_window`): the workers' queues, and
-            // this list as it is consumed, stay bounded by the window, not by the input.
-            let window_len = config.dispatch_window.max(1);
-            let mut chunks = chunks.into_iter();
+            // Detect → dispatch → wait → sync, until nothing is open any more: the chunks
+            // not dispatched yet (an existing tree, staging, retries), then every chunk's
+            // completion and failure recorded in the tree.
+            let mut sync_time = Duration::ZERO;
+            // Set when a round's sync completed every chunk the tree had open.
+            let mut tree_complete;
+            let mut last_report;
             loop {
-                let window: Vec<_> = chunks.by_ref().take(window_len).collect();
-                if window.is_empty() {
+                let chunks = sender.detect(Vec::new())?;
+                let dispatched_now = !chunks.is_empty();
+                sender.send(&workers, &http, chunks, &progress).await?;
+                // Wait until every worker that answers has reported every chunk it accepted.
+                // A worker that stops answering has nothing more to report: what it held
+                // comes back through its lease.
+                wait_for_workers(&workers, &http, 1, deadline, &progress).await;
+                last_report = Instant::now();
+
+                let started = Instant::now();
+                // Recipes are published once, after the last round (below).
+                let synced =
+                    crate::sync::complete_from_records(&base, store.as_ref(), chrono::Utc::now())
+                        .await?;
+                tree_complete =
+                    synced.errors.is_empty() && synced.completed.len() == synced.open_chunks;
+                // Failures reach the repository by callback in Actions; here the workers are
+                // asked. Applying them now (instead of waiting for the lease) lets the
+                // detector retry at once and give up after its maximum attempts.
+                for worker in &mut workers {
+                    let failures = match worker.new_failures(&http).await {
+                        Ok(failures) => failures,
+                        Err(e) => {
+                            on_event(PipelineEvent::Warning(e.to_string()));
+                            continue;
+                        }
+                    };
+                    for failure in failures {
+                        on_event(PipelineEvent::Warning(format!(
+                            "{} failed: {}",
+                            failure.chunk_path,
+                            failure.error.as_deref().unwrap_or("no reason given")
+                        )));
+                        if let Err(e) =
+                            detector::apply_callback(&base, &failure, chrono::Utc::now())
+                        {
+                            on_event(PipelineEvent::Warning(format!(
+                                "recording that failure: {e}"
+                            )));
+                        }
+                    }
+                }
+                sync_time += started.elapsed();
+                if tree_complete || Instant::now() > deadline {
                     break;
                 }
-                let started = Instant::now();
-                let outcome = dispatcher::Dispatcher::new(dispatch.clone())?
-                    .run(window, |_| {})
-                    .await;
-                dispatched += outcome.accepted_chunks;
-                dispatch_time += started.elapsed();
-                if chunks.len() > 0 {
-                    let below = u64::try_from(window_len).unwrap_or(u64::MAX);
-                    wait_for_workers(&workers, &http, below, deadline, &progress).await;
+                if !dispatched_now {
+                    // Chunks leased to a worker elsewhere, not reported yet: wait for them.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
-            // Wait until every worker that answers has reported every chunk it accepted.
-            // A worker that stops answering has nothing more to report: what it held
-            // comes back through its lease.
-            wait_for_workers(&workers, &http, 1, deadline, &progress).await;
-            compress_time += round_started.elapsed();
-
-            let started = Instant::now();
-            // Recipes are published once, after the last round (below).
-            let synced =
-                crate::sync::complete_from_records(&base, store.as_ref(), chrono::Utc::now())
-                    .await?;
-            tree_complete =
-                synced.errors.is_empty() && synced.completed.len() == synced.open_chunks;
-            // Failures reach the repository by callback in Actions; here the workers are
-            // asked. Applying them now (instead of waiting for the lease) lets the
-            // detector retry at once and give up after its maximum attempts.
-            for worker in &mut workers {
-                let failures = match worker.new_failures(&http).await {
-                    Ok(failures) => failures,
-                    Err(e) => {
-                        on_event(PipelineEvent::Warning(e.to_string()));
-                        continue;
-                    }
-                };
-                for failure in failures {
-                    on_event(PipelineEvent::Warning(format!(
-                        "{} failed: {}",
-                        failure.chunk_path,
-                        failure.error.as_deref().unwrap_or("no reason given")
-                    )));
-                    if let Err(e) = detector::apply_callback(&base, &failure, chrono::Utc::now()) {
-                        on_event(PipelineEvent::Warning(format!(
-                            "recording that failure: {e}"
-                        )));
-                    }
-                }
+            on_event(PipelineEvent::StageFinished { stage: "compress" });
+            let totals = WorkerTotals::collect(&workers, &http)
+                .await
+                .since(&totals_before);
+            let Sender {
+                dispatched,
+                detect_time,
+                dispatch_time,
+                first_dispatch,
+                ..
+            } = sender;
+            for worker in workers {
+                worker.stop().await?;
             }
-            sync_time += started.elapsed();
-            // Nothing is open any more: no need to scan the tree again to find that out.
-            if tree_complete || Instant::now() > deadline {
-                break;
-            }
-        }
-        on_event(PipelineEvent::StageFinished { stage: "compress" });
-        let totals = WorkerTotals::collect(&workers, &http)
-            .await
-            .since(&totals_before);
-        for worker in workers {
-            worker.stop().await?;
-        }
-        stages.push(StageReport::new("detect", detect_time, 0, String::new()));
-        stages.push(StageReport::new(
-            "dispatch",
-            dispatch_time,
-            0,
-            format!(
-                "{} over HTTP to {}",
-                plural(dispatched as u64, "chunk"),
-                plural(totals.workers as u64, "worker")
-            ),
-        ));
-        stages.push(StageReport::new(
-            "compress+upload",
-            compress_time,
-            totals.bytes_in,
-            format!(
-                "{} stored, {} already stored, {} failed",
-                totals.completed - totals.deduplicated,
-                totals.deduplicated,
-                totals.failed
-            ),
-        ));
-        stages.push(StageReport::new("sync", sync_time, 0, String::new()));
+            let compress_started = first_dispatch.unwrap_or(last_report);
+            stages.push(StageReport::new("detect", detect_time, 0, String::new()));
+            stages.push(StageReport::new(
+                "dispatch",
+                dispatch_time,
+                0,
+                format!(
+                    "{} over HTTP to {}",
+                    plural(dispatched as u64, "chunk"),
+                    plural(totals.workers as u64, "worker")
+                ),
+            ));
+            // Workers start compressing as soon as they accept, so compress+upload is timed
+            // from the first dispatch to the last report.
+            stages.push(
+                StageReport::new(
+                    "compress+upload",
+                    last_report - compress_started,
+                    totals.bytes_in,
+                    format!(
+                        "{} stored, {} already stored, {} failed",
+                        totals.completed - totals.deduplicated,
+                        totals.deduplicated,
+                        totals.failed
+                    ),
+                )
+                .starting_at(compress_started - run_started),
+            );
+            stages.push(StageReport::new("sync", sync_time, 0, String::new()));
+            Ok::<_, Error>((inputs, totals, tree_complete, bytes_in, staged))
+        };
+        let (compressed, early_outcomes) = tokio::join!(compressing, watching);
+        let (inputs, totals, tree_complete, bytes_in, staged) = compressed?;
 
         // Recipes: workers publish them as files complete; a last sync (only its recipe
         // part, when the rounds left nothing open) publishes any that are missing and
-        // says which files have one. Then every file is rebuilt from the bucket alone.
+        // says which files have one. Files rebuilt early are done; the rest are rebuilt
+        // now, from the bucket alone.
         let started = Instant::now();
         let file_recipes = if tree_complete {
             crate::sync::publish_recipes(&base, store.as_ref()).await?
@@ -608,10 +697,10 @@ impl Pipeline {
         let recipe_of: std::collections::HashMap<&str, &FileRecipe> =
             file_recipes.iter().map(|r| (r.name.as_str(), r)).collect();
         let mut rows = Vec::new();
-        let mut stamps = Vec::new();
-        let mut recipes = Vec::new();
-        for input in inputs {
-            stamps.push(input.stamp);
+        let mut rest = Vec::new();
+        let rebuilt_early: std::collections::HashSet<usize> =
+            early_outcomes.iter().map(|o| o.index).collect();
+        for (index, input) in inputs.into_iter().enumerate() {
             let mut row = FileReport {
                 name: input.file.name,
                 source: input.source,
@@ -624,11 +713,23 @@ impl Pipeline {
             };
             let recipe = recipe_of.get(row.name.as_str()).copied();
             match recipe {
+                // Rebuilt already, beside the workers.
+                Some(FileRecipe {
+                    key: Some(_),
+                    file_sha256: Some(_),
+                    ..
+                }) if rebuilt_early.contains(&index) => {}
                 Some(FileRecipe {
                     key: Some(_),
                     file_sha256: Some(sha),
                     ..
-                }) => recipes.push((rows.len(), *sha)),
+                }) => rest.push(RebuildJob {
+                    index,
+                    name: row.name.clone(),
+                    file_sha256: *sha,
+                    source: row.source.clone().map(|path| (path, input.stamp)),
+                    size: row.bytes,
+                }),
                 Some(r) if row.error.is_none() => {
                     // Say why in the tree's terms (a chunk failed, and its reason) when
                     // the tree knows; else what the bucket lacks.
@@ -645,77 +746,68 @@ impl Pipeline {
             }
             rows.push(row);
         }
+        let with_recipe = rebuilt_early.len() + rest.len();
         let published = file_recipes
             .iter()
             .filter(|r| r.state == RecipeState::Published)
             .count();
-        stages.push(StageReport::new(
-            "recipes",
-            started.elapsed(),
-            0,
-            format!(
-                "{} of {} files have one ({published} published by this sync)",
-                recipes.len(),
-                rows.len()
-            ),
-        ));
+        stages.push(
+            StageReport::new(
+                "recipes",
+                started.elapsed(),
+                0,
+                format!(
+                    "{with_recipe} of {} files have one ({published} published by this sync)",
+                    rows.len()
+                ),
+            )
+            .starting_at(started - run_started),
+        );
 
-        let started = Instant::now();
         // Files are rebuilt concurrently within a memory budget (see `RebuildBudget`),
         // and a file chunked in this run must still hold the bytes rebuilt: unchanged
         // since it was chunked, or else hashed beside its rebuild.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let budget = RebuildBudget::new(
-            config.chunker.max_chunk_size,
-            u32::try_from(cores).unwrap_or(u32::MAX),
-        );
-        let outcomes: Vec<_> = futures::stream::iter(&recipes)
-            .map(|(index, file_sha256)| {
-                let name = rows[*index].name.clone();
-                let source = rows[*index]
-                    .source
-                    .clone()
-                    .map(|path| (path, stamps[*index]));
-                let store = store.as_ref();
-                let budget = &budget;
-                let size = rows[*index].bytes;
-                async move {
-                    let _held = budget.hold(size).await;
-                    let result = rebuild_and_compare(store, &name, *file_sha256, source).await;
-                    match result {
-                        Ok((size, stored)) => (*index, size, Ok(()), stored),
-                        Err(e) => (*index, 0, Err(e), 0),
-                    }
-                }
-            })
+        let late_outcomes: Vec<RebuildOutcome> = futures::stream::iter(rest)
+            .map(|job| job.run(store.clone(), budget.clone(), rebuild_clock.clone()))
             .buffer_unordered(RebuildBudget::MAX_FILES)
             .collect()
             .await;
         let mut rebuilt_bytes = 0;
-        for (index, file_size, result, stored) in outcomes {
+        for RebuildOutcome { index, result } in early_outcomes.into_iter().chain(late_outcomes) {
             let row = &mut rows[index];
             match result {
-                Ok(()) => {
+                Ok((file_size, stored)) => {
                     row.verified = true;
+                    row.stored_bytes = stored;
                     rebuilt_bytes += file_size;
                 }
                 Err(e) => row.error = Some(e),
             }
-            row.stored_bytes = stored;
         }
-        stages.push(StageReport::new(
-            "reconstruct+verify",
-            started.elapsed(),
-            rebuilt_bytes,
-            "size of every chunk, SHA-256 of every file".into(),
-        ));
+        let rebuilds = rebuild_clock.span();
+        stages.push(
+            StageReport::new(
+                "reconstruct+verify",
+                rebuilds.map_or(Duration::ZERO, |(start, end)| end - start),
+                rebuilt_bytes,
+                format!(
+                    "size of every chunk, SHA-256 of every file; {} of {} files rebuilt while \
+                     the workers ran",
+                    rebuilt_early.len(),
+                    with_recipe
+                ),
+            )
+            .starting_at(rebuilds.map_or(Duration::ZERO, |(start, _)| start - run_started))
+            .busy_for(rebuild_clock.busy()),
+        );
 
         // Only now, with every file rebuilt from the bucket, are raw bytes freed (and then
         // only those whose chunk object prune itself reads back and verifies).
         let pruned = match &config.prune {
-            Some(options) => {
-                Some(prune_raw_bytes(&base, &store, options, &on_event, &mut stages).await?)
-            }
+            Some(options) => Some(
+                prune_raw_bytes(&base, &store, options, &on_event, &mut stages, run_started)
+                    .await?,
+            ),
             None => None,
         };
 
@@ -724,6 +816,7 @@ impl Pipeline {
             bucket,
             engine: engine_status.engine,
             device: engine_status.device,
+            seconds: run_started.elapsed().as_secs_f64(),
             stages,
             bytes_in,
             bytes_stored_now: totals.bytes_out,
@@ -740,13 +833,11 @@ impl Pipeline {
         })
     }
 
-    /// Chunks every file of the configuration into `base`, in order.
-    /// Expands `files` (folders walked) and chunks them all into `base` as one batch
-    /// (`chunker::chunk_files`: one flush for all trees, not one per file). A file that
-    /// fails to chunk is reported on its own row and the others go on; an input that
-    /// cannot be expanded (a missing path, a FIFO named explicitly, two files the naming
-    /// rule cannot tell apart) stops the run before anything is chunked.
-    fn chunk_all(&self, base: &Path, on_event: &EventSink) -> Result<Vec<InputFile>, Error> {
+    /// Expands `files` (folders walked, every file named by `chunker::assign_names`). An
+    /// input that cannot be expanded (a missing path, a FIFO named explicitly, two files
+    /// the naming rule cannot tell apart) stops the run before anything is chunked; an
+    /// unreadable subfolder is a warning.
+    fn expand_inputs(&self, on_event: &EventSink) -> Result<Vec<chunker::InputFile>, Error> {
         let mut walk = self.config.inputs.clone();
         // The run's own chunk tree, bucket and rebuilt files, when the work directory
         // is inside a folder given.
@@ -768,12 +859,29 @@ impl Pipeline {
         if let Some(error) = errors.into_iter().next() {
             return Err(error.into());
         }
-        let files = expanded.files;
-        if files.is_empty() {
+        if expanded.files.is_empty() {
             return Err(Error::InvalidConfig(
                 "no files to chunk (folders given hold none that are not ignored)".into(),
             ));
         }
+        Ok(expanded.files)
+    }
+
+    /// Chunks `files` into `base` on a blocking thread, a group at a time
+    /// ([`CHUNK_GROUP_BYTES`], [`CHUNK_GROUP_FILES`]; each group one
+    /// `chunker::chunk_files` batch, with one flush), and hands over each group's files
+    /// as soon as their trees are in place. A file that fails to chunk is on its own row
+    /// and the others go on. The thread returns the time it spent chunking and when it
+    /// was done.
+    fn chunk_in_groups(
+        &self,
+        base: &Path,
+        files: Vec<chunker::InputFile>,
+        on_event: &EventSink,
+    ) -> (
+        tokio::sync::mpsc::UnboundedReceiver<Vec<InputFile>>,
+        tokio::task::JoinHandle<(Duration, Instant)>,
+    ) {
         on_event(PipelineEvent::StageStarted {
             stage: "chunk",
             total: files.iter().map(|f| f.size).sum(),
@@ -781,47 +889,421 @@ impl Pipeline {
         let mut options = chunker::ChunkOptions::new(base);
         options.config = self.config.chunker;
         options.force = true;
+        // Progress is per batch: the groups before count too.
+        let done_before = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let sink = on_event.clone();
+        let before = done_before.clone();
         options.progress = Some(Arc::new(move |p: chunker::Progress| {
             sink(PipelineEvent::Progress {
                 stage: "chunk",
-                done: p.bytes_done,
+                done: before.load(std::sync::atomic::Ordering::Relaxed) + p.bytes_done,
             });
         }));
-        let stamps: Vec<Option<SourceStamp>> =
-            files.iter().map(|f| SourceStamp::of(&f.path)).collect();
-        let results = chunker::chunk_files(&files, &options);
-        let inputs = files
-            .into_iter()
-            .zip(results)
-            .zip(stamps)
-            .map(|((input, result), stamp)| match result {
-                Ok(report) => InputFile {
-                    file: tree::TreeFile {
-                        name: report.name,
-                        format: report.format.name().to_owned(),
-                        chunks: report.total_chunks,
-                        bytes: report.file_size,
-                        error: None,
-                    },
-                    source: Some(report.source),
-                    stamp,
+        let (groups, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let chunking = tokio::task::spawn_blocking(move || {
+            let mut busy = Duration::ZERO;
+            let mut files = files.into_iter().peekable();
+            while files.peek().is_some() {
+                let mut group = Vec::new();
+                let mut bytes = 0;
+                while let Some(file) =
+                    files.next_if(|_| bytes < CHUNK_GROUP_BYTES && group.len() < CHUNK_GROUP_FILES)
+                {
+                    bytes += file.size;
+                    group.push(file);
+                }
+                let started = Instant::now();
+                let inputs = chunk_group(group, &options);
+                busy += started.elapsed();
+                done_before.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+                if groups.send(inputs).is_err() {
+                    // The run stopped: nothing would dispatch what is chunked.
+                    break;
+                }
+            }
+            (busy, Instant::now())
+        });
+        (receiver, chunking)
+    }
+}
+
+/// Files of a group are chunked together until the group holds this many bytes (the
+/// last file may take it past): big enough that the group's flush and detection cost
+/// little beside its chunking, small enough that the workers start within a fraction of
+/// a second of the run.
+pub const CHUNK_GROUP_BYTES: u64 = 32 << 20;
+
+/// … or this many files: a folder of small files goes out in groups of this size.
+pub const CHUNK_GROUP_FILES: usize = 256;
+
+/// Chunks `files` as one batch (`chunker::chunk_files`: one flush for all their trees).
+fn chunk_group(files: Vec<chunker::InputFile>, options: &chunker::ChunkOptions) -> Vec<InputFile> {
+    let stamps: Vec<Option<SourceStamp>> = files.iter().map(|f| SourceStamp::of(&f.path)).collect();
+    let results = chunker::chunk_files(&files, options);
+    files
+        .into_iter()
+        .zip(results)
+        .zip(stamps)
+        .map(|((input, result), stamp)| match result {
+            Ok(report) => InputFile {
+                file: tree::TreeFile {
+                    name: report.name,
+                    format: report.format.name().to_owned(),
+                    chunks: report.total_chunks,
+                    bytes: report.file_size,
+                    file_sha256: Some(report.file_hash),
+                    error: None,
                 },
-                Err(error) => InputFile {
-                    file: tree::TreeFile {
-                        name: input.name,
-                        format: "unknown".to_owned(),
-                        chunks: 0,
-                        bytes: input.size,
-                        error: Some(format!("not chunked: {error}")),
-                    },
-                    source: Some(input.path),
-                    stamp,
+                source: Some(report.source),
+                stamp,
+            },
+            Err(error) => InputFile {
+                file: tree::TreeFile {
+                    name: input.name,
+                    format: "unknown".to_owned(),
+                    chunks: 0,
+                    bytes: input.size,
+                    file_sha256: None,
+                    error: Some(format!("not chunked: {error}")),
                 },
-            })
-            .collect();
-        on_event(PipelineEvent::StageFinished { stage: "chunk" });
-        Ok(inputs)
+                source: Some(input.path),
+                stamp,
+            },
+        })
+        .collect()
+}
+
+/// Where a run's files come from.
+enum Source {
+    /// An existing tree's files.
+    Tree(Vec<InputFile>),
+    /// Files to chunk into a new tree.
+    Chunk(Vec<chunker::InputFile>),
+}
+
+/// Makes `base` an empty tree of this run. Never replaces a tree a pipeline did not
+/// create: it may hold a user's own chunks and their statuses (`--work-dir .`). A tree
+/// with the marker is a previous run's scratch copy, and is replaced.
+fn replace_pipeline_tree(base: &Path) -> Result<(), Error> {
+    let marker = base.join(PIPELINE_TREE_MARKER);
+    if base.exists() {
+        if !marker.is_file() {
+            return Err(Error::InvalidConfig(format!(
+                "{} exists and was not created by a pipeline run; it is left as it is. \
+                 Use another work directory, or run on that tree with --base",
+                base.display()
+            )));
+        }
+        std::fs::remove_dir_all(base).map_err(Error::io(base))?;
+    }
+    std::fs::create_dir_all(base).map_err(Error::io(base))?;
+    std::fs::write(
+        &marker,
+        b"created by a panini pipeline run; replaced by the next\n",
+    )
+    .map_err(Error::io(&marker))
+}
+
+/// Detects and dispatches for a run, and keeps the time each took.
+struct Sender<'a> {
+    /// One for the run: it holds the HTTP client and its connections to the workers.
+    dispatcher: dispatcher::Dispatcher,
+    /// Chunks dispatched at a time ([`PipelineConfig::dispatch_window`]).
+    window: usize,
+    deadline: Instant,
+    lease: Duration,
+    base: &'a Path,
+    on_event: &'a EventSink,
+    dispatched: usize,
+    detect_time: Duration,
+    dispatch_time: Duration,
+    first_dispatch: Option<Instant>,
+}
+
+impl Sender<'_> {
+    /// The chunks to dispatch now, of the named files (`files`) or of the whole tree
+    /// (empty `files`). A chunk whose metadata cannot be used is a warning.
+    fn detect(&mut self, files: Vec<String>) -> Result<Vec<chunk_model::ChunkInfo>, Error> {
+        let started = Instant::now();
+        let config = detector::DetectConfig {
+            lease: self.lease,
+            files,
+            ..detector::DetectConfig::new(self.base)
+        };
+        let report = detector::scan(&config, chrono::Utc::now())?;
+        for invalid in &report.invalid {
+            (self.on_event)(PipelineEvent::Warning(format!(
+                "{}: {}",
+                invalid.path, invalid.reason
+            )));
+        }
+        self.detect_time += started.elapsed();
+        Ok(report.selected.into_iter().map(|c| c.info).collect())
+    }
+
+    /// Dispatches `chunks` a window at a time: each window goes out once the workers
+    /// hold fewer than a window of unreported chunks, so their queues, and this list as
+    /// it is consumed, stay bounded by the window, not by the input.
+    async fn send(
+        &mut self,
+        workers: &[WorkerClient],
+        http: &reqwest::Client,
+        chunks: Vec<chunk_model::ChunkInfo>,
+        progress: &impl Fn(u64),
+    ) -> Result<(), Error> {
+        let below = u64::try_from(self.window).unwrap_or(u64::MAX);
+        let mut chunks = chunks.into_iter();
+        loop {
+            let window: Vec<_> = chunks.by_ref().take(self.window).collect();
+            if window.is_empty() {
+                return Ok(());
+            }
+            wait_for_workers(workers, http, below, self.deadline, progress).await;
+            let started = Instant::now();
+            self.first_dispatch.get_or_insert(started);
+            let outcome = self.dispatcher.run(window, |_| {}).await;
+            self.dispatched += outcome.accepted_chunks;
+            self.dispatch_time += started.elapsed();
+        }
+    }
+}
+
+/// A file to rebuild from the bucket and compare with its source.
+#[derive(Debug)]
+struct RebuildJob {
+    /// Its row in the report.
+    index: usize,
+    name: String,
+    file_sha256: Sha256Digest,
+    source: Option<(PathBuf, Option<SourceStamp>)>,
+    size: u64,
+}
+
+/// A [`RebuildJob`]'s outcome: the file's size and the bytes its chunk objects take.
+struct RebuildOutcome {
+    index: usize,
+    result: Result<(u64, u64), String>,
+}
+
+impl RebuildJob {
+    /// Rebuilds the file once the budget has room for it. Owns what it uses: the early
+    /// rebuilds keep it among their boxed steps, which borrow nothing.
+    async fn run(
+        self,
+        store: Arc<dyn ObjectStore>,
+        budget: Arc<RebuildBudget>,
+        clock: BusyClock,
+    ) -> RebuildOutcome {
+        let _held = budget.hold(self.size).await;
+        let _busy = clock.enter();
+        let result =
+            rebuild_and_compare(store.as_ref(), &self.name, self.file_sha256, self.source).await;
+        RebuildOutcome {
+            index: self.index,
+            result,
+        }
+    }
+}
+
+/// Rebuilds files while the workers still compress others: each file handed over is
+/// rebuilt as soon as its recipe is in the bucket. The recipes of the oldest files
+/// waiting are looked up together (one `stat_many`), quickly while recipes keep
+/// appearing, less and less often while none does. Files whose recipe has not appeared
+/// when the handle is dropped are the caller's to rebuild.
+struct EarlyRebuilds {
+    jobs: tokio::sync::mpsc::UnboundedSender<RebuildJob>,
+}
+
+impl EarlyRebuilds {
+    /// Recipes looked up at once.
+    const LOOKUP: usize = 64;
+    /// The pause between lookups while recipes appear …
+    const MIN_PAUSE: Duration = Duration::from_millis(20);
+    /// … and at most, while none does.
+    const MAX_PAUSE: Duration = Duration::from_millis(640);
+
+    /// The handle that takes files, and the future that rebuilds them: it ends, with
+    /// every rebuild's outcome, once the handle is dropped and the rebuilds under way
+    /// are done. (A future to drive beside the run rather than a task: the rebuild's
+    /// future is not `Send` for every lifetime rustc has to consider.)
+    fn start(
+        store: Arc<dyn ObjectStore>,
+        budget: Arc<RebuildBudget>,
+        clock: BusyClock,
+    ) -> (Self, impl Future<Output = Vec<RebuildOutcome>>) {
+        let (jobs, receiver) = tokio::sync::mpsc::unbounded_channel();
+        (
+            Self { jobs },
+            Self::look_for_recipes(store, budget, clock, receiver),
+        )
+    }
+
+    /// Hands over `inputs` (rows from `first` on) whose recipe can be named: chunked
+    /// into the tree, with the file's SHA-256 known.
+    fn watch(&mut self, first: usize, inputs: &[InputFile]) {
+        for (offset, input) in inputs.iter().enumerate() {
+            let (None, Some(file_sha256)) = (&input.file.error, input.file.file_sha256) else {
+                continue;
+            };
+            let job = RebuildJob {
+                index: first + offset,
+                name: input.file.name.clone(),
+                file_sha256,
+                source: input.source.clone().map(|path| (path, input.stamp)),
+                size: input.file.bytes,
+            };
+            if self.jobs.send(job).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The rebuilds' loop. Lookups and rebuilds are steps of one set, polled together:
+    /// a lookup awaited on its own would leave the rebuilds unpolled while they hold
+    /// the store's request slots, which the lookup (and the workers) wait for.
+    async fn look_for_recipes(
+        store: Arc<dyn ObjectStore>,
+        budget: Arc<RebuildBudget>,
+        clock: BusyClock,
+        mut jobs: tokio::sync::mpsc::UnboundedReceiver<RebuildJob>,
+    ) -> Vec<RebuildOutcome> {
+        let mut waiting = std::collections::VecDeque::new();
+        let mut steps = futures::stream::FuturesUnordered::<
+            std::pin::Pin<Box<dyn Future<Output = Step>>>,
+        >::new();
+        let mut rebuilding = 0;
+        let mut looking = false;
+        let mut open = true;
+        let mut outcomes = Vec::new();
+        let mut pause = Self::MIN_PAUSE;
+        let mut next_lookup = Instant::now();
+        loop {
+            let room = RebuildBudget::MAX_FILES.saturating_sub(rebuilding);
+            let may_look = open && !looking && !waiting.is_empty() && room > 0;
+            if may_look && Instant::now() >= next_lookup {
+                let batch: Vec<RebuildJob> = waiting
+                    .drain(..waiting.len().min(Self::LOOKUP).min(room))
+                    .collect();
+                let store = store.clone();
+                steps.push(Box::pin(async move {
+                    let keys: Vec<String> = batch
+                        .iter()
+                        .map(|job| chunk_model::object_keys::recipe(&job.name, &job.file_sha256))
+                        .collect();
+                    let found = store
+                        .stat_many(&keys)
+                        .await
+                        .into_iter()
+                        .map(|stat| matches!(stat, Ok(Some(_))))
+                        .collect();
+                    Step::LookedUp(batch, found)
+                }));
+                looking = true;
+                continue;
+            }
+            if !open && steps.is_empty() {
+                // Watching stopped: the files still waiting are the caller's.
+                return outcomes;
+            }
+            tokio::select! {
+                job = jobs.recv(), if open => match job {
+                    Some(job) => waiting.push_back(job),
+                    None => open = false,
+                },
+                Some(step) = steps.next(), if !steps.is_empty() => match step {
+                    Step::Rebuilt(outcome) => {
+                        rebuilding -= 1;
+                        outcomes.push(outcome);
+                    }
+                    Step::LookedUp(batch, found) => {
+                        looking = false;
+                        let looked_up = batch.len();
+                        let mut still = std::collections::VecDeque::with_capacity(looked_up);
+                        for (job, found) in batch.into_iter().zip(found) {
+                            if found && open {
+                                let run = job.run(store.clone(), budget.clone(), clock.clone());
+                                steps.push(Box::pin(async move { Step::Rebuilt(run.await) }));
+                                rebuilding += 1;
+                            } else {
+                                still.push_back(job);
+                            }
+                        }
+                        pause = if still.len() < looked_up {
+                            Self::MIN_PAUSE
+                        } else {
+                            (pause * 2).min(Self::MAX_PAUSE)
+                        };
+                        next_lookup = Instant::now() + pause;
+                        still.append(&mut waiting);
+                        waiting = still;
+                    }
+                },
+                () = tokio::time::sleep_until(next_lookup.into()), if may_look => {}
+            }
+        }
+    }
+}
+
+/// What one of [`EarlyRebuilds`]' steps did.
+enum Step {
+    /// A file was rebuilt (or failed to be).
+    Rebuilt(RebuildOutcome),
+    /// These files' recipes were looked up: whether each was found.
+    LookedUp(Vec<RebuildJob>, Vec<bool>),
+}
+
+/// When a stage that runs in pieces, some at once, had at least one piece under way:
+/// its first start, its last end, and the time in between that it was busy.
+#[derive(Debug, Clone, Default)]
+struct BusyClock(Arc<std::sync::Mutex<BusyState>>);
+
+#[derive(Debug, Default)]
+struct BusyState {
+    running: usize,
+    since: Option<Instant>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    busy: Duration,
+}
+
+impl BusyClock {
+    /// Counts a piece as under way until the guard drops.
+    fn enter(&self) -> BusyGuard<'_> {
+        let mut state = self.0.lock().expect("busy clock lock");
+        let now = Instant::now();
+        if state.running == 0 {
+            state.since = Some(now);
+        }
+        state.first.get_or_insert(now);
+        state.running += 1;
+        BusyGuard(self)
+    }
+
+    /// The first start and the last end, once a piece ran.
+    fn span(&self) -> Option<(Instant, Instant)> {
+        let state = self.0.lock().expect("busy clock lock");
+        state.first.zip(state.last)
+    }
+
+    /// The time at least one piece was under way.
+    fn busy(&self) -> Duration {
+        self.0.lock().expect("busy clock lock").busy
+    }
+}
+
+struct BusyGuard<'a>(&'a BusyClock);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.0.lock().expect("busy clock lock");
+        let now = Instant::now();
+        state.running -= 1;
+        state.last = Some(now);
+        if state.running == 0
+            && let Some(since) = state.since.take()
+        {
+            state.busy += now - since;
+        }
     }
 }
 
@@ -860,6 +1342,7 @@ async fn stage_raw_bytes(
     options: &crate::stage::StageOptions,
     on_event: &EventSink,
     stages: &mut Vec<StageReport>,
+    run_started: Instant,
 ) -> Result<crate::stage::StageReport, Error> {
     let started = Instant::now();
     let staged = crate::stage::stage(base, store.clone(), options).await?;
@@ -877,12 +1360,10 @@ async fn stage_raw_bytes(
         note += &format!("; {} kept their data.bin", staged.errors.len());
     }
     // The bytes that left the tree for the bucket: uploaded now, or found there.
-    stages.push(StageReport::new(
-        "stage",
-        started.elapsed(),
-        staged.bytes_removed,
-        note,
-    ));
+    stages.push(
+        StageReport::new("stage", started.elapsed(), staged.bytes_removed, note)
+            .starting_at(started - run_started),
+    );
     Ok(staged)
 }
 
@@ -894,6 +1375,7 @@ async fn prune_raw_bytes(
     options: &crate::prune::PruneOptions,
     on_event: &EventSink,
     stages: &mut Vec<StageReport>,
+    run_started: Instant,
 ) -> Result<crate::prune::PruneReport, Error> {
     let started = Instant::now();
     let pruned = crate::prune::prune(base, store.clone(), options).await?;
@@ -905,23 +1387,26 @@ async fn prune_raw_bytes(
     } else {
         "freed"
     };
-    stages.push(StageReport::new(
-        "prune",
-        started.elapsed(),
-        pruned.data_bytes_freed + pruned.staged_bytes_freed,
-        format!(
-            "{verb} {} and {}{}",
-            plural(pruned.data_files_removed as u64, "data.bin file"),
-            plural(pruned.staged_objects_deleted as u64, "staged object"),
-            match pruned.staged_objects_still_needed {
-                0 => String::new(),
-                n => format!(
-                    "; {} still needed by open chunks",
-                    plural(n as u64, "staged object")
-                ),
-            },
-        ),
-    ));
+    stages.push(
+        StageReport::new(
+            "prune",
+            started.elapsed(),
+            pruned.data_bytes_freed + pruned.staged_bytes_freed,
+            format!(
+                "{verb} {} and {}{}",
+                plural(pruned.data_files_removed as u64, "data.bin file"),
+                plural(pruned.staged_objects_deleted as u64, "staged object"),
+                match pruned.staged_objects_still_needed {
+                    0 => String::new(),
+                    n => format!(
+                        "; {} still needed by open chunks",
+                        plural(n as u64, "staged object")
+                    ),
+                },
+            ),
+        )
+        .starting_at(started - run_started),
+    );
     Ok(pruned)
 }
 

@@ -19,6 +19,9 @@ pub struct TreeFile {
     pub chunks: u64,
     /// Size of the whole file.
     pub bytes: u64,
+    /// The whole file's SHA-256, which names its recipe; `None` in manifests of the
+    /// older chunker, which did not record it.
+    pub file_sha256: Option<chunk_model::Sha256Digest>,
     /// Why the file's manifest cannot be used; the other files go on.
     pub error: Option<String>,
 }
@@ -53,6 +56,7 @@ pub fn files(base: &Path) -> Result<Vec<TreeFile>, Error> {
                     bytes: manifest
                         .file_size
                         .unwrap_or_else(|| manifest.chunks.iter().map(|c| c.size).sum()),
+                    file_sha256: manifest.file_hash,
                     name,
                     error: None,
                 },
@@ -61,6 +65,7 @@ pub fn files(base: &Path) -> Result<Vec<TreeFile>, Error> {
                     format: "unknown".into(),
                     chunks: 0,
                     bytes: 0,
+                    file_sha256: None,
                     error: Some(e.to_string()),
                 },
             }

@@ -221,3 +221,86 @@ async fn chunks_go_out_a_window_at_a_time_and_every_file_is_rebuilt() {
     assert_eq!(progress.last().copied(), Some(chunks), "{progress:?}");
     assert!(progress.len() > 3, "{progress:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_goes_out_in_groups_and_files_are_rebuilt_while_the_workers_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("notes");
+    // More files than one chunking group holds, so that the first groups are dispatched
+    // (and their files rebuilt) while the next ones are still chunked.
+    let count = panini::pipeline::CHUNK_GROUP_FILES * 2 + 17;
+    for i in 0..count {
+        let sub = folder.join(format!("day{:02}", i % 9));
+        std::fs::create_dir_all(&sub).unwrap();
+        let text = format!("note {i}\n").repeat(1 + i % 50);
+        std::fs::write(sub.join(format!("n{i:04}.txt")), text).unwrap();
+    }
+    let mut config = PipelineConfig::new(dir.path().join("work"));
+    config.files = vec![folder];
+    config.engine = panini::gpu_compress::EngineChoice::Cpu;
+    // One store request at a time, shared by the workers and the rebuilds: the rebuilds
+    // that run beside the workers must never sit on the only request slot while the
+    // lookup of further recipes (or a worker) waits for it.
+    config.store.limits.max_in_flight = 1;
+
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(300),
+        Pipeline::new(config).run(move |e| seen.lock().unwrap().push(e)),
+    )
+    .await
+    .expect("the pipeline ends in time")
+    .expect("the pipeline runs");
+
+    assert_eq!(report.files.len(), count);
+    assert!(report.files.iter().all(|f| f.verified), "{report:#?}");
+    let stage = |name: &str| {
+        report
+            .stages
+            .iter()
+            .find(|s| s.stage == name)
+            .unwrap_or_else(|| panic!("no {name} stage: {report:#?}"))
+    };
+    let (chunk, compress, rebuild) = (
+        stage("chunk"),
+        stage("compress+upload"),
+        stage("reconstruct+verify"),
+    );
+    assert!(
+        chunk.note.starts_with(&format!("{count} chunks")),
+        "{chunk:?}"
+    );
+    // Nothing is dispatched before its group is chunked, nor rebuilt before it is
+    // dispatched; every stage's busy time is within its span.
+    assert!(compress.started_s >= chunk.started_s, "{report:#?}");
+    assert!(rebuild.started_s >= compress.started_s, "{report:#?}");
+    for s in &report.stages {
+        assert!(s.busy_s <= s.seconds && s.started_s >= 0.0, "{s:?}");
+        assert!(s.started_s + s.seconds <= report.seconds + 1e-3, "{s:?}");
+    }
+    assert!(
+        rebuild
+            .note
+            .ends_with("files rebuilt while the workers ran")
+            && rebuild.note.contains(&format!(" of {count} ")),
+        "{}",
+        rebuild.note
+    );
+
+    // The compression bar's total grew group by group, up to every chunk.
+    let events = events.lock().unwrap();
+    let totals: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            PipelineEvent::TotalGrew {
+                stage: "compress",
+                total,
+            } => Some(*total),
+            _ => None,
+        })
+        .collect();
+    assert!(totals.len() >= 3, "{totals:?}");
+    assert!(totals.windows(2).all(|w| w[0] < w[1]), "{totals:?}");
+    assert_eq!(totals.last().copied(), Some(count as u64));
+}

@@ -172,7 +172,8 @@ pub(crate) fn count_bar(total: u64, message: impl Into<String>) -> ProgressBar {
     bar
 }
 
-fn draw_target() -> ProgressDrawTarget {
+/// Where bars draw: stderr when it is a terminal and output is not quiet.
+pub(crate) fn draw_target() -> ProgressDrawTarget {
     use std::io::IsTerminal as _;
     if quiet() || !std::io::stderr().is_terminal() {
         ProgressDrawTarget::hidden()

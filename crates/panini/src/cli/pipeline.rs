@@ -149,7 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
     }
 
-    let bars = Bars::default();
+    let bars = Bars::new();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let mut report = runtime
         .block_on(crate::Pipeline::new(config).run(move |event| bars.show(event)))
@@ -174,33 +174,55 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The progress bar of the stage that runs; warnings go to stderr above it.
-#[derive(Debug, Default)]
+/// A progress bar per stage under way (chunking and compression run at once); warnings
+/// go to stderr above them.
+#[derive(Debug)]
 struct Bars {
-    current: Mutex<Option<ProgressBar>>,
+    all: indicatif::MultiProgress,
+    running: Mutex<Vec<(&'static str, ProgressBar)>>,
 }
 
 impl Bars {
+    fn new() -> Self {
+        Self {
+            all: indicatif::MultiProgress::with_draw_target(common::draw_target()),
+            running: Mutex::default(),
+        }
+    }
+
     fn show(&self, event: PipelineEvent) {
-        let mut current = self.current.lock().expect("bar lock");
+        let mut running = self.running.lock().expect("bar lock");
+        let bar = |stage: &str| {
+            running
+                .iter()
+                .find(|(name, _)| *name == stage)
+                .map(|(_, bar)| bar.clone())
+        };
         match event {
             PipelineEvent::StageStarted { stage, total } => {
-                *current = Some(stage_bar(stage, total));
+                let new = self.all.add(stage_bar(stage, total));
+                running.push((stage, new));
             }
-            PipelineEvent::Progress { done, .. } => {
-                if let Some(bar) = current.as_ref() {
+            PipelineEvent::TotalGrew { stage, total } => {
+                if let Some(bar) = bar(stage) {
+                    bar.set_length(total);
+                }
+            }
+            PipelineEvent::Progress { stage, done } => {
+                if let Some(bar) = bar(stage) {
                     bar.set_position(done);
                 }
             }
-            PipelineEvent::StageFinished { .. } => {
-                if let Some(bar) = current.take() {
+            PipelineEvent::StageFinished { stage } => {
+                if let Some(at) = running.iter().position(|(name, _)| *name == stage) {
+                    let (_, bar) = running.remove(at);
                     bar.finish_and_clear();
+                    self.all.remove(&bar);
                 }
             }
-            PipelineEvent::Warning(message) => match current.as_ref() {
-                Some(bar) => bar.suspend(|| eprintln!("pipeline: {message}")),
-                None => eprintln!("pipeline: {message}"),
-            },
+            PipelineEvent::Warning(message) => {
+                self.all.suspend(|| eprintln!("pipeline: {message}"));
+            }
         }
     }
 }
@@ -226,9 +248,11 @@ fn print_summary(summary: &PipelineReport) {
             .unwrap_or_default()
     );
     outln!(
-        "\n{:<22} {:>8} {:>11} {:>10}  note",
+        "\n{:<20} {:>7} {:>8} {:>7} {:>11} {:>10}  note",
         "stage",
+        "start",
         "seconds",
+        "busy",
         "bytes",
         "MB/s"
     );
@@ -244,14 +268,22 @@ fn print_summary(summary: &PipelineReport) {
             "-".into()
         };
         outln!(
-            "{:<22} {:>8.2} {:>11} {:>10}  {}",
+            "{:<20} {:>7.2} {:>8.2} {:>7.2} {:>11} {:>10}  {}",
             s.stage,
+            s.started_s,
             s.seconds,
+            s.busy_s,
             bytes,
             rate,
             s.note
         );
     }
+    outln!(
+        "{:<20} {:>7.2} {:>8.2}  the stages overlapped",
+        "whole run",
+        0.0,
+        summary.seconds
+    );
     outln!(
         "\n{:<12} {:<8} {:>7} {:>11} {:>11} {:>7}  result",
         "file",
