@@ -76,12 +76,13 @@ pub enum RecipeState {
 }
 
 /// Publishes the recipe of every file under `base` whose chunk objects are all in
-/// `store` (see `uploader::publish_if_complete`); each file's outcome is reported, and
-/// one file's failure does not stop the others.
+/// `store` (the checks of `uploader::publish_if_complete`); each file's outcome is
+/// reported, and one file's failure does not stop the others.
 ///
-/// Recipes already there (those the workers published, usually all of them) are found
-/// with one `stat_many` for the whole tree; only the others go through
-/// `publish_if_complete`, one file at a time.
+/// The files are checked together (`uploader::prepare_recipes`: one `stat_many` finds
+/// the recipes already there, usually all of them, as the workers publish them), and the
+/// recipes found ready are written together (`uploader::publish_prepared`: one batch,
+/// one flush on a local directory, however many files the tree holds).
 pub async fn publish_recipes(
     base: &Path,
     store: &dyn ObjectStore,
@@ -97,22 +98,34 @@ pub async fn publish_recipes(
             (file.name, manifest)
         })
         .collect();
-    let recipe_key = |name: &str, manifest: &Result<chunk_model::Manifest, String>| {
-        let hash = manifest.as_ref().ok()?.file_hash?;
-        Some(object_keys::recipe(name, &hash))
-    };
-    let keys: Vec<String> = files
+    let readable: Vec<(&str, &chunk_model::Manifest)> = files
         .iter()
-        .filter_map(|(name, manifest)| recipe_key(name, manifest))
+        .filter_map(|(name, manifest)| Some((name.as_str(), manifest.as_ref().ok()?)))
         .collect();
-    let present: std::collections::HashSet<String> = keys
-        .iter()
-        .zip(store.stat_many(&keys).await)
-        .filter(|(_, stat)| matches!(stat, Ok(Some(_))))
-        .map(|(key, _)| key.clone())
-        .collect();
-
     let mut known = uploader::KnownObjects::new();
+    let prepared = uploader::prepare_recipes(store, &readable, &mut known).await;
+    // The ready recipes are written in one batch; each outcome goes back to its file.
+    let mut ready = Vec::new();
+    let mut checked: Vec<Option<Result<uploader::Publish, String>>> = prepared
+        .into_iter()
+        .map(|prepared| match prepared {
+            Ok(uploader::Prepared::Ready(recipe)) => {
+                ready.push(recipe);
+                None
+            }
+            Ok(uploader::Prepared::Settled(publish)) => Some(Ok(publish)),
+            Err(e) => Some(Err(e.to_string())),
+        })
+        .collect();
+    let mut written = uploader::publish_prepared(store, &ready)
+        .await
+        .into_iter()
+        .map(|outcome| outcome.map_err(|e| e.to_string()));
+    for slot in checked.iter_mut().filter(|slot| slot.is_none()) {
+        *slot = written.next();
+    }
+
+    let mut checked = checked.into_iter();
     let mut out = Vec::with_capacity(files.len());
     for (name, manifest) in files {
         let manifest = match manifest {
@@ -128,14 +141,10 @@ pub async fn publish_recipes(
                 continue;
             }
         };
-        let published = match manifest
-            .file_hash
-            .map(|hash| object_keys::recipe(&name, &hash))
-            .filter(|key| present.contains(key))
-        {
-            Some(key) => Ok(uploader::Publish::AlreadyPublished { key }),
-            None => uploader::publish_if_complete(store, &name, &manifest, &mut known).await,
-        };
+        let published = checked
+            .next()
+            .flatten()
+            .unwrap_or_else(|| Err("the recipe batch gave no outcome".into()));
         let (state, key, reason) = match published {
             Ok(uploader::Publish::Published { key }) => (RecipeState::Published, Some(key), None),
             Ok(uploader::Publish::AlreadyPublished { key }) => {
@@ -146,7 +155,7 @@ pub async fn publish_recipes(
                 None,
                 Some(format!("chunk {chunk_id} ({missing}) is not stored")),
             ),
-            Err(e) => (RecipeState::Failed, None, Some(e.to_string())),
+            Err(reason) => (RecipeState::Failed, None, Some(reason)),
         };
         out.push(FileRecipe {
             name,

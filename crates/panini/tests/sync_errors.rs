@@ -382,3 +382,100 @@ async fn a_tree_that_is_not_there_fails_the_sync_naming_it() {
     let text = error.to_string();
     assert!(text.contains(missing.to_str().unwrap()), "{text}");
 }
+
+#[tokio::test]
+async fn every_file_of_a_tree_gets_its_own_recipe_outcome_from_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("repo/pending_compression");
+    let inputs = dir.path().join("inputs");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let names = ["a", "b", "c", "d", "e"];
+    let mut files = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let path = inputs.join(format!("{name}.bin"));
+        let bytes: Vec<u8> = (0..10_000u32)
+            .map(|j| (j.wrapping_mul(2_654_435_761) >> (3 + i)) as u8)
+            .collect();
+        std::fs::write(&path, &bytes).unwrap();
+        files.push(panini::chunker::InputFile {
+            path,
+            name: (*name).to_owned(),
+            size: bytes.len() as u64,
+        });
+    }
+    let mut options = panini::chunker::ChunkOptions::new(&base);
+    options.sync = false;
+    for result in panini::chunker::chunk_files(&files, &options) {
+        assert_eq!(result.unwrap().total_chunks, 1);
+    }
+    let bucket = LocalDir::new(dir.path().join("bucket")).unwrap();
+    let store_object = |name: &str| {
+        let data = std::fs::read(base.join(name).join("chunk_0000/data.bin")).unwrap();
+        let sha = Sha256Digest::of(&data);
+        let bucket = &bucket;
+        async move {
+            bucket
+                .put(
+                    &object_keys::chunk_object(&sha, Codec::Store),
+                    data.clone().into(),
+                    &ObjectMeta {
+                        codec: Codec::Store,
+                        original_size: data.len() as u64,
+                        original_sha256: sha,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let states = |recipes: &[panini::sync::FileRecipe]| {
+        recipes
+            .iter()
+            .map(|r| (r.name.clone(), r.state))
+            .collect::<Vec<_>>()
+    };
+
+    // b first, alone: its recipe is there before the batch below.
+    store_object("b").await;
+    let first = panini::sync::publish_recipes(&base, &bucket).await.unwrap();
+    assert_eq!(first[1].state, RecipeState::Published, "{first:#?}");
+
+    store_object("a").await;
+    store_object("e").await;
+    std::fs::write(base.join("d/manifest.json"), "{\"chunks\": [").unwrap();
+    let report = panini::sync::publish_recipes(&base, &bucket).await.unwrap();
+    assert_eq!(
+        states(&report),
+        [
+            ("a".to_owned(), RecipeState::Published),
+            ("b".to_owned(), RecipeState::AlreadyPublished),
+            ("c".to_owned(), RecipeState::Incomplete),
+            ("d".to_owned(), RecipeState::Failed),
+            ("e".to_owned(), RecipeState::Published),
+        ],
+        "{report:#?}"
+    );
+    assert_eq!(report[1].key, first[1].key);
+    assert!(
+        report[3]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("manifest.json")
+    );
+    // The bucket holds exactly the recipes of a, b and e, each under its file's key.
+    let mut listed: Vec<String> = bucket
+        .list("recipes/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    listed.sort();
+    let mut keys: Vec<String> = [0, 1, 4]
+        .iter()
+        .map(|&i| report[i].key.clone().unwrap())
+        .collect();
+    keys.sort();
+    assert_eq!(listed, keys);
+}
