@@ -360,9 +360,9 @@ impl Pipeline {
             .unwrap_or_else(|| work.join("bucket").display().to_string());
         let store = uploader::open(&bucket, &config.store).await?;
 
-        // The tree: an existing one, or a new one, chunked below while the workers
-        // already compress what is in it.
-        let (base, mut source) = match &config.base {
+        // The tree: an existing one, or a new one, chunked from now on (while the workers
+        // start, and then while they compress what is in it already).
+        let (base, source) = match &config.base {
             Some(base) => {
                 let base = base.canonicalize().map_err(Error::io(base))?;
                 let files = tree::files(&base)?;
@@ -387,7 +387,16 @@ impl Pipeline {
                 let base = work.join(layout::DEFAULT_ROOT);
                 let files = self.expand_inputs(&on_event)?;
                 replace_pipeline_tree(&base)?;
-                (base, Source::Chunk(files))
+                let started = Instant::now();
+                let (groups, chunking) = self.chunk_in_groups(&base, files, &on_event);
+                (
+                    base,
+                    Source::Chunking {
+                        started,
+                        groups,
+                        chunking,
+                    },
+                )
             }
         };
         let repo_root = base
@@ -511,14 +520,16 @@ impl Pipeline {
                     total,
                 });
             };
-            match std::mem::replace(&mut source, Source::Tree(Vec::new())) {
+            match source {
                 Source::Tree(files) => {
                     add_chunks(&files);
                     inputs = files;
                 }
-                Source::Chunk(files) => {
-                    let chunk_started = Instant::now();
-                    let (mut groups, chunking) = self.chunk_in_groups(&base, files, &on_event);
+                Source::Chunking {
+                    started: chunk_started,
+                    mut groups,
+                    chunking,
+                } => {
                     // Staging reads the whole tree's pending chunks: with it, nothing goes out
                     // before the last group is chunked and staged.
                     let stream = config.stage.is_none();
@@ -977,8 +988,13 @@ fn chunk_group(files: Vec<chunker::InputFile>, options: &chunker::ChunkOptions) 
 enum Source {
     /// An existing tree's files.
     Tree(Vec<InputFile>),
-    /// Files to chunk into a new tree.
-    Chunk(Vec<chunker::InputFile>),
+    /// Files being chunked into a new tree, a group at a time
+    /// ([`Pipeline::chunk_in_groups`]).
+    Chunking {
+        started: Instant,
+        groups: tokio::sync::mpsc::UnboundedReceiver<Vec<InputFile>>,
+        chunking: tokio::task::JoinHandle<(Duration, Instant)>,
+    },
 }
 
 /// Makes `base` an empty tree of this run. Never replaces a tree a pipeline did not
