@@ -454,10 +454,14 @@ impl Pipeline {
         let repository = crate::actions::repository_ref(None, None, &repo_root)?;
         // The chunks to compress, known as the groups come out of the chunker.
         let chunk_count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        // The chunks the workers have reported, for the early rebuilds: a recipe can only
+        // have appeared when this grew.
+        let (reported, reported_seen) = tokio::sync::watch::channel(0u64);
         let progress = {
             let on_event = on_event.clone();
             let chunk_count = chunk_count.clone();
             move |done: u64| {
+                reported.send_if_modified(|seen| std::mem::replace(seen, done) != done);
                 on_event(PipelineEvent::Progress {
                     stage: "compress",
                     done: done
@@ -500,8 +504,12 @@ impl Pipeline {
             u32::try_from(cores).unwrap_or(u32::MAX),
         ));
         let rebuild_clock = BusyClock::default();
-        let (early, watching) =
-            EarlyRebuilds::start(store.clone(), budget.clone(), rebuild_clock.clone());
+        let (early, watching) = EarlyRebuilds::start(
+            store.clone(),
+            budget.clone(),
+            rebuild_clock.clone(),
+            reported_seen,
+        );
         // The rebuilds run beside the rest, in this task: `early` moves in, and its end
         // tells the rebuilds that no more files come.
         let compressing = async {
@@ -613,6 +621,7 @@ impl Pipeline {
                 // Failures reach the repository by callback in Actions; here the workers are
                 // asked. Applying them now (instead of waiting for the lease) lets the
                 // detector retry at once and give up after its maximum attempts.
+                let mut failed_now = 0;
                 for worker in &mut workers {
                     let failures = match worker.new_failures(&http).await {
                         Ok(failures) => failures,
@@ -622,6 +631,7 @@ impl Pipeline {
                         }
                     };
                     for failure in failures {
+                        failed_now += 1;
                         on_event(PipelineEvent::Warning(format!(
                             "{} failed: {}",
                             failure.chunk_path,
@@ -640,8 +650,14 @@ impl Pipeline {
                 if tree_complete || Instant::now() > deadline {
                     break;
                 }
-                if !dispatched_now {
-                    // Chunks leased to a worker elsewhere, not reported yet: wait for them.
+                if !dispatched_now && failed_now == 0 {
+                    // Nothing went out and nothing came back failed (to be retried by the
+                    // next round): the run is over once nothing is open any more, the
+                    // chunks left having failed for good. Else chunks leased to a worker
+                    // elsewhere are not reported yet: wait for them.
+                    if tree::open_chunks(&base, chrono::Utc::now())?.is_empty() {
+                        break;
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -1123,8 +1139,9 @@ impl RebuildJob {
 
 /// Rebuilds files while the workers still compress others: each file handed over is
 /// rebuilt as soon as its recipe is in the bucket. The recipes of the oldest files
-/// waiting are looked up together (one `stat_many`), quickly while recipes keep
-/// appearing, less and less often while none does. Files whose recipe has not appeared
+/// waiting are looked up together (one `stat_many`) whenever the workers have reported
+/// more chunks or the last lookup found some, at most every [`Self::MIN_PAUSE`], and
+/// otherwise every [`Self::MAX_PAUSE`]. Files whose recipe has not appeared
 /// when the handle is dropped are the caller's to rebuild.
 struct EarlyRebuilds {
     jobs: tokio::sync::mpsc::UnboundedSender<RebuildJob>,
@@ -1133,10 +1150,10 @@ struct EarlyRebuilds {
 impl EarlyRebuilds {
     /// Recipes looked up at once.
     const LOOKUP: usize = 64;
-    /// The pause between lookups while recipes appear …
+    /// The least pause between lookups …
     const MIN_PAUSE: Duration = Duration::from_millis(20);
-    /// … and at most, while none does.
-    const MAX_PAUSE: Duration = Duration::from_millis(640);
+    /// … and the most, when no report says that a recipe may have appeared.
+    const MAX_PAUSE: Duration = Duration::from_millis(500);
 
     /// The handle that takes files, and the future that rebuilds them: it ends, with
     /// every rebuild's outcome, once the handle is dropped and the rebuilds under way
@@ -1146,11 +1163,12 @@ impl EarlyRebuilds {
         store: Arc<dyn ObjectStore>,
         budget: Arc<RebuildBudget>,
         clock: BusyClock,
+        reported: tokio::sync::watch::Receiver<u64>,
     ) -> (Self, impl Future<Output = Vec<RebuildOutcome>>) {
         let (jobs, receiver) = tokio::sync::mpsc::unbounded_channel();
         (
             Self { jobs },
-            Self::look_for_recipes(store, budget, clock, receiver),
+            Self::look_for_recipes(store, budget, clock, receiver, reported),
         )
     }
 
@@ -1182,6 +1200,7 @@ impl EarlyRebuilds {
         budget: Arc<RebuildBudget>,
         clock: BusyClock,
         mut jobs: tokio::sync::mpsc::UnboundedReceiver<RebuildJob>,
+        mut reported: tokio::sync::watch::Receiver<u64>,
     ) -> Vec<RebuildOutcome> {
         let mut waiting = std::collections::VecDeque::new();
         let mut steps = futures::stream::FuturesUnordered::<
@@ -1191,12 +1210,18 @@ impl EarlyRebuilds {
         let mut looking = false;
         let mut open = true;
         let mut outcomes = Vec::new();
-        let mut pause = Self::MIN_PAUSE;
+        // A lookup is due when the workers reported more chunks (at most every
+        // `MIN_PAUSE`), and otherwise after `MAX_PAUSE`: the reports are only read
+        // while the run waits for the workers, and remote workers may be slow to answer.
+        let mut progressed = true;
+        let mut watching_reports = true;
         let mut next_lookup = Instant::now();
+        let mut fallback = Instant::now();
         loop {
             let room = RebuildBudget::MAX_FILES.saturating_sub(rebuilding);
             let may_look = open && !looking && !waiting.is_empty() && room > 0;
-            if may_look && Instant::now() >= next_lookup {
+            let due = if progressed { next_lookup } else { fallback };
+            if may_look && Instant::now() >= due {
                 let batch: Vec<RebuildJob> = waiting
                     .drain(..waiting.len().min(Self::LOOKUP).min(room))
                     .collect();
@@ -1215,6 +1240,7 @@ impl EarlyRebuilds {
                     Step::LookedUp(batch, found)
                 }));
                 looking = true;
+                progressed = false;
                 continue;
             }
             if !open && steps.is_empty() {
@@ -1244,17 +1270,21 @@ impl EarlyRebuilds {
                                 still.push_back(job);
                             }
                         }
-                        pause = if still.len() < looked_up {
-                            Self::MIN_PAUSE
-                        } else {
-                            (pause * 2).min(Self::MAX_PAUSE)
-                        };
-                        next_lookup = Instant::now() + pause;
+                        let now = Instant::now();
+                        next_lookup = now + Self::MIN_PAUSE;
+                        fallback = now + Self::MAX_PAUSE;
+                        // Found some: the next ones in line may be done too.
+                        progressed |= still.len() < looked_up;
                         still.append(&mut waiting);
                         waiting = still;
                     }
                 },
-                () = tokio::time::sleep_until(next_lookup.into()), if may_look => {}
+                changed = reported.changed(), if watching_reports => match changed {
+                    Ok(()) => progressed = true,
+                    // The run is past its waits.
+                    Err(_) => watching_reports = false,
+                },
+                () = tokio::time::sleep_until(due.into()), if may_look => {}
             }
         }
     }
