@@ -531,6 +531,7 @@ impl Pipeline {
             match source {
                 Source::Tree(files) => {
                     add_chunks(&files);
+                    early.watch(0, &files);
                     inputs = files;
                 }
                 Source::Chunking {
@@ -558,9 +559,9 @@ impl Pipeline {
                             early.watch(first, &inputs[first..]);
                         }
                     }
-                    let (chunk_busy, chunk_ended) = chunking.await.map_err(|e| {
-                        Error::InvalidConfig(format!("the chunking thread stopped: {e}"))
-                    })?;
+                    let (chunk_busy, chunk_ended) = chunking
+                        .await
+                        .map_err(|e| Error::Task(format!("chunking: {e}")))?;
                     on_event(PipelineEvent::StageFinished { stage: "chunk" });
                     let bytes: u64 = inputs.iter().map(|f| f.file.bytes).sum();
                     stages.push(
@@ -589,9 +590,6 @@ impl Pipeline {
                 ),
                 None => None,
             };
-            if config.base.is_some() {
-                early.watch(0, &inputs);
-            }
             let bytes_in: u64 = inputs.iter().map(|f| f.file.bytes).sum();
 
             // Detect → dispatch → wait → sync, until nothing is open any more: the chunks
