@@ -7,6 +7,10 @@
 //! by URL), failures are read from the workers' `GET /failures` instead of arriving as
 //! GitHub callbacks.
 //!
+//! The stages overlap, file by file ([`Pipeline::run`]): a group of files is dispatched
+//! as soon as it is chunked, while the next group is, and a file is rebuilt as soon as
+//! its recipe is in the bucket, while the workers compress the others.
+//!
 //! With [`PipelineConfig::stage`], the chunks' raw bytes go to the run's bucket
 //! ([`crate::stage`]) right after chunking and the workers read them from there, as
 //! workers of a tree chunked with `panini chunk --stage` do; with
