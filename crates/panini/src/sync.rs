@@ -87,16 +87,9 @@ pub async fn publish_recipes(
     base: &Path,
     store: &dyn ObjectStore,
 ) -> Result<Vec<FileRecipe>, Error> {
-    let layout = chunk_model::Layout::new(base);
-    let files: Vec<(String, Result<chunk_model::Manifest, String>)> = crate::tree::files(base)?
+    let files: Vec<(String, Result<chunk_model::Manifest, String>)> = crate::tree::manifests(base)?
         .into_iter()
-        .map(|file| {
-            let manifest = layout
-                .manifest_path(&file.name)
-                .and_then(|path| chunk_model::json_file::read::<chunk_model::Manifest>(&path))
-                .map_err(|e| e.to_string());
-            (file.name, manifest)
-        })
+        .map(|(name, manifest)| (name, manifest.map_err(|e| e.to_string())))
         .collect();
     let readable: Vec<(&str, &chunk_model::Manifest)> = files
         .iter()

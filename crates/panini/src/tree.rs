@@ -30,6 +30,40 @@ pub struct TreeFile {
 /// is reported on its file's entry. Hidden directories (the chunker's half-written
 /// trees) are skipped.
 pub fn files(base: &Path) -> Result<Vec<TreeFile>, Error> {
+    Ok(manifests(base)?
+        .into_iter()
+        .map(|(name, manifest)| match manifest {
+            Ok(manifest) => TreeFile {
+                format: manifest
+                    .format
+                    .or(manifest.grammar_id)
+                    .unwrap_or_else(|| "unknown".into()),
+                chunks: manifest.total_chunks,
+                bytes: manifest
+                    .file_size
+                    .unwrap_or_else(|| manifest.chunks.iter().map(|c| c.size).sum()),
+                file_sha256: manifest.file_hash,
+                name,
+                error: None,
+            },
+            Err(e) => TreeFile {
+                name,
+                format: "unknown".into(),
+                chunks: 0,
+                bytes: 0,
+                file_sha256: None,
+                error: Some(e.to_string()),
+            },
+        })
+        .collect())
+}
+
+/// A file's name under the tree and its manifest, or why it cannot be read.
+pub type NamedManifest = (String, Result<Manifest, chunk_model::ModelError>);
+
+/// The manifest of every file under `base` ([`files`] says which), each read once, with
+/// the error of one that cannot be read.
+pub fn manifests(base: &Path) -> Result<Vec<NamedManifest>, Error> {
     let layout = Layout::new(base);
     let mut names = Vec::new();
     for entry in std::fs::read_dir(base).map_err(Error::io(base))? {
@@ -46,29 +80,7 @@ pub fn files(base: &Path) -> Result<Vec<TreeFile>, Error> {
             let manifest = layout
                 .manifest_path(&name)
                 .and_then(|path| json_file::read::<Manifest>(&path));
-            match manifest {
-                Ok(manifest) => TreeFile {
-                    format: manifest
-                        .format
-                        .or(manifest.grammar_id)
-                        .unwrap_or_else(|| "unknown".into()),
-                    chunks: manifest.total_chunks,
-                    bytes: manifest
-                        .file_size
-                        .unwrap_or_else(|| manifest.chunks.iter().map(|c| c.size).sum()),
-                    file_sha256: manifest.file_hash,
-                    name,
-                    error: None,
-                },
-                Err(e) => TreeFile {
-                    name,
-                    format: "unknown".into(),
-                    chunks: 0,
-                    bytes: 0,
-                    file_sha256: None,
-                    error: Some(e.to_string()),
-                },
-            }
+            (name, manifest)
         })
         .collect())
 }
