@@ -6,7 +6,9 @@
 //! chunk `pending`. Both commands run from the repository root, write
 //! `chunks_to_process.json` there, and are timed wall-clock over `--runs` interleaved
 //! runs after one untimed run each (so both read from the page cache), with their peak
-//! resident memory (`crate::bench_all::run_measured`). `cargo xtask bench` runs the same
+//! resident memory (`crate::bench_all::run_measured`). Beside them, in this process, the
+//! system calls alone that the format asks of any detector ([`syscall_floor`]): what no
+//! parser, however fast, gets under on this machine. `cargo xtask bench` runs the same
 //! measurement ([`measure`]) beside its other stages. The script is
 //! run where it lies (`../shared/peers/seed/detect_pending_chunks.py`, or
 //! `$PANINI_SEED_DETECT`), never copied; without it the comparison is skipped with a
@@ -97,6 +99,76 @@ pub(crate) struct Outcome {
     /// The same for the seed script, where it was run.
     pub seed_secs: Vec<f64>,
     pub seed_peak_rss_kib: Option<u64>,
+    /// Seconds of each run of [`syscall_floor`].
+    pub floor_secs: Vec<f64>,
+}
+
+/// Seconds that the system calls of a detect take on the tree under `root`, and nothing
+/// else: every file directory listed, then per chunk `metadata.json` opened relative to
+/// its file directory, read once and closed, and `data.bin` stat'ed, spread over all
+/// cores. No parsing, no output, no process start. The seed's format keeps each chunk's
+/// status in its own file, so every detector pays at least this (issue #17 asks detect
+/// to be 20× the seed script; this says how far the format lets it go).
+pub(crate) fn syscall_floor(root: &Path, expected: usize) -> anyhow::Result<f64> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    let base = root.join("pending_compression");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&base)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.sort();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let started = std::time::Instant::now();
+    let found = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let files = &files;
+                scope.spawn(move || -> std::io::Result<usize> {
+                    let mut buf = vec![0u8; 4096];
+                    let mut found = 0;
+                    for file in files.iter().skip(t).step_by(threads) {
+                        let dir = rustix::fs::open(
+                            file,
+                            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        )?;
+                        for entry in std::fs::read_dir(file)? {
+                            let name = entry?.file_name();
+                            let name = name.to_string_lossy();
+                            if name.starts_with('.') {
+                                continue;
+                            }
+                            let meta = rustix::fs::openat(
+                                &dir,
+                                format!("{name}/{METADATA_FILE}"),
+                                OFlags::RDONLY | OFlags::CLOEXEC,
+                                Mode::empty(),
+                            )?;
+                            if rustix::io::read(&meta, &mut buf)? > 0 {
+                                found += 1;
+                            }
+                            drop(meta);
+                            rustix::fs::statat(
+                                &dir,
+                                format!("{name}/{DATA_FILE}"),
+                                AtFlags::empty(),
+                            )?;
+                        }
+                    }
+                    Ok(found)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a floor thread panicked"))
+            .sum::<std::io::Result<usize>>()
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        found == expected,
+        "the syscall floor read {found} metadata files, not {expected}"
+    );
+    Ok(seconds)
 }
 
 /// Writes `chunks` pending chunk directories (in a small-files directory, see
@@ -141,8 +213,11 @@ pub(crate) fn measure(
         ours_peak_rss_kib: 0,
         seed_secs: Vec::new(),
         seed_peak_rss_kib: None,
+        floor_secs: Vec::new(),
     };
+    syscall_floor(work.path(), chunks)?;
     for _ in 0..runs {
+        outcome.floor_secs.push(syscall_floor(work.path(), chunks)?);
         let (secs, rss) = timed(&mut ours(), "panini detect")?;
         outcome.ours_secs.push(secs);
         outcome.ours_peak_rss_kib = outcome.ours_peak_rss_kib.max(rss);
@@ -165,10 +240,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.runs,
         args.chunks as f64 / ours_median
     );
+    let floor_median = median(outcome.floor_secs.clone());
+    println!(
+        "the format's system calls alone (open, read, close, stat per chunk; all cores): \
+         {floor_median:.3} s median"
+    );
     match seed_median {
         Some(seed) => println!(
-            "seed detect_pending_chunks.py: {seed:.3} s median; panini is {:.1}x faster",
-            seed / ours_median
+            "seed detect_pending_chunks.py: {seed:.3} s median; panini is {:.1}x faster, \
+             the system calls alone {:.1}x",
+            seed / ours_median,
+            seed / floor_median
         ),
         None => println!(
             "the seed detect script is not beside this checkout (set PANINI_SEED_DETECT); no comparison this run"
@@ -182,6 +264,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "panini_detect_seconds": outcome.ours_secs,
         "seed_script_seconds": outcome.seed_secs,
         "panini_median_seconds": ours_median,
+        "syscall_floor_seconds": outcome.floor_secs,
+        "syscall_floor_median_seconds": floor_median,
         "seed_median_seconds": seed_median,
         "speedup": seed_median.map(|s| s / ours_median),
         "panini_peak_rss_kib": outcome.ours_peak_rss_kib,

@@ -103,7 +103,7 @@ fn bench_writes_a_report_with_every_stage_beside_its_peer_and_a_chart() {
     // Detect is counted in chunks per second: its rows carry no bytes.
     if seed.is_some() {
         let detect: Vec<&Value> = rows.iter().filter(|r| r["stage"] == "detect").collect();
-        assert_eq!(detect.len(), 2, "{detect:?}");
+        assert_eq!(detect.len(), 3, "{detect:?}");
         for row in &detect {
             let per_s = row["chunks_per_s"].as_f64().unwrap_or(f64::NAN);
             assert!(per_s.is_finite() && per_s > 0.0, "detect: {row}");
