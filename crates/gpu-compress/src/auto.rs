@@ -3,6 +3,11 @@
 //! The estimate is cheap next to the compression it steers: byte entropy of up to four
 //! 64 KiB sample blocks, an LZ4 trial on them (liblz4, as the LZ4 codec) and, unless the
 //! data is plainly incompressible, a zstd level-1 trial.
+//!
+//! A chunk of at most four blocks is its own sample. Its zstd trial then runs at the
+//! level the chunk would be compressed at, and the trial's frame is the chunk's frame when
+//! zstd wins: a small chunk is compressed once, not twice. (A folder of small files is
+//! mostly such chunks; the second compression was a twelfth of its CPU.)
 
 use chunk_model::Codec;
 
@@ -30,15 +35,27 @@ pub struct AutoDecision {
     pub entropy_bits: f64,
     /// LZ4 output size / input size on the sample.
     pub lz4_sample_ratio: f64,
-    /// zstd level-1 output size / input size on the sample, when it was tried.
+    /// zstd output size / input size on the sample, when it was tried.
     pub zstd_sample_ratio: Option<f64>,
+    /// The level of that trial: 1, or the chunk's own level when the sample is the whole
+    /// chunk.
+    pub zstd_trial_level: Option<i32>,
     /// The rule that decided, in words.
     pub reason: &'static str,
 }
 
-/// Picks a codec for `data`.
-pub(crate) fn choose(data: &[u8]) -> AutoDecision {
+/// A codec for a chunk, and the chunk's zstd frame when the trial made it.
+pub(crate) struct Choice {
+    pub(crate) decision: AutoDecision,
+    /// The whole chunk compressed at the chunk's level (with the frame options of
+    /// [`crate::zstd_codec::compress`]), when zstd was chosen on a trial of all of it.
+    pub(crate) zstd_frame: Option<Vec<u8>>,
+}
+
+/// Picks a codec for `data`, which is compressed at zstd level `level` if zstd wins.
+pub(crate) fn choose(data: &[u8], level: i32) -> Choice {
     let samples = sample(data);
+    let whole = samples.len() == 1;
     let sample_len: usize = samples.iter().map(|s| s.len()).sum();
     let entropy_bits = entropy(&samples);
     // C liblz4, the encoder the LZ4 codec itself uses: the trial then predicts what
@@ -55,24 +72,43 @@ pub(crate) fn choose(data: &[u8]) -> AutoDecision {
         entropy_bits,
         lz4_sample_ratio,
         zstd_sample_ratio: None,
+        zstd_trial_level: None,
         reason: "",
+    };
+    let decided = |d| Choice {
+        decision: d,
+        zstd_frame: None,
     };
     if sample_len == 0 {
         d.codec = Codec::Store;
         d.reason = "empty input";
-        return d;
+        return decided(d);
     }
     if lz4_sample_ratio > 1.0 - MIN_LZ4_SAVING && entropy_bits >= STORE_ENTROPY {
         d.codec = Codec::Store;
         d.reason = "high entropy and LZ4 saves under 2% of the sample";
-        return d;
+        return decided(d);
     }
-    let zstd_out: usize = samples
-        .iter()
-        .map(|s| crate::zstd_codec::compress(s, 1, 0).map_or(s.len(), |c| c.len().min(s.len())))
-        .sum();
+    let trial_level = if whole { level } else { 1 };
+    let mut frame = None;
+    let mut zstd_out = 0;
+    for s in &samples {
+        // Multithreading stays off, as `zstd_codec::compress` has it below its threshold
+        // (far above four blocks), so the frame is the one it would make.
+        match crate::zstd_codec::compress(s, trial_level, 0) {
+            Ok(c) => {
+                zstd_out += c.len().min(s.len());
+                frame = Some(c);
+            }
+            Err(_) => {
+                zstd_out += s.len();
+                frame = None;
+            }
+        }
+    }
     let zstd_ratio = ratio(zstd_out, sample_len);
     d.zstd_sample_ratio = Some(zstd_ratio);
+    d.zstd_trial_level = Some(trial_level);
     if lz4_sample_ratio - zstd_ratio >= ZSTD_EXTRA_SAVING {
         d.codec = Codec::Zstd;
         d.reason = "zstd saves at least 5% more of the sample than LZ4";
@@ -83,7 +119,10 @@ pub(crate) fn choose(data: &[u8]) -> AutoDecision {
         d.codec = Codec::Lz4;
         d.reason = "LZ4 gets close to zstd's ratio, at several times its speed";
     }
-    d
+    Choice {
+        zstd_frame: frame.filter(|_| whole && d.codec == Codec::Zstd),
+        decision: d,
+    }
 }
 
 fn ratio(out: usize, input: usize) -> f64 {
@@ -137,6 +176,49 @@ mod tests {
         let all: Vec<u8> = (0..=255u8).cycle().take(256 * 64).collect();
         assert!((entropy(&[&all]) - 8.0).abs() < 1e-9);
         assert_eq!(entropy(&[&[7u8; 100][..]]), 0.0);
+    }
+
+    /// Text of `len` bytes that zstd compresses well beyond LZ4 (many distinct words).
+    fn text(len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 16);
+        let mut x = 0x9e37_79b9_u32;
+        while out.len() < len {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            out.extend_from_slice(format!("w{} ", x % 5000).as_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    #[test]
+    fn a_small_chunk_won_by_zstd_keeps_the_trial_frame() {
+        let data = text(100_000);
+        let choice = choose(&data, 3);
+        assert_eq!(choice.decision.codec, Codec::Zstd, "{:?}", choice.decision);
+        let frame = choice.zstd_frame.expect("the trial's frame");
+        assert_eq!(frame, crate::zstd_codec::compress(&data, 3, 0).unwrap());
+        assert_eq!(zstd::decode_all(&frame[..]).unwrap(), data);
+    }
+
+    #[test]
+    fn a_chunk_larger_than_its_sample_or_not_won_by_zstd_has_no_frame() {
+        let big = text(2 * SAMPLE_BLOCKS * BLOCK_SIZE);
+        let choice = choose(&big, 3);
+        assert_eq!(choice.decision.codec, Codec::Zstd);
+        assert!(choice.zstd_frame.is_none());
+        let mut noise = vec![0u8; 100_000];
+        let mut x = 1u64;
+        for b in &mut noise {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *b = (x >> 56) as u8;
+        }
+        let choice = choose(&noise, 3);
+        assert_eq!(choice.decision.codec, Codec::Store);
+        assert!(choice.zstd_frame.is_none());
     }
 
     #[test]

@@ -246,14 +246,14 @@ impl Compressor {
     /// Compresses one chunk.
     pub fn compress(&self, data: &[u8]) -> Result<Compressed, CompressError> {
         let start = Instant::now();
-        let (codec, auto) = self.choose(data);
+        let (codec, auto, trial) = self.choose(data);
         let (codec, bytes, engine) = match codec {
             Codec::Lz4 => {
                 let (bytes, engine) = self.lz4(data)?;
                 (Codec::Lz4, bytes, engine)
             }
             other => {
-                let bytes = self.cpu_codec(other, data)?;
+                let bytes = self.cpu_frame(other, data, trial)?;
                 (other, bytes, Engine::Cpu)
             }
         };
@@ -266,8 +266,14 @@ impl Compressor {
     /// meanwhile.
     pub fn compress_batch(&self, chunks: &[&[u8]]) -> Result<Vec<Compressed>, CompressError> {
         let start = Instant::now();
-        let choices: Vec<(Codec, Option<AutoDecision>)> =
-            chunks.par_iter().map(|c| self.choose(c)).collect();
+        // Each chunk's codec, and its zstd frame when `auto`'s trial made it.
+        let (choices, mut trials): (Vec<(Codec, Option<AutoDecision>)>, Vec<_>) = chunks
+            .par_iter()
+            .map(|c| {
+                let (codec, auto, trial) = self.choose(c);
+                ((codec, auto), trial)
+            })
+            .unzip();
         let mut frames: Vec<Option<(Vec<u8>, Engine)>> = vec![None; chunks.len()];
         match self.engine {
             #[cfg(panini_opencl)]
@@ -285,10 +291,13 @@ impl Compressor {
                         }
                     },
                     || {
-                        (0..chunks.len())
-                            .into_par_iter()
-                            .filter(|&i| choices[i].0 != Codec::Lz4)
-                            .map(|i| Ok((i, self.cpu_codec(choices[i].0, chunks[i])?)))
+                        trials
+                            .par_iter_mut()
+                            .enumerate()
+                            .filter(|(i, _)| choices[*i].0 != Codec::Lz4)
+                            .map(|(i, trial)| {
+                                Ok((i, self.cpu_frame(choices[i].0, chunks[i], trial.take())?))
+                            })
                             .collect::<Result<Vec<_>, CompressError>>()
                     },
                 );
@@ -303,9 +312,10 @@ impl Compressor {
                 let done = chunks
                     .par_iter()
                     .zip(&choices)
-                    .map(|(c, (codec, _))| match codec {
+                    .zip(trials.par_iter_mut())
+                    .map(|((c, (codec, _)), trial)| match codec {
                         Codec::Lz4 => lz4::compress_cpu(c),
-                        other => self.cpu_codec(*other, c),
+                        other => self.cpu_frame(*other, c, trial.take()),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 for (slot, f) in frames.iter_mut().zip(done) {
@@ -410,13 +420,29 @@ impl Compressor {
         })
     }
 
-    fn choose(&self, data: &[u8]) -> (Codec, Option<AutoDecision>) {
+    /// The codec for `data`, why `auto` chose it, and the zstd frame its trial made.
+    fn choose(&self, data: &[u8]) -> (Codec, Option<AutoDecision>, Option<Vec<u8>>) {
         match self.config.codec {
-            CodecChoice::Fixed(c) => (c, None),
+            CodecChoice::Fixed(c) => (c, None, None),
             CodecChoice::Auto => {
-                let d = auto::choose(data);
-                (d.codec, Some(d))
+                let choice = auto::choose(data, self.level);
+                let codec = choice.decision.codec;
+                (codec, Some(choice.decision), choice.zstd_frame)
             }
+        }
+    }
+
+    /// [`Compressor::cpu_codec`], or the zstd frame `auto`'s trial already made of
+    /// `data` at this compressor's level.
+    fn cpu_frame(
+        &self,
+        codec: Codec,
+        data: &[u8],
+        trial: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, CompressError> {
+        match (codec, trial) {
+            (Codec::Zstd, Some(frame)) => Ok(frame),
+            (codec, _) => self.cpu_codec(codec, data),
         }
     }
 

@@ -18,7 +18,8 @@ thread_local! {
     /// A compression context per thread, kept between calls: creating one and growing its
     /// tables costs more than compressing a small chunk. `Compressor` is shared across threads,
     /// a zstd context is not, hence thread-local rather than a field.
-    /// Keyed by (level, workers): `auto` trials at level 1 beside the configured level.
+    /// Keyed by (level, workers): `auto` trials big chunks at level 1 beside the configured
+    /// level.
     static CONTEXTS: RefCell<Vec<(i32, u32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(Vec::new()) };
 }
 

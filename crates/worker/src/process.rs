@@ -16,8 +16,8 @@
 //! |---|---|---|
 //! | read `data.bin` (a copy from the page cache) | 1 × input, into a fresh buffer that the kernel faults in and zeroes page by page | 1 × input, into a kept buffer ([`Buffers`]) |
 //! | SHA-256 of the input (the request's hash checked) | 1 × input, one thread per batch | 1 × input, on every core |
-//! | `auto`'s sample (entropy, LZ4 and zstd-1 trials) | ≤ 3 × 256 KiB | the same |
-//! | compression (LZ4 with its xxHash32, zstd with its xxHash64; `store` copies) | 1 × input | 1 × input |
+//! | `auto`'s sample (entropy, LZ4 and zstd-1 trials) | ≤ 3 × 256 KiB | the same; a chunk of at most 256 KiB is its own sample, tried at the chunk's zstd level |
+//! | compression (LZ4 with its xxHash32, zstd with its xxHash64; `store` copies) | 1 × input | 1 × input; none for a chunk of at most 256 KiB that zstd wins (its trial's frame is kept) |
 //! | verification: decoding | 1 × input, unbounded: zstd streamed through its window into a growing buffer (about 2 more copies), a new decoder context and a fresh buffer per frame; `store` copied | 1 × input, in one shot into a per-thread buffer bounded by the input's size, with a per-thread context; `store`: none (the frame is its content) |
 //! | verification: comparing with the input | 1 × input | 1 × input |
 //! | SHA-256 of the frame (`upload_hash`) | 1 × frame, on an async thread; for `store` the input hashed a second time | 1 × frame, on rayon beside the compression; `store`: none (the input's hash) |

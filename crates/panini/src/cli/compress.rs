@@ -216,7 +216,8 @@ pub fn compress(args: CompressArgs) -> anyhow::Result<()> {
                 d.entropy_bits,
                 d.lz4_sample_ratio * 100.0,
                 d.zstd_sample_ratio
-                    .map(|z| format!(", zstd -1 keeps {:.1}%", z * 100.0))
+                    .zip(d.zstd_trial_level)
+                    .map(|(z, level)| format!(", zstd -{level} keeps {:.1}%", z * 100.0))
                     .unwrap_or_default()
             ),
         );
