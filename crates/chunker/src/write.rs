@@ -751,6 +751,8 @@ fn write_chunks(
         .min(max_workers)
         .clamp(1, spans.len().max(1));
     let pool = BufferPool::new(workers * BUFFERS_PER_WORKER + 1);
+    // A file of one chunk is hashed once: the chunk's hash is the file's.
+    let one_chunk = spans.len() == 1;
     let file_hash = InOrderHash::new();
     let next_chunk = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
@@ -829,7 +831,11 @@ fn write_chunks(
                 done.chunks_done += 1;
                 report(*done);
             }
-            file_hash.feed(id, buf, &pool);
+            if one_chunk {
+                pool.put(buf);
+            } else {
+                file_hash.feed(id, buf, &pool);
+            }
         }
     };
     if workers == 1 {
@@ -848,7 +854,11 @@ fn write_chunks(
     }
     let mut chunks = written.into_inner().unwrap_or_else(|e| e.into_inner());
     chunks.sort_unstable_by_key(|c| c.chunk_id);
-    Ok((chunks, file_hash.finish(spans.len())))
+    let file_hash = match chunks.as_slice() {
+        [only] if one_chunk => only.hash,
+        _ => file_hash.finish(spans.len()),
+    };
+    Ok((chunks, file_hash))
 }
 
 #[allow(clippy::too_many_arguments)] // one chunk's whole context; a struct would only rename it
