@@ -668,7 +668,11 @@ async fn store_batch(shared: &Arc<Shared>, chunks: ToStore) -> (Vec<Done>, Outco
         } else {
             upload_hash
         };
-        shared.metrics.add_bytes(r.size as u64, output_len);
+        // A put that found the object there (an identical chunk stored meanwhile) stored
+        // nothing: the chunk counts as deduplicated (its record says so), not as bytes.
+        if outcome == uploader::PutOutcome::Created {
+            shared.metrics.add_bytes(r.size as u64, output_len);
+        }
         done.push(Done {
             file: r.job.file(),
             sha: r.sha,

@@ -223,3 +223,47 @@ async fn metrics_parse_with_the_official_client_and_count_a_real_batch() {
     }
     worker.stop().await;
 }
+
+/// Two chunks of two files with the same bytes, in one delivery: one object is stored,
+/// and the worker's counters say so (the other chunk deduplicated, its frame not counted
+/// as bytes stored), whether the two met in one batch or the second found the first's
+/// object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_chunks_in_one_delivery_count_one_object_stored() {
+    let mut tree = make_tree(2, 1, 100_000);
+    let (first, bytes) = tree.chunks[0].clone();
+    let second = tree.chunks[1].0.clone();
+    let chunk_dir = tree.root.join(&second.chunk_path);
+    std::fs::write(chunk_dir.join(chunk_model::layout::DATA_FILE), &bytes).unwrap();
+    let mut meta = tree.metadata(&second);
+    meta.original_hash = first.hash.unwrap();
+    chunk_model::json_file::write_atomic(
+        &chunk_dir.join(chunk_model::layout::METADATA_FILE),
+        &meta,
+    )
+    .unwrap();
+    tree.chunks[1].0.hash = first.hash;
+    tree.chunks[1].1 = bytes;
+    let bucket = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(LocalDir::new(bucket.path()).unwrap());
+    let worker = RunningWorker::start(secure(config(&tree, store))).await;
+
+    post_batch(&worker, &tree).await;
+    worker.wait_reported(2).await;
+    let (text, after) = scrape(&worker).await;
+    let objects: Vec<PathBuf> = std::fs::read_dir(bucket.path().join("chunks"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let stored = std::fs::metadata(&objects[0]).unwrap().len();
+    for (name, want) in [
+        ("panini_worker_chunks_completed_total", 2.0),
+        ("panini_worker_chunks_deduplicated_total", 1.0),
+        ("panini_worker_input_bytes_total", 100_000.0),
+        ("panini_worker_output_bytes_total", stored as f64),
+    ] {
+        assert_eq!(value(&after, name, &[]), want, "{name}:\n{text}");
+    }
+    worker.stop().await;
+}
