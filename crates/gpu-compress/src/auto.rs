@@ -90,22 +90,17 @@ pub(crate) fn choose(data: &[u8], level: i32) -> Choice {
         return decided(d);
     }
     let trial_level = if whole { level } else { 1 };
-    let mut frame = None;
-    let mut zstd_out = 0;
-    for s in &samples {
-        // Multithreading stays off, as `zstd_codec::compress` has it below its threshold
-        // (far above four blocks), so the frame is the one it would make.
-        match crate::zstd_codec::compress(s, trial_level, 0) {
-            Ok(c) => {
-                zstd_out += c.len().min(s.len());
-                frame = Some(c);
-            }
-            Err(_) => {
-                zstd_out += s.len();
-                frame = None;
-            }
-        }
-    }
+    // Multithreading stays off, as `zstd_codec::compress` has it below its threshold (far
+    // above four blocks), so a whole chunk's trial is the frame it would make.
+    let mut trials: Vec<Option<Vec<u8>>> = samples
+        .iter()
+        .map(|s| crate::zstd_codec::compress(s, trial_level, 0).ok())
+        .collect();
+    let zstd_out: usize = samples
+        .iter()
+        .zip(&trials)
+        .map(|(s, trial)| trial.as_ref().map_or(s.len(), |c| c.len().min(s.len())))
+        .sum();
     let zstd_ratio = ratio(zstd_out, sample_len);
     d.zstd_sample_ratio = Some(zstd_ratio);
     d.zstd_trial_level = Some(trial_level);
@@ -120,7 +115,11 @@ pub(crate) fn choose(data: &[u8], level: i32) -> Choice {
         d.reason = "LZ4 gets close to zstd's ratio, at several times its speed";
     }
     Choice {
-        zstd_frame: frame.filter(|_| whole && d.codec == Codec::Zstd),
+        zstd_frame: if whole && d.codec == Codec::Zstd {
+            trials.pop().flatten()
+        } else {
+            None
+        },
         decision: d,
     }
 }
