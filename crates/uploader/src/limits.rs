@@ -95,12 +95,7 @@ impl<S: ObjectStore> ObjectStore for Limited<S> {
         }
         let _slot = match self.slots.acquire().await {
             Ok(slot) => slot,
-            Err(e) => {
-                return items
-                    .iter()
-                    .map(|_| Err(StoreError::Task(e.to_string())))
-                    .collect();
-            }
+            Err(e) => return each_failed(items.len(), &e),
         };
         self.throttle(items.iter().map(|(_, bytes, _)| bytes.len() as u64).sum())
             .await;
@@ -135,12 +130,7 @@ impl<S: ObjectStore> ObjectStore for Limited<S> {
         }
         let objects = match self.slots.acquire().await {
             Ok(_slot) => self.inner.get_many(keys).await,
-            Err(e) => {
-                return keys
-                    .iter()
-                    .map(|_| Err(StoreError::Task(e.to_string())))
-                    .collect();
-            }
+            Err(e) => return each_failed(keys.len(), &e),
         };
         let bytes = objects
             .iter()
@@ -172,10 +162,23 @@ impl<S: ObjectStore> ObjectStore for Limited<S> {
         }
         match self.slots.acquire().await {
             Ok(_slot) => self.inner.stat_many(keys).await,
-            Err(e) => keys
-                .iter()
-                .map(|_| Err(StoreError::Task(e.to_string())))
-                .collect(),
+            Err(e) => each_failed(keys.len(), &e),
+        }
+    }
+
+    /// As `stat_many`, which it is for a store that does not batch.
+    async fn exists_many(&self, keys: &[String]) -> Vec<Result<bool, StoreError>> {
+        if !self.inner.batches() {
+            return self
+                .stat_many(keys)
+                .await
+                .into_iter()
+                .map(|stat| stat.map(|info| info.is_some()))
+                .collect();
+        }
+        match self.slots.acquire().await {
+            Ok(_slot) => self.inner.exists_many(keys).await,
+            Err(e) => each_failed(keys.len(), &e),
         }
     }
 
@@ -191,6 +194,14 @@ impl<S: ObjectStore> ObjectStore for Limited<S> {
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         self.inner.delete(key).await
     }
+}
+
+/// The answer to a batch of `count` items that could not get a slot (the semaphore was
+/// closed): each failed with the reason.
+fn each_failed<T>(count: usize, e: &tokio::sync::AcquireError) -> Vec<Result<T, StoreError>> {
+    (0..count)
+        .map(|_| Err(StoreError::Task(e.to_string())))
+        .collect()
 }
 
 /// A token bucket that may go into debt: taking more than is there succeeds at once and

@@ -131,8 +131,8 @@ pub enum PublishError {
 /// Publishes the recipe `recipes/<name>/<file sha256>.json` of the file `manifest`
 /// describes if, and only if, every chunk object it needs is stored.
 ///
-/// Walks the manifest's chunks in file order; a chunk not in `known` is looked up with
-/// one `stat` per codec's object name ([`object_keys::chunk_object`] for each of
+/// Walks the manifest's chunks in file order; a chunk not in `known` is looked for
+/// under each codec's object name ([`object_keys::chunk_object`] for each of
 /// [`Codec::ALL`], the first found wins, as the worker looks for a stored chunk), and
 /// found ones are added to `known`. The walk stops at the first chunk with no object
 /// ([`Publish::Incomplete`]). When all are there, the recipe (offsets and sizes from the
@@ -175,7 +175,7 @@ pub enum Prepared {
 
 /// The checks of [`publish_if_complete`] without the write, for many files at once: for
 /// each `(name, manifest)`, in order, the recipe when every chunk object it needs is
-/// stored. The files' recipes are looked up in one `stat_many`; a caller with many files
+/// stored. The files' recipes are looked up in one `exists_many`; a caller with many files
 /// to publish (a worker's batch of small files) then writes the ready recipes in one
 /// [`publish_prepared`] batch.
 pub async fn prepare_recipes(
@@ -191,8 +191,8 @@ pub async fn prepare_recipes(
                 .map(|sha| (object_keys::recipe(name, &sha), sha))
         })
         .collect();
-    let to_stat: Vec<String> = keys.iter().flatten().map(|(key, _)| key.clone()).collect();
-    let mut stats = store.stat_many(&to_stat).await.into_iter();
+    let to_look_up: Vec<String> = keys.iter().flatten().map(|(key, _)| key.clone()).collect();
+    let mut found = store.exists_many(&to_look_up).await.into_iter();
     let mut prepared = Vec::with_capacity(files.len());
     for ((name, manifest), key) in files.iter().zip(keys) {
         let Some((key, file_sha256)) = key else {
@@ -201,20 +201,20 @@ pub async fn prepare_recipes(
             }));
             continue;
         };
-        let stat = stats.next().unwrap_or_else(|| {
+        let found = found.next().unwrap_or_else(|| {
             Err(StoreError::Task(
-                "stat_many gave fewer results than keys".into(),
+                "exists_many gave fewer results than keys".into(),
             ))
         });
-        prepared.push(match stat {
+        prepared.push(match found {
             Err(source) => Err(PublishError::Store {
                 name: (*name).to_owned(),
                 source,
             }),
-            // The recipe's stat spares the walk when the file is done already, the common
-            // case for a worker that sees the same file again in later batches.
-            Ok(Some(_)) => Ok(Prepared::Settled(Publish::AlreadyPublished { key })),
-            Ok(None) => complete_recipe(store, name, manifest, file_sha256, known).await,
+            // The recipe's lookup spares the walk when the file is done already, the
+            // common case for a worker that sees the same file again in later batches.
+            Ok(true) => Ok(Prepared::Settled(Publish::AlreadyPublished { key })),
+            Ok(false) => complete_recipe(store, name, manifest, file_sha256, known).await,
         });
     }
     prepared
@@ -350,7 +350,7 @@ fn written(
     }
 }
 
-/// The codec of the stored object for `sha`: one `stat` per codec's object name, never
+/// The codec of the stored object for `sha`: one lookup per codec's object name, never
 /// a listing (listing `chunks/` costs as much as the bucket is large). The first codec
 /// of [`Codec::ALL`] found wins, so every caller picks the same object.
 async fn stored_codec(
@@ -358,9 +358,9 @@ async fn stored_codec(
     sha: &Sha256Digest,
 ) -> Result<Option<Codec>, StoreError> {
     let keys = Codec::ALL.map(|codec| object_keys::chunk_object(sha, codec));
-    let stats = store.stat_many(&keys).await;
-    for (codec, stat) in Codec::ALL.into_iter().zip(stats) {
-        if stat?.is_some() {
+    let found = store.exists_many(&keys).await;
+    for (codec, found) in Codec::ALL.into_iter().zip(found) {
+        if found? {
             return Ok(Some(codec));
         }
     }

@@ -226,6 +226,20 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
             .await
     }
 
+    /// Whether an object is stored under each key: one answer per key, in order.
+    ///
+    /// For callers that need nothing but the answer (is the recipe there yet, under
+    /// which codec's name is the chunk): a store that keeps an object's metadata apart
+    /// from its bytes (a local directory's sidecars) answers without reading it. The
+    /// default is [`stat_many`](Self::stat_many).
+    async fn exists_many(&self, keys: &[String]) -> Vec<Result<bool, StoreError>> {
+        self.stat_many(keys)
+            .await
+            .into_iter()
+            .map(|stat| stat.map(|info| info.is_some()))
+            .collect()
+    }
+
     /// Every object whose key starts with `prefix`, in key order.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
 
@@ -265,6 +279,9 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Arc<S> {
     }
     async fn stat_many(&self, keys: &[String]) -> Vec<Result<Option<ObjectInfo>, StoreError>> {
         (**self).stat_many(keys).await
+    }
+    async fn exists_many(&self, keys: &[String]) -> Vec<Result<bool, StoreError>> {
+        (**self).exists_many(keys).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         (**self).list(prefix).await

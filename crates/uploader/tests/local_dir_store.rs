@@ -1,5 +1,5 @@
-//! `LocalDir`: create-only puts, deduplication, concurrent writers, listing, and the
-//! CRC32C check on read.
+//! `LocalDir`: create-only puts, deduplication, concurrent writers, listing, lookups
+//! without the sidecar, and the CRC32C check on read.
 
 mod support;
 
@@ -202,6 +202,40 @@ async fn list_returns_keys_under_a_prefix_in_order_and_hides_store_files() {
     let info = &store.list("chunks/").await.unwrap()[0];
     assert_eq!(info.meta, Some(ObjectMeta::plain(b"chunks/c.lz4")));
     assert!(info.updated.is_some());
+}
+
+/// `exists_many` looks at the object's file alone: a damaged sidecar fails `stat` but
+/// not the question whether the object is there, and a directory at a key is no object.
+#[tokio::test]
+async fn exists_many_answers_from_the_object_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalDir::new(dir.path()).unwrap();
+    let bytes = Bytes::from(support::pseudo_random(2048, 6));
+    store
+        .put("chunks/e.store", bytes.clone(), &ObjectMeta::plain(&bytes))
+        .await
+        .unwrap();
+    std::fs::write(dir.path().join(META_DIR).join("chunks/e.store.json"), b"{").unwrap();
+    std::fs::create_dir_all(dir.path().join("chunks/a-directory")).unwrap();
+
+    let error = store.stat("chunks/e.store").await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::InvalidMetadata { key, .. } if key == "chunks/e.store"),
+        "{error}"
+    );
+    let keys = [
+        "chunks/e.store",
+        "chunks/a-directory",
+        "chunks/missing.store",
+    ]
+    .map(String::from);
+    let exists: Vec<bool> = store
+        .exists_many(&keys)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(exists, [true, false, false]);
 }
 
 #[tokio::test]

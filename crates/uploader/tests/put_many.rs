@@ -352,9 +352,9 @@ async fn gcs_batch_goes_through_create_only_puts() {
     );
 }
 
-/// `stat_many` and `get_many` answer each key as `stat` and `get` alone would, in order:
-/// found, missing, and a key that is not a clean path, whether the store batches them
-/// (a local directory, through `Limited`) or asks key by key (GCS).
+/// `stat_many`, `exists_many` and `get_many` answer each key as `stat` and `get` alone
+/// would, in order: found, missing, and a key that is not a clean path, whether the
+/// store batches them (a local directory, through `Limited`) or asks key by key (GCS).
 async fn many_lookups_answer_like_single_ones(store: &dyn ObjectStore) {
     let items = new_items(5, 9);
     store.put_many(items.clone()).await;
@@ -363,13 +363,22 @@ async fn many_lookups_answer_like_single_ones(store: &dyn ObjectStore) {
     keys.push("../outside".into());
 
     let stats = store.stat_many(&keys).await;
+    let exists = store.exists_many(&keys).await;
     let gets = store.get_many(&keys).await;
-    assert_eq!((stats.len(), gets.len()), (keys.len(), keys.len()));
-    for ((key, stat), get) in keys.iter().zip(&stats).zip(&gets) {
+    assert_eq!(
+        (stats.len(), exists.len(), gets.len()),
+        (keys.len(), keys.len(), keys.len())
+    );
+    for (((key, stat), exists), get) in keys.iter().zip(&stats).zip(&exists).zip(&gets) {
         match (store.stat(key).await, stat) {
             (Ok(one), Ok(many)) => assert_eq!(&one, many, "{key}"),
             (Err(_), Err(_)) => {}
             (one, many) => panic!("{key}: stat {one:?}, stat_many {many:?}"),
+        }
+        match (stat, exists) {
+            (Ok(stat), Ok(exists)) => assert_eq!(stat.is_some(), *exists, "{key}"),
+            (Err(_), Err(_)) => {}
+            (stat, exists) => panic!("{key}: stat_many {stat:?}, exists_many {exists:?}"),
         }
         match items.iter().find(|(k, _, _)| k == key) {
             Some((_, bytes, _)) => assert_eq!(&get.as_ref().unwrap().bytes, bytes, "{key}"),
@@ -378,6 +387,10 @@ async fn many_lookups_answer_like_single_ones(store: &dyn ObjectStore) {
     }
     assert!(stats[2].as_ref().unwrap().is_none());
     assert!(stats.last().unwrap().is_err());
+    assert_eq!(
+        exists.iter().filter(|e| matches!(e, Ok(true))).count(),
+        items.len()
+    );
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use crate::Shared;
 use crate::auth::{self, ReplayCache};
 use crate::process::{Job, Location};
-use crate::source::{self, Source, resolve_in_tree};
+use crate::source::{self, Source, resolve_many_in_tree};
 
 #[derive(Clone)]
 pub(crate) struct App {
@@ -282,19 +282,30 @@ async fn handle_webhook(app: &App, headers: &HeaderMap, body: Body) -> Response 
             // Canonicalizing touches the file system; keep it off the async threads.
             let root = root.clone();
             let resolved = tokio::task::spawn_blocking(move || {
+                // A staged chunk has no data.bin; its directory must still be in the
+                // tree, for the file's manifest. Each kind is resolved in one batch.
+                let staged = |chunk: &ChunkInfo| chunk.staged_object.is_some();
+                let of_kind = |is_staged: bool, file: &str| {
+                    let dirs = chunks
+                        .iter()
+                        .filter(|&c| staged(c) == is_staged)
+                        .map(|c| c.chunk_path.as_str());
+                    resolve_many_in_tree(&root, "chunk_path", dirs, file).into_iter()
+                };
+                let (mut data, mut metadata) =
+                    (of_kind(false, DATA_FILE), of_kind(true, METADATA_FILE));
                 chunks
                     .into_iter()
                     .enumerate()
                     .map(|(i, chunk)| {
-                        // A staged chunk has no data.bin; its directory must still be
-                        // in the tree, for the file's manifest.
-                        let file = if chunk.staged_object.is_some() {
-                            METADATA_FILE
+                        let resolved = if staged(&chunk) {
+                            metadata.next()
                         } else {
-                            DATA_FILE
+                            data.next()
                         };
-                        resolve_in_tree(&root, "chunk_path", &chunk.chunk_path, file)
-                            .map(|data| (chunk, Location::Tree(data)))
+                        resolved
+                            .unwrap_or_else(|| Err("the path check gave no answer".into()))
+                            .map(|path| (chunk, Location::Tree(path)))
                             .map_err(|reason| format!("chunks[{i}]: {reason}"))
                     })
                     .collect::<Result<Vec<_>, String>>()

@@ -51,7 +51,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use uploader::{ChunkObject, KnownObjects, ObjectMeta, Prepared, Publish, PutItem, StoreError};
 
-use crate::source::{GitCache, Source, relative_path, resolve_in_tree};
+use crate::source::{GitCache, Source, relative_path, resolve_in_tree, resolve_many_in_tree};
 use crate::{Shared, github};
 
 /// Chunks a worker remembers as stored, at most, while it waits for their files to
@@ -403,11 +403,11 @@ async fn compress_batch(
         .iter()
         .map(|r| object_keys::status_record(&r.sha))
         .collect();
-    let records = store.stat_many(&record_keys).await;
+    let records = store.exists_many(&record_keys).await;
     let object_keys: Vec<String> = ready
         .iter()
         .zip(&records)
-        .filter(|(_, record)| matches!(record, Ok(None)))
+        .filter(|(_, record)| matches!(record, Ok(false)))
         .flat_map(|(r, _)| Codec::ALL.map(|codec| object_keys::chunk_object(&r.sha, codec)))
         .collect();
     let mut object_stats = store.stat_many(&object_keys).await.into_iter();
@@ -415,7 +415,7 @@ async fn compress_batch(
         .into_iter()
         .zip(records)
         .map(|(r, record)| {
-            let objects = matches!(record, Ok(None))
+            let objects = matches!(record, Ok(false))
                 .then(|| object_stats.by_ref().take(Codec::ALL.len()).collect());
             (r, Lookup { record, objects })
         })
@@ -824,12 +824,15 @@ async fn read_manifests<'a>(
             let dirs: Vec<String> = files.map(|f| f.dir.clone()).collect();
             let count = dirs.len();
             tokio::task::spawn_blocking(move || {
-                dirs.iter()
-                    .map(|dir| {
-                        let path = resolve_in_tree(&root, "base_dir", dir, MANIFEST_FILE)?;
-                        chunk_model::json_file::read(&path).map_err(|e| e.to_string())
-                    })
-                    .collect()
+                resolve_many_in_tree(
+                    &root,
+                    "base_dir",
+                    dirs.iter().map(String::as_str),
+                    MANIFEST_FILE,
+                )
+                .into_iter()
+                .map(|path| chunk_model::json_file::read(&path?).map_err(|e| e.to_string()))
+                .collect()
             })
             .await
             .unwrap_or_else(|e| vec![Err(format!("reading the manifests failed: {e}")); count])
@@ -1021,7 +1024,7 @@ async fn already_stored(
     let record_key = object_keys::status_record(&r.sha);
     let failed = |what: &str, e: StoreError| Some(Err(format!("{what}: {e}")));
     match lookup.record {
-        Ok(Some(_)) => {
+        Ok(true) => {
             let object = match store.get(&record_key).await {
                 Ok(object) => object,
                 Err(e) => return failed("reading the completion record", e),
@@ -1066,7 +1069,7 @@ async fn already_stored(
                 ),
             }
         }
-        Ok(None) => {}
+        Ok(false) => {}
         Err(e) => return failed("checking for a completion record", e),
     }
     // The chunk object under any codec's name. One `stat` per codec rather than a
@@ -1107,8 +1110,8 @@ async fn already_stored(
 
 /// What the batch's lookups found of one chunk, for [`already_stored`].
 struct Lookup {
-    /// The `stat` of its completion record.
-    record: Result<Option<uploader::ObjectInfo>, StoreError>,
+    /// Whether its completion record is there.
+    record: Result<bool, StoreError>,
     /// The `stat` of its object under each of [`Codec::ALL`]'s names, when it has no
     /// record.
     objects: Option<Vec<Result<Option<uploader::ObjectInfo>, StoreError>>>,

@@ -192,6 +192,34 @@ pub(crate) fn resolve_in_tree(
         .map_err(|e| format!("{what} {e}"))
 }
 
+/// [`resolve_in_tree`] for many directories, in order, with each answer the same: the
+/// directories they share (a file's chunks sit in one) are looked at once per call
+/// ([`TreeRoot::resolve_files`]), not once per path.
+pub(crate) fn resolve_many_in_tree<'a>(
+    root: &TreeRoot,
+    what: &str,
+    dirs: impl IntoIterator<Item = &'a str>,
+    file: &str,
+) -> Vec<Result<PathBuf, String>> {
+    let parsed: Vec<Result<ChunkPath, String>> = dirs
+        .into_iter()
+        .map(|dir| ChunkPath::parse(dir).map_err(|e| format!("{what} {e}")))
+        .collect();
+    let mut resolved = root
+        .resolve_files(parsed.iter().flatten(), file)
+        .into_iter();
+    parsed
+        .iter()
+        .map(|dir| match dir {
+            Ok(_) => match resolved.next() {
+                Some(path) => path.map_err(|e| format!("{what} {e}")),
+                None => Err(format!("{what}: the path check gave no answer")),
+            },
+            Err(e) => Err(e.clone()),
+        })
+        .collect()
+}
+
 /// Checks a commit id: 40 (SHA-1) or 64 (SHA-256) hex digits. Returns it lowercased.
 pub(crate) fn commit_id(commit: &str) -> Result<String, String> {
     if (commit.len() == 40 || commit.len() == 64) && commit.bytes().all(|b| b.is_ascii_hexdigit()) {

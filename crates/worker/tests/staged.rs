@@ -1,7 +1,8 @@
 //! Chunks whose raw bytes were staged in the bucket (`staging/<sha256>`) instead of
 //! committed as `data.bin`: the worker reads them from its bucket, checks them, and
-//! stores them like any other; a staged key that names other content is refused; and a
-//! staged object pruned because its chunk is stored still completes the chunk.
+//! stores them like any other, also in batches that mix them with checked-out chunks; a
+//! staged key that names other content is refused; and a staged object pruned because
+//! its chunk is stored still completes the chunk.
 
 mod support;
 
@@ -16,7 +17,19 @@ use uploader::{LocalDir, ObjectMeta, ObjectStore};
 /// chunk's bytes go to `staging/<sha256>`, its metadata names the key, its `data.bin`
 /// goes, and the listed chunk carries the key as the detector lists it.
 async fn stage_by_hand(tree: &mut Tree, store: &dyn ObjectStore) {
-    for (info, bytes) in &mut tree.chunks {
+    stage_some_by_hand(tree, store, |_| true).await;
+}
+
+/// [`stage_by_hand`] for the chunks whose index `pick` picks.
+async fn stage_some_by_hand(
+    tree: &mut Tree,
+    store: &dyn ObjectStore,
+    pick: impl Fn(usize) -> bool,
+) {
+    for (index, (info, bytes)) in tree.chunks.iter_mut().enumerate() {
+        if !pick(index) {
+            continue;
+        }
         let key = object_keys::staged_object(&Sha256Digest::of(bytes));
         store
             .put(&key, bytes.clone().into(), &ObjectMeta::plain(bytes))
@@ -46,6 +59,27 @@ fn start(tree: &Tree, store: Arc<dyn ObjectStore>) -> impl Future<Output = suppo
     support::RunningWorker::start(support::secure(support::config(tree, store)))
 }
 
+/// Starts a worker on `tree` and sends it every chunk in one batch: none fails, every
+/// chunk is stored, and every file of `files` rebuilds from the bucket. The worker is
+/// handed back running.
+async fn send_and_rebuild(
+    tree: &Tree,
+    files: &[(String, Vec<u8>)],
+    store: &Arc<dyn ObjectStore>,
+) -> support::RunningWorker {
+    let worker = start(tree, store.clone()).await;
+    let (status, body) = post_signed(&worker, &batch(tree)).await;
+    assert_eq!(status, 202, "{body}");
+    let done = worker.wait_reported(tree.chunks.len() as u64).await;
+    assert_eq!(done["failed"], 0, "{}", worker.failures().await);
+    support::assert_all_stored(tree, store.as_ref()).await;
+    for (name, data) in files {
+        let rebuilt = wait_for(|| support::rebuild(store.as_ref(), name)).await;
+        assert!(rebuilt == *data, "{name} differs after reconstruction");
+    }
+    worker
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staged_chunks_are_read_from_the_bucket_stored_and_rebuilt() {
     let mut tree = support::make_tree(2, 3, 40_000);
@@ -54,16 +88,7 @@ async fn staged_chunks_are_read_from_the_bucket_stored_and_rebuilt() {
     let store: Arc<dyn ObjectStore> = Arc::new(LocalDir::new(bucket.path()).unwrap());
     stage_by_hand(&mut tree, store.as_ref()).await;
 
-    let worker = start(&tree, store.clone()).await;
-    let (status, body) = post_signed(&worker, &batch(&tree)).await;
-    assert_eq!(status, 202, "{body}");
-    let done = worker.wait_reported(6).await;
-    assert_eq!(done["failed"], 0, "{}", worker.failures().await);
-    support::assert_all_stored(&tree, store.as_ref()).await;
-    for (name, data) in &files {
-        let rebuilt = wait_for(|| support::rebuild(store.as_ref(), name)).await;
-        assert!(rebuilt == *data, "{name} differs after reconstruction");
-    }
+    let worker = send_and_rebuild(&tree, &files, &store).await;
 
     // Pruned: the staged objects and the completion records are gone, only the chunk
     // objects remain. The same chunks sent again complete from those, not as failures.
@@ -89,6 +114,20 @@ async fn staged_chunks_are_read_from_the_bucket_stored_and_rebuilt() {
     assert_eq!(done["deduplicated"], 6, "{done}");
     support::assert_all_stored(&tree, store.as_ref()).await;
     worker.stop().await;
+}
+
+/// One batch of staged chunks and chunks in the checkout, interleaved: each is read from
+/// its own place (the two kinds' paths are checked in separate batches and must come back
+/// to the right chunk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_mixing_staged_and_checked_out_chunks_reads_each_from_its_place() {
+    let mut tree = support::make_tree(2, 4, 30_000);
+    let files = support::write_manifests(&tree);
+    let bucket = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalDir::new(bucket.path()).unwrap());
+    stage_some_by_hand(&mut tree, store.as_ref(), |index| index % 3 == 1).await;
+
+    send_and_rebuild(&tree, &files, &store).await.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
