@@ -713,11 +713,21 @@ impl Pipeline {
 
         // Recipes: workers publish them as files complete; a last sync (only its recipe
         // part, when the rounds left nothing open) publishes any that are missing and
-        // says which files have one. Files rebuilt early are done; the rest are rebuilt
-        // now, from the bucket alone.
+        // says which files have one. Files rebuilt early are done, their recipes found
+        // by the rebuild, so the last sync skips them; the rest are rebuilt now, from
+        // the bucket alone.
         let started = Instant::now();
+        let rebuilt_early: std::collections::HashSet<usize> =
+            early_outcomes.iter().map(|o| o.index).collect();
+        let rebuilt_early_names: std::collections::HashSet<&str> = rebuilt_early
+            .iter()
+            .map(|&index| inputs[index].file.name.as_str())
+            .collect();
         let file_recipes = if tree_complete {
-            crate::sync::publish_recipes(&base, store.as_ref()).await?
+            crate::sync::publish_recipes_except(&base, store.as_ref(), |name| {
+                rebuilt_early_names.contains(name)
+            })
+            .await?
         } else {
             crate::sync::sync(&base, store.as_ref(), chrono::Utc::now())
                 .await?
@@ -727,8 +737,6 @@ impl Pipeline {
             file_recipes.iter().map(|r| (r.name.as_str(), r)).collect();
         let mut rows = Vec::new();
         let mut rest = Vec::new();
-        let rebuilt_early: std::collections::HashSet<usize> =
-            early_outcomes.iter().map(|o| o.index).collect();
         for (index, input) in inputs.into_iter().enumerate() {
             let mut row = FileReport {
                 name: input.file.name,
@@ -740,14 +748,13 @@ impl Pipeline {
                 verified: false,
                 error: input.file.error,
             };
+            if rebuilt_early.contains(&index) {
+                // Rebuilt already, beside the workers.
+                rows.push(row);
+                continue;
+            }
             let recipe = recipe_of.get(row.name.as_str()).copied();
             match recipe {
-                // Rebuilt already, beside the workers.
-                Some(FileRecipe {
-                    key: Some(_),
-                    file_sha256: Some(_),
-                    ..
-                }) if rebuilt_early.contains(&index) => {}
                 Some(FileRecipe {
                     key: Some(_),
                     file_sha256: Some(sha),
@@ -1234,10 +1241,10 @@ impl EarlyRebuilds {
                         .map(|job| chunk_model::object_keys::recipe(&job.name, &job.file_sha256))
                         .collect();
                     let found = store
-                        .stat_many(&keys)
+                        .exists_many(&keys)
                         .await
                         .into_iter()
-                        .map(|stat| matches!(stat, Ok(Some(_))))
+                        .map(|found| matches!(found, Ok(true)))
                         .collect();
                     Step::LookedUp(batch, found)
                 }));

@@ -87,10 +87,22 @@ pub async fn publish_recipes(
     base: &Path,
     store: &dyn ObjectStore,
 ) -> Result<Vec<FileRecipe>, Error> {
-    let files: Vec<(String, Result<chunk_model::Manifest, String>)> = crate::tree::manifests(base)?
-        .into_iter()
-        .map(|(name, manifest)| (name, manifest.map_err(|e| e.to_string())))
-        .collect();
+    publish_recipes_except(base, store, |_| false).await
+}
+
+/// [`publish_recipes`] for the files whose names `skip` does not pick, the only ones
+/// reported: the pipeline skips the files it rebuilt from their recipes while the
+/// workers ran, whose recipes are known to be there.
+pub async fn publish_recipes_except(
+    base: &Path,
+    store: &dyn ObjectStore,
+    skip: impl Fn(&str) -> bool,
+) -> Result<Vec<FileRecipe>, Error> {
+    let files: Vec<(String, Result<chunk_model::Manifest, String>)> =
+        crate::tree::manifests_except(base, skip)?
+            .into_iter()
+            .map(|(name, manifest)| (name, manifest.map_err(|e| e.to_string())))
+            .collect();
     let readable: Vec<(&str, &chunk_model::Manifest)> = files
         .iter()
         .filter_map(|(name, manifest)| Some((name.as_str(), manifest.as_ref().ok()?)))

@@ -64,12 +64,24 @@ pub type NamedManifest = (String, Result<Manifest, chunk_model::ModelError>);
 /// The manifest of every file under `base` ([`files`] says which), each read once, with
 /// the error of one that cannot be read.
 pub fn manifests(base: &Path) -> Result<Vec<NamedManifest>, Error> {
+    manifests_except(base, |_| false)
+}
+
+/// [`manifests`] of the files whose names `skip` does not pick: a caller that knows
+/// what it needs of some files already spares their reads.
+pub fn manifests_except(
+    base: &Path,
+    skip: impl Fn(&str) -> bool,
+) -> Result<Vec<NamedManifest>, Error> {
     let layout = Layout::new(base);
     let mut names = Vec::new();
     for entry in std::fs::read_dir(base).map_err(Error::io(base))? {
         let entry = entry.map_err(Error::io(base))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with('.') && entry.path().join(layout::MANIFEST_FILE).is_file() {
+        if !name.starts_with('.')
+            && !skip(&name)
+            && entry.path().join(layout::MANIFEST_FILE).is_file()
+        {
             names.push(name);
         }
     }

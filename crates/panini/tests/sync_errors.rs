@@ -478,4 +478,20 @@ async fn every_file_of_a_tree_gets_its_own_recipe_outcome_from_one_batch() {
         .collect();
     keys.sort();
     assert_eq!(listed, keys);
+
+    // Files the caller names are skipped whole: not read (d's broken manifest fails
+    // nothing), not reported.
+    let rest =
+        panini::sync::publish_recipes_except(&base, &bucket, |name| ["a", "d"].contains(&name))
+            .await
+            .unwrap();
+    assert_eq!(
+        states(&rest),
+        [
+            ("b".to_owned(), RecipeState::AlreadyPublished),
+            ("c".to_owned(), RecipeState::Incomplete),
+            ("e".to_owned(), RecipeState::AlreadyPublished),
+        ],
+        "{rest:#?}"
+    );
 }
