@@ -100,8 +100,16 @@ impl LocalDir {
         Ok(self.root.join(key))
     }
 
+    /// `<root>/.panini-meta/<key>.json`, built in one allocation: every lookup of an
+    /// object that is there reads its sidecar.
     fn sidecar_path(&self, key: &str) -> PathBuf {
-        self.root.join(META_DIR).join(format!("{key}.json"))
+        let root = self.root.as_os_str();
+        let mut path = PathBuf::with_capacity(root.len() + META_DIR.len() + key.len() + 7);
+        path.push(root);
+        path.push(META_DIR);
+        path.push(key);
+        path.as_mut_os_string().push(".json");
+        path
     }
 
     async fn blocking<T: Send + 'static>(
