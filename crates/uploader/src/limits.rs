@@ -169,12 +169,7 @@ impl<S: ObjectStore> ObjectStore for Limited<S> {
     /// As `stat_many`, which it is for a store that does not batch.
     async fn exists_many(&self, keys: &[String]) -> Vec<Result<bool, StoreError>> {
         if !self.inner.batches() {
-            return self
-                .stat_many(keys)
-                .await
-                .into_iter()
-                .map(|stat| stat.map(|info| info.is_some()))
-                .collect();
+            return crate::store::found(self.stat_many(keys).await);
         }
         match self.slots.acquire().await {
             Ok(_slot) => self.inner.exists_many(keys).await,

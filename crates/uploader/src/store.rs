@@ -233,11 +233,7 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// from its bytes (a local directory's sidecars) answers without reading it. The
     /// default is [`stat_many`](Self::stat_many).
     async fn exists_many(&self, keys: &[String]) -> Vec<Result<bool, StoreError>> {
-        self.stat_many(keys)
-            .await
-            .into_iter()
-            .map(|stat| stat.map(|info| info.is_some()))
-            .collect()
+        found(self.stat_many(keys).await)
     }
 
     /// Every object whose key starts with `prefix`, in key order.
@@ -289,6 +285,16 @@ impl<S: ObjectStore + ?Sized> ObjectStore for Arc<S> {
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         (**self).delete(key).await
     }
+}
+
+/// [`ObjectStore::exists_many`]'s answers from [`ObjectStore::stat_many`]'s.
+pub(crate) fn found(
+    stats: Vec<Result<Option<ObjectInfo>, StoreError>>,
+) -> Vec<Result<bool, StoreError>> {
+    stats
+        .into_iter()
+        .map(|stat| stat.map(|info| info.is_some()))
+        .collect()
 }
 
 /// Checks that `key` is a clean relative path: no empty, `.` or `..` components, no
