@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use chunk_model::{Sha256Digest, layout};
 use futures::StreamExt as _;
 use serde::Serialize;
-use uploader::{ObjectStore, ReconstructOptions, StoreConfig, Which};
+use uploader::{ObjectStore, ReconstructOptions, StoreConfig};
 
 use crate::sync::{FileRecipe, RecipeState};
 use crate::{Error, WorkerClient, tree};
@@ -803,11 +803,13 @@ impl Pipeline {
         // Files are rebuilt concurrently within a memory budget (see `RebuildBudget`),
         // and a file chunked in this run must still hold the bytes rebuilt: unchanged
         // since it was chunked, or else hashed beside its rebuild.
-        let late_outcomes: Vec<RebuildOutcome> = futures::stream::iter(rest)
-            .map(|job| job.run(store.clone(), budget.clone(), rebuild_clock.clone()))
-            .buffer_unordered(RebuildBudget::MAX_FILES)
-            .collect()
-            .await;
+        let late_outcomes: Vec<RebuildOutcome> =
+            futures::stream::iter(RebuildGroup::split(rest, &budget))
+                .map(|group| group.run(store.clone(), budget.clone(), rebuild_clock.clone()))
+                .buffer_unordered(RebuildBudget::MAX_FILES / RebuildGroup::MAX_FILES)
+                .flat_map(futures::stream::iter)
+                .collect()
+                .await;
         let mut rebuilt_bytes = 0;
         for RebuildOutcome { index, result } in early_outcomes.into_iter().chain(late_outcomes) {
             let row = &mut rows[index];
@@ -1126,23 +1128,60 @@ struct RebuildOutcome {
     result: Result<(u64, u64), String>,
 }
 
-impl RebuildJob {
-    /// Rebuilds the file once the budget has room for it. Owns what it uses: the early
-    /// rebuilds keep it among their boxed steps, which borrow nothing.
+/// Files rebuilt together, in one batch of store requests and one job on rayon's pool:
+/// a folder's small files cost a few hand-offs between threads per batch instead of
+/// several per file (issue #17).
+#[derive(Debug)]
+struct RebuildGroup(Vec<RebuildJob>);
+
+impl RebuildGroup {
+    /// Files in one group at most: small enough that a few groups are rebuilt at once.
+    const MAX_FILES: usize = 16;
+
+    /// Groups `jobs` in order: consecutive files together up to [`Self::MAX_FILES`] and
+    /// one file's share of `budget`, and a file bigger than that share alone (streamed).
+    fn split(jobs: impl IntoIterator<Item = RebuildJob>, budget: &RebuildBudget) -> Vec<Self> {
+        let most = budget.per_file_bytes();
+        let mut groups = Vec::new();
+        let mut group: Vec<RebuildJob> = Vec::new();
+        let mut bytes = 0;
+        for job in jobs {
+            if !group.is_empty() && (group.len() == Self::MAX_FILES || bytes + job.size > most) {
+                groups.push(Self(std::mem::take(&mut group)));
+                bytes = 0;
+            }
+            bytes += job.size;
+            group.push(job);
+        }
+        if !group.is_empty() {
+            groups.push(Self(group));
+        }
+        groups
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Rebuilds the files once the budget has room for them. Owns what it uses: the
+    /// early rebuilds keep it among their boxed steps, which borrow nothing.
     async fn run(
         self,
         store: Arc<dyn ObjectStore>,
         budget: Arc<RebuildBudget>,
         clock: BusyClock,
-    ) -> RebuildOutcome {
-        let _held = budget.hold(self.size).await;
+    ) -> Vec<RebuildOutcome> {
+        let _held = budget.hold(self.0.iter().map(|job| job.size).sum()).await;
         let _busy = clock.enter();
-        let result =
-            rebuild_and_compare(store.as_ref(), &self.name, self.file_sha256, self.source).await;
-        RebuildOutcome {
-            index: self.index,
-            result,
-        }
+        let results = rebuild_and_compare(store.as_ref(), &self.0).await;
+        self.0
+            .iter()
+            .zip(results)
+            .map(|(job, result)| RebuildOutcome {
+                index: job.index,
+                result,
+            })
+            .collect()
     }
 }
 
@@ -1262,22 +1301,26 @@ impl EarlyRebuilds {
                     None => open = false,
                 },
                 Some(step) = steps.next(), if !steps.is_empty() => match step {
-                    Step::Rebuilt(outcome) => {
-                        rebuilding -= 1;
-                        outcomes.push(outcome);
+                    Step::Rebuilt(group) => {
+                        rebuilding -= group.len();
+                        outcomes.extend(group);
                     }
                     Step::LookedUp(batch, found) => {
                         looking = false;
                         let looked_up = batch.len();
                         let mut still = std::collections::VecDeque::with_capacity(looked_up);
+                        let mut ready = Vec::new();
                         for (job, found) in batch.into_iter().zip(found) {
                             if found && open {
-                                let run = job.run(store.clone(), budget.clone(), clock.clone());
-                                steps.push(Box::pin(async move { Step::Rebuilt(run.await) }));
-                                rebuilding += 1;
+                                ready.push(job);
                             } else {
                                 still.push_back(job);
                             }
+                        }
+                        for group in RebuildGroup::split(ready, &budget) {
+                            rebuilding += group.len();
+                            let run = group.run(store.clone(), budget.clone(), clock.clone());
+                            steps.push(Box::pin(async move { Step::Rebuilt(run.await) }));
                         }
                         let now = Instant::now();
                         next_lookup = now + Self::MIN_PAUSE;
@@ -1301,8 +1344,8 @@ impl EarlyRebuilds {
 
 /// What one of [`EarlyRebuilds`]' steps did.
 enum Step {
-    /// A file was rebuilt (or failed to be).
-    Rebuilt(RebuildOutcome),
+    /// A group of files was rebuilt (or failed to be).
+    Rebuilt(Vec<RebuildOutcome>),
     /// These files' recipes were looked up: whether each was found.
     LookedUp(Vec<RebuildJob>, Vec<bool>),
 }
@@ -1465,11 +1508,15 @@ async fn prune_raw_bytes(
     Ok(pruned)
 }
 
-/// Rebuilds the file `name` from the bucket alone, chunk by chunk in memory
-/// ([`uploader::verify_recipe`]: every chunk's size and the whole file's SHA-256
-/// checked, exactly as `panini reconstruct` checks them before it writes a file), and,
-/// for a file chunked in this run, checks that its source (with its stamp from before
-/// chunking) still holds the bytes rebuilt.
+/// Rebuilds each file of `jobs` from the bucket alone, in memory (every chunk's size and
+/// the whole file's SHA-256 checked, exactly as `panini reconstruct` checks them before
+/// it writes a file), and, for a file chunked in this run, checks that its source (with
+/// its stamp from before chunking) still holds the bytes rebuilt. One result per job,
+/// in order: the file's size and the bytes its distinct chunk objects take.
+///
+/// Several files are rebuilt as one batch ([`uploader::verify_recipes`]: their recipes
+/// in one request, their chunks in another, decoded in one job); a file alone is
+/// streamed ([`uploader::verify_recipe`]), as a big file must be.
 ///
 /// The rebuilt bytes have the SHA-256 the chunker computed from the bytes it read, so a
 /// source that a stat finds unchanged since before it was chunked holds them: hashing
@@ -1478,58 +1525,84 @@ async fn prune_raw_bytes(
 /// ([`SourceStamp::racy`]), is hashed beside the rebuild instead.
 ///
 /// Nothing is written: a rebuilt copy on disk would be deleted at once, after costing a
-/// temporary file, an `fsync` and a rename per file (issue #17). Returns the file's size
-/// and the bytes its distinct chunk objects take.
+/// temporary file, an `fsync` and a rename per file (issue #17).
 async fn rebuild_and_compare(
     store: &dyn ObjectStore,
-    name: &str,
-    file_sha256: Sha256Digest,
-    source: Option<(PathBuf, Option<SourceStamp>)>,
-) -> Result<(u64, u64), String> {
-    // The stat and the hash both touch the file system: off the async threads, beside
-    // the rebuild. `None` when the source is unchanged and need not be hashed.
-    let source_hash = source.map(|(source, before)| {
-        tokio::task::spawn_blocking(move || {
-            let unchanged = before.is_some_and(|before| {
-                !before.racy && SourceStamp::of(&source).is_some_and(|now| now.same_as(&before))
-            });
-            if unchanged {
-                return Ok(None);
-            }
-            sha256_of_file(&source).map(|hash| Some((source, hash)))
-        })
+    jobs: &[RebuildJob],
+) -> Vec<Result<(u64, u64), String>> {
+    // The stats and hashes touch the file system: off the async threads, in one task
+    // beside the rebuilds. Per job, `None` when there is no source or it is unchanged.
+    let sources: Vec<_> = jobs.iter().map(|job| job.source.clone()).collect();
+    let source_hashes = tokio::task::spawn_blocking(move || {
+        sources
+            .into_iter()
+            .map(|source| {
+                let (source, before) = source?;
+                let unchanged = before.is_some_and(|before| {
+                    !before.racy && SourceStamp::of(&source).is_some_and(|now| now.same_as(&before))
+                });
+                if unchanged {
+                    return None;
+                }
+                Some(sha256_of_file(&source).map(|hash| (source, hash)))
+            })
+            .collect::<Vec<_>>()
     });
-    let (recipe_key, recipe) =
-        uploader::reconstruct::find_recipe(store, name, Which::File(file_sha256))
-            .await
-            .map_err(|e| e.to_string())?;
-    let report = uploader::verify_recipe(
-        store,
-        recipe_key,
-        &recipe,
-        &ReconstructOptions::default(),
-        &|_| {},
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let stored = stored_size(store, &recipe)
+    let wanted: Vec<(&str, Sha256Digest)> = jobs
+        .iter()
+        .map(|job| (job.name.as_str(), job.file_sha256))
+        .collect();
+    let mut found = Vec::new();
+    let mut results: Vec<Result<(u64, u64), String>> = Vec::with_capacity(jobs.len());
+    for (index, recipe) in uploader::find_recipes(store, &wanted)
         .await
-        .map_err(|e| e.to_string())?;
-    let sizes = (report.file_size, stored);
-    let Some(hashing) = source_hash else {
-        return Ok(sizes);
-    };
-    match hashing.await {
-        Ok(Ok(None)) => Ok(sizes),
-        Ok(Ok(Some((_, hash)))) if hash == report.file_sha256 => Ok(sizes),
-        Ok(Ok(Some((source, hash)))) => Err(format!(
-            "{name} rebuilt from the bucket with SHA-256 {}, source {} has {hash}",
-            report.file_sha256,
-            source.display()
-        )),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(e.to_string()),
+        .into_iter()
+        .enumerate()
+    {
+        results.push(match recipe {
+            Ok(recipe) => {
+                found.push((index, recipe));
+                // Until the rebuild below says.
+                Ok((0, 0))
+            }
+            Err(e) => Err(e.to_string()),
+        });
     }
+    let (indices, recipes): (Vec<usize>, Vec<_>) = found.into_iter().unzip();
+    let reports = if let [(key, recipe)] = recipes.as_slice() {
+        let options = ReconstructOptions::default();
+        vec![uploader::verify_recipe(store, key.clone(), recipe, &options, &|_| {}).await]
+    } else {
+        uploader::verify_recipes(store, recipes).await
+    };
+    for (index, report) in indices.into_iter().zip(reports) {
+        results[index] = report
+            .map(|report| (report.file_size, report.stored_bytes))
+            .map_err(|e| e.to_string());
+    }
+    let source_hashes = match source_hashes.await {
+        Ok(hashes) => hashes,
+        Err(e) => {
+            let e = e.to_string();
+            return jobs.iter().map(|_| Err(e.clone())).collect();
+        }
+    };
+    for ((job, result), hashed) in jobs.iter().zip(&mut results).zip(source_hashes) {
+        let (Ok(_), Some(hashed)) = (&result, hashed) else {
+            continue;
+        };
+        *result = match hashed {
+            Ok((_, hash)) if hash == job.file_sha256 => continue,
+            Ok((source, hash)) => Err(format!(
+                "{} rebuilt from the bucket with SHA-256 {}, source {} has {hash}",
+                job.name,
+                job.file_sha256,
+                source.display()
+            )),
+            Err(e) => Err(e.to_string()),
+        };
+    }
+    results
 }
 
 /// What the pipeline's rebuilds may hold at once. A rebuild holds at most
@@ -1564,6 +1637,11 @@ impl RebuildBudget {
             ),
             per_file_kib,
         }
+    }
+
+    /// What one file may hold at most, in bytes.
+    fn per_file_bytes(&self) -> u64 {
+        u64::from(self.per_file_kib) * 1024
     }
 
     /// Waits until a file of `size` bytes fits, and holds its share until dropped.
@@ -1649,20 +1727,6 @@ pub fn sha256_of_file(path: &Path) -> Result<Sha256Digest, Error> {
     )
     .map_err(Error::io(path))?;
     Ok(Sha256Digest::from_hasher(hasher))
-}
-
-/// Bytes the file's distinct chunk objects take in the store.
-async fn stored_size(store: &dyn ObjectStore, recipe: &chunk_model::Recipe) -> Result<u64, Error> {
-    let keys: std::collections::BTreeSet<&str> =
-        recipe.chunks.iter().map(|c| c.key.as_str()).collect();
-    let keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
-    let mut total = 0;
-    for stat in store.stat_many(&keys).await {
-        if let Some(info) = stat? {
-            total += info.size;
-        }
-    }
-    Ok(total)
 }
 
 /// The first worker that answers: its engine and device head the report.
@@ -1757,6 +1821,41 @@ mod tests {
             small.push(budget.hold(20 << 10).await);
         }
         assert_eq!(small.len(), RebuildBudget::MAX_FILES, "small files all fit");
+    }
+
+    #[test]
+    fn small_files_are_rebuilt_in_groups_and_a_big_one_alone() {
+        // 1 MiB chunks: one file's share is 8 MiB.
+        let budget = RebuildBudget::new(1 << 20, 2);
+        let job = |index: usize, size: u64| RebuildJob {
+            index,
+            name: format!("f{index}"),
+            file_sha256: Sha256Digest::of(&index.to_le_bytes()),
+            source: None,
+            size,
+        };
+        // 40 small files, a big one, then files of 3 MiB.
+        let jobs = (0..40)
+            .map(|i| job(i, 10 << 10))
+            .chain([job(40, 100 << 20)])
+            .chain((41..45).map(|i| job(i, 3 << 20)));
+        let groups: Vec<Vec<usize>> = RebuildGroup::split(jobs, &budget)
+            .into_iter()
+            .map(|group| group.0.into_iter().map(|job| job.index).collect())
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                (0..16).collect::<Vec<_>>(),
+                (16..32).collect(),
+                // The big file ends the group before it and goes alone.
+                (32..40).collect(),
+                vec![40],
+                // Two 3 MiB files fit one share of 8 MiB, a third does not.
+                vec![41, 42],
+                vec![43, 44],
+            ]
+        );
     }
 
     #[test]

@@ -152,6 +152,13 @@ fn a_reused_worker_reports_this_runs_counts_only() {
         .iter()
         .map(|f| f["stored_bytes"].as_u64().unwrap())
         .sum();
+    // What the files' chunk objects take, read from the bucket directory itself (the two
+    // files share no chunk): the rebuild counts each object as it reads it.
+    let on_disk: u64 = std::fs::read_dir(root.join("bucket/chunks"))
+        .unwrap()
+        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(stored, on_disk, "{second:#}");
     let ratio = second["ratio"].as_f64().unwrap();
     assert!(
         (ratio - 300_000.0 / stored as f64).abs() < 1e-9,

@@ -45,7 +45,7 @@ pub use publish::{
 };
 pub use reconstruct::{
     ReconstructError, ReconstructOptions, ReconstructProgress, ReconstructReport, VerifyReport,
-    Which, reconstruct, verify, verify_recipe,
+    Which, find_recipes, reconstruct, verify, verify_recipe, verify_recipes,
 };
 pub use retry::RetryPolicy;
 pub use store::{

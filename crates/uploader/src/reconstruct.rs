@@ -200,8 +200,45 @@ pub async fn find_recipe(
         Err(StoreError::NotFound { .. }) => return Err(no_recipe()),
         Err(e) => return Err(e.into()),
     };
+    check_recipe(name, key, &object.bytes)
+}
+
+/// [`find_recipe`] of many files, each by its name and its hash ([`Which::File`]): one
+/// [`ObjectStore::get_many`] for all of them. One result per file, in order.
+pub async fn find_recipes(
+    store: &dyn ObjectStore,
+    files: &[(&str, Sha256Digest)],
+) -> Vec<Result<(String, Recipe), ReconstructError>> {
+    let keys: Vec<String> = files
+        .iter()
+        .map(|(name, hash)| object_keys::recipe(name, hash))
+        .collect();
+    let objects = store.get_many(&keys).await;
+    files
+        .iter()
+        .zip(keys)
+        .zip(objects)
+        .map(|((&(name, _), key), object)| match object {
+            Ok(object) => check_recipe(name, key, &object.bytes),
+            Err(StoreError::NotFound { .. }) => Err(ReconstructError::NoRecipe {
+                store: store.url(),
+                name: name.to_owned(),
+                prefix: object_keys::recipe_prefix(name),
+            }),
+            Err(e) => Err(e.into()),
+        })
+        .collect()
+}
+
+/// Parses and checks the recipe read from `key`: its chunks tile the file, and its
+/// name and file hash are the ones `key` says.
+fn check_recipe(
+    name: &str,
+    key: String,
+    bytes: &[u8],
+) -> Result<(String, Recipe), ReconstructError> {
     let recipe: Recipe =
-        serde_json::from_slice(&object.bytes).map_err(|source| ReconstructError::RecipeJson {
+        serde_json::from_slice(bytes).map_err(|source| ReconstructError::RecipeJson {
             key: key.clone(),
             source,
         })?;
@@ -262,7 +299,8 @@ pub async fn reconstruct(
     );
     let actual = rebuild_into(store, &recipe, &mut writer, options, progress, Check::Sizes)
         .await
-        .map_err(|e| e.at_path(temp.path()))?;
+        .map_err(|e| e.at_path(temp.path()))?
+        .sha256;
     if actual != recipe.file_sha256 {
         return Err(name_the_bad_chunk(store, &recipe, options, actual).await);
     }
@@ -298,6 +336,8 @@ pub struct VerifyReport {
     pub file_sha256: Sha256Digest,
     /// Number of chunks.
     pub chunks: u64,
+    /// Bytes its distinct chunk objects take in the store, as read.
+    pub stored_bytes: u64,
 }
 
 /// Rebuilds a file in memory, chunk by chunk, and checks every chunk's size and the
@@ -323,7 +363,10 @@ pub async fn verify_recipe(
     progress: &(dyn Fn(ReconstructProgress) + Sync),
 ) -> Result<VerifyReport, ReconstructError> {
     let sink = &mut tokio::io::sink();
-    let actual = rebuild_into(store, recipe, sink, options, progress, Check::Sizes)
+    let Rebuilt {
+        sha256: actual,
+        stored_bytes,
+    } = rebuild_into(store, recipe, sink, options, progress, Check::Sizes)
         .await
         .map_err(|e| e.at_path(Path::new("(verification)")))?;
     if actual != recipe.file_sha256 {
@@ -334,7 +377,116 @@ pub async fn verify_recipe(
         file_size: recipe.file_size,
         file_sha256: actual,
         chunks: recipe.chunks.len() as u64,
+        stored_bytes,
     })
+}
+
+/// [`verify_recipe`] of many recipes (each under its key, as [`find_recipes`] returns
+/// them) at once: the distinct chunks of all of them in one [`ObjectStore::get_many`],
+/// decoded and hashed in one job on rayon's pool. One result per recipe, in order.
+///
+/// For many small files, where a file's own hand-offs (a fetch on the blocking pool, a
+/// decode on rayon's, and back) cost more than its bytes (issue #17). Every chunk object
+/// and every decoded chunk of the batch is held at once: the caller keeps a batch to
+/// what it can hold, and verifies a big file alone with [`verify_recipe`], which
+/// streams it. A recipe the batch cannot verify (a chunk missing, damaged or not the
+/// recipe's) is verified again alone with [`verify_recipe`], so that its error names
+/// the chunk at fault exactly as that one's does.
+pub async fn verify_recipes(
+    store: &dyn ObjectStore,
+    recipes: Vec<(String, Recipe)>,
+) -> Vec<Result<VerifyReport, ReconstructError>> {
+    // Each distinct chunk once, with the first recipe entry that names it: its codec
+    // and size (a recipe that gives the same key another size fails below).
+    let mut index_of = std::collections::HashMap::new();
+    let mut distinct: Vec<chunk_model::RecipeChunk> = Vec::new();
+    for (_, recipe) in &recipes {
+        for chunk in &recipe.chunks {
+            index_of.entry(chunk.key.clone()).or_insert_with(|| {
+                distinct.push(chunk.clone());
+                distinct.len() - 1
+            });
+        }
+    }
+    let keys: Vec<String> = distinct.iter().map(|chunk| chunk.key.clone()).collect();
+    let objects = store.get_many(&keys).await;
+    let count = recipes.len();
+    let checked =
+        crate::cpu::on_rayon(move || check_batch(&recipes, &index_of, &distinct, objects)).await;
+    let checked = match checked {
+        Ok(checked) => checked,
+        Err(panic) => {
+            return std::iter::repeat_with(|| {
+                Err(ReconstructError::Store(StoreError::Task(panic.clone())))
+            })
+            .take(count)
+            .collect();
+        }
+    };
+    let mut reports = Vec::with_capacity(checked.len());
+    for outcome in checked {
+        reports.push(match outcome {
+            Ok(report) => Ok(report),
+            Err((key, recipe)) => {
+                verify_recipe(store, key, &recipe, &ReconstructOptions::default(), &|_| {}).await
+            }
+        });
+    }
+    reports
+}
+
+/// [`verify_recipes`]' CPU work: decodes each distinct chunk (`distinct`, fetched as
+/// `objects`), then hashes each recipe's chunks in order. A recipe that does not check
+/// out comes back as it went in, to be verified alone.
+#[allow(clippy::type_complexity)]
+fn check_batch(
+    recipes: &[(String, Recipe)],
+    index_of: &std::collections::HashMap<String, usize>,
+    distinct: &[chunk_model::RecipeChunk],
+    objects: Vec<Result<crate::store::Object, StoreError>>,
+) -> Vec<Result<VerifyReport, (String, Recipe)>> {
+    use rayon::prelude::*;
+    // `None`: not fetched, or not decoded to the size the recipe gives it.
+    let decoded: Vec<Option<(Vec<u8>, u64)>> = distinct
+        .par_iter()
+        .zip(objects)
+        .map(|(chunk, object)| {
+            let object = object.ok()?;
+            let decoded = decode_and_check(0, chunk, &object.bytes, Check::Sizes).ok()?;
+            Some((decoded, object.bytes.len() as u64))
+        })
+        .collect();
+    recipes
+        .par_iter()
+        .map(|(key, recipe)| {
+            let mut hasher = Sha256Digest::hasher();
+            let mut seen = std::collections::HashSet::new();
+            let mut stored_bytes = 0;
+            for chunk in &recipe.chunks {
+                let Some((bytes, object_len)) = &decoded[index_of[&chunk.key]] else {
+                    return Err((key.clone(), recipe.clone()));
+                };
+                if bytes.len() as u64 != chunk.size {
+                    return Err((key.clone(), recipe.clone()));
+                }
+                if seen.insert(chunk.key.as_str()) {
+                    stored_bytes += object_len;
+                }
+                sha2::Digest::update(&mut hasher, bytes);
+            }
+            let actual = Sha256Digest::from_hasher(hasher);
+            if actual != recipe.file_sha256 {
+                return Err((key.clone(), recipe.clone()));
+            }
+            Ok(VerifyReport {
+                recipe_key: key.clone(),
+                file_size: recipe.file_size,
+                file_sha256: actual,
+                chunks: recipe.chunks.len() as u64,
+                stored_bytes,
+            })
+        })
+        .collect()
 }
 
 /// What [`rebuild_into`] checks of each decoded chunk, besides its size.
@@ -394,9 +546,16 @@ impl From<ReconstructError> for RebuildError {
     }
 }
 
+/// What [`rebuild_into`] wrote.
+struct Rebuilt {
+    /// The SHA-256 of everything written.
+    sha256: Sha256Digest,
+    /// Bytes the distinct chunk objects read take.
+    stored_bytes: u64,
+}
+
 /// Fetches (concurrently, in recipe order), decodes and checks every chunk of `recipe`
-/// as `check` says, writes the bytes to `writer` and returns the SHA-256 of everything
-/// written.
+/// as `check` says, and writes the bytes to `writer`.
 async fn rebuild_into<W: tokio::io::AsyncWrite + Unpin>(
     store: &dyn ObjectStore,
     recipe: &chunk_model::Recipe,
@@ -404,7 +563,7 @@ async fn rebuild_into<W: tokio::io::AsyncWrite + Unpin>(
     options: &ReconstructOptions,
     progress: &(dyn Fn(ReconstructProgress) + Sync),
     check: Check,
-) -> Result<Sha256Digest, RebuildError> {
+) -> Result<Rebuilt, RebuildError> {
     let mut hasher = Sha256Digest::hasher();
     let mut done = ReconstructProgress {
         chunks_done: 0,
@@ -424,14 +583,22 @@ async fn rebuild_into<W: tokio::io::AsyncWrite + Unpin>(
                         source,
                     })?;
             let chunk = chunk.clone();
+            let object_len = object.bytes.len() as u64;
             // CPU work, on rayon's pool (`crate::cpu`).
             crate::cpu::on_rayon(move || decode_and_check(index, &chunk, &object.bytes, check))
                 .await
                 .map_err(|e| ReconstructError::Store(StoreError::Task(e)))?
+                .map(|decoded| (decoded, object_len))
         })
         // `buffered` yields in recipe order while fetching ahead.
         .buffered(options.max_in_flight.max(1));
-    while let Some(decoded) = chunks.try_next().await? {
+    let mut keys = recipe.chunks.iter().map(|chunk| chunk.key.as_str());
+    let mut seen = std::collections::HashSet::new();
+    let mut stored_bytes = 0;
+    while let Some((decoded, object_len)) = chunks.try_next().await? {
+        if keys.next().is_some_and(|key| seen.insert(key)) {
+            stored_bytes += object_len;
+        }
         sha2::Digest::update(&mut hasher, &decoded);
         writer
             .write_all(&decoded)
@@ -441,7 +608,10 @@ async fn rebuild_into<W: tokio::io::AsyncWrite + Unpin>(
         done.bytes_done += decoded.len() as u64;
         progress(done);
     }
-    Ok(Sha256Digest::from_hasher(hasher))
+    Ok(Rebuilt {
+        sha256: Sha256Digest::from_hasher(hasher),
+        stored_bytes,
+    })
 }
 
 /// Decodes one chunk object and checks it against its recipe entry as `check` says.

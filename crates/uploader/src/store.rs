@@ -196,7 +196,7 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn get(&self, key: &str) -> Result<Object, StoreError>;
 
     /// [`get`](Self::get) of every key: one result per key, in order, all held in memory
-    /// at once (for small objects: records, recipes). Batched as
+    /// at once (for small objects: records, recipes, a batch of small files' chunks). Batched as
     /// [`stat_many`](Self::stat_many) is.
     async fn get_many(&self, keys: &[String]) -> Vec<Result<Object, StoreError>> {
         // Made before they are streamed: a closure in the stream would have to be
