@@ -2,7 +2,7 @@
 //! and `sync`, refusals, failover to a live worker, retries, and a worker killed
 //! mid-batch whose chunks come back after their lease and complete with no loss.
 
-// The worker crate's test support: trees, gated stores, workers on 127.0.0.1.
+// The worker crate's test support: trees, watched stores, workers on 127.0.0.1.
 #[path = "../../worker/tests/support/mod.rs"]
 mod support;
 
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chunk_model::Status;
 use dispatcher::{DispatchConfig, Dispatcher, Endpoint, Mode, RetryPolicy};
-use support::{GatedStore, RunningWorker, Tree, make_tree};
+use support::{RunningWorker, Tree, WatchedStore, make_tree};
 use uploader::{LocalDir, ObjectStore};
 
 const TOKEN: &str = "dispatch-token-0123456789";
@@ -208,7 +208,7 @@ async fn retries_a_worker_that_answers_503_then_202() {
 async fn full_worker_queue_is_retried_until_accepted() {
     let tree = make_tree(1, 8, 1000);
     let bucket = tempfile::tempdir().unwrap();
-    let store = GatedStore::new(bucket.path(), 0);
+    let store = WatchedStore::new(bucket.path(), 0);
     let mut config = secure(support::config(&tree, store.clone()));
     config.max_queue = 2;
     config.max_batch = 1;
@@ -262,7 +262,7 @@ async fn worker_killed_mid_batch_loses_nothing() {
     let tree = make_tree(2, 6, 50_000);
     let bucket = tempfile::tempdir().unwrap();
     // Four chunks get through the store; then the worker is held mid-batch.
-    let gated = GatedStore::new(bucket.path(), 4);
+    let gated = WatchedStore::new(bucket.path(), 4);
     let mut config = secure(support::config(&tree, gated.clone()));
     config.max_batch = 4;
     let doomed = RunningWorker::start(config).await;

@@ -345,15 +345,18 @@ async fn handle_webhook(app: &App, headers: &HeaderMap, body: Body) -> Response 
     let bytes = resolved
         .iter()
         .fold(0u64, |sum, (chunk, _)| sum.saturating_add(chunk.size));
-    match app.tx.try_reserve_many(resolved.len()) {
+    // Every job is counted among its file's chunks in flight before the first is queued,
+    // so a file's recipe is not checked while the rest of the request is still coming.
+    let now = Instant::now();
+    let files = &app.shared.files_in_flight;
+    let jobs: Vec<Job> = resolved
+        .into_iter()
+        .map(|(chunk, location)| Job::accept(chunk, location, now, files))
+        .collect();
+    match app.tx.try_reserve_many(jobs.len()) {
         Ok(permits) => {
-            let now = Instant::now();
-            for (permit, (chunk, location)) in permits.zip(resolved) {
-                permit.send(Job {
-                    chunk,
-                    location,
-                    accepted_at: now,
-                });
+            for (permit, job) in permits.zip(jobs) {
+                permit.send(job);
             }
         }
         Err(TrySendError::Full(())) => {

@@ -386,6 +386,9 @@ pub(crate) struct Shared {
     /// callback (the local pipeline) learns which chunks failed and why.
     pub(crate) recent_failures: std::sync::Mutex<RecentFailures>,
     pub(crate) http: reqwest::Client,
+    /// The files with chunks queued or in flight, so that recipes are checked once per
+    /// file rather than once per batch.
+    pub(crate) files_in_flight: Arc<process::FilesInFlight>,
 }
 
 /// A worker ready to serve. See the crate documentation.
@@ -451,6 +454,7 @@ impl Worker {
                 draining: AtomicBool::new(false),
                 recent_failures: std::sync::Mutex::default(),
                 http,
+                files_in_flight: Arc::default(),
             }),
         })
     }

@@ -31,7 +31,7 @@
 //! of the files it completed are one `put_many` each (on a local directory the
 //! filesystem is flushed per `put_many`, not per object).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,29 +80,108 @@ pub(crate) struct Job {
     pub(crate) chunk: ChunkInfo,
     pub(crate) location: Location,
     pub(crate) accepted_at: Instant,
+    /// The chunk's file, counted in [`FilesInFlight`] for as long as this job lives.
+    file: Option<FileTicket>,
 }
 
 impl Job {
-    /// The file this chunk belongs to: its `base_dir`, or when the request has none (lists
-    /// written by the original workflow) the chunk directory's parent; at the same commit.
+    /// A chunk the door accepted, counted among its file's chunks in flight.
+    pub(crate) fn accept(
+        chunk: ChunkInfo,
+        location: Location,
+        accepted_at: Instant,
+        files: &Arc<FilesInFlight>,
+    ) -> Self {
+        let file = file_of(&chunk, &location).map(|file| files.enter(file));
+        Job {
+            chunk,
+            location,
+            accepted_at,
+            file,
+        }
+    }
+
+    /// The file this chunk belongs to.
     fn file(&self) -> Option<FileRef> {
-        let commit = match &self.location {
-            Location::Tree(_) => None,
-            Location::Repo { commit, .. } => Some(commit.clone()),
-        };
-        let dir = if self.chunk.base_dir.is_empty() {
-            relative_path("chunk_path", &self.chunk.chunk_path)
-                .ok()
-                .and_then(|p| p.rsplit_once('/').map(|(parent, _)| parent.to_owned()))
-        } else {
-            relative_path("base_dir", &self.chunk.base_dir).ok()
-        };
-        match dir {
-            Some(dir) => Some(FileRef { dir, commit }),
-            None => {
-                tracing::warn!(chunk = %self.chunk.chunk_path, base_dir = %self.chunk.base_dir,
-                    "no usable file directory; its recipe will not be published from here");
-                None
+        self.file.as_ref().map(|ticket| ticket.file.clone())
+    }
+}
+
+/// The file a chunk belongs to: its `base_dir`, or when the request has none (lists
+/// written by the original workflow) the chunk directory's parent; at the same commit.
+fn file_of(chunk: &ChunkInfo, location: &Location) -> Option<FileRef> {
+    let commit = match location {
+        Location::Tree(_) => None,
+        Location::Repo { commit, .. } => Some(commit.clone()),
+    };
+    let dir = if chunk.base_dir.is_empty() {
+        relative_path("chunk_path", &chunk.chunk_path)
+            .ok()
+            .and_then(|p| p.rsplit_once('/').map(|(parent, _)| parent.to_owned()))
+    } else {
+        relative_path("base_dir", &chunk.base_dir).ok()
+    };
+    match dir {
+        Some(dir) => Some(FileRef { dir, commit }),
+        None => {
+            tracing::warn!(chunk = %chunk.chunk_path, base_dir = %chunk.base_dir,
+                "no usable file directory; its recipe will not be published from here");
+            None
+        }
+    }
+}
+
+/// The files with chunks accepted here and not done yet, with how many each.
+///
+/// A file's recipe is worth checking only when none of its chunks is still queued or in
+/// flight in this worker: until then the check reads the whole manifest only to find
+/// one of them missing. Checking after every batch read and walked a big file's
+/// manifest once per batch, quadratic in its chunks (a 4 GiB file's 4,096-entry
+/// manifest about 500 times, most of the worker's allocations).
+#[derive(Debug, Default)]
+pub(crate) struct FilesInFlight {
+    counts: std::sync::Mutex<HashMap<FileRef, usize>>,
+}
+
+impl FilesInFlight {
+    fn enter(self: &Arc<Self>, file: FileRef) -> FileTicket {
+        *self
+            .counts
+            .lock()
+            .expect("files in flight lock")
+            .entry(file.clone())
+            .or_default() += 1;
+        FileTicket {
+            files: self.clone(),
+            file,
+        }
+    }
+
+    /// Whether no chunk of `file` is queued or in flight here.
+    fn is_idle(&self, file: &FileRef) -> bool {
+        !self
+            .counts
+            .lock()
+            .expect("files in flight lock")
+            .contains_key(file)
+    }
+}
+
+/// A job's place among its file's chunks in flight ([`FilesInFlight`]), given back when
+/// the job is dropped: stored, found stored, failed, or abandoned at shutdown.
+#[derive(Debug)]
+struct FileTicket {
+    files: Arc<FilesInFlight>,
+    file: FileRef,
+}
+
+impl Drop for FileTicket {
+    fn drop(&mut self) {
+        let mut counts = self.files.counts.lock().expect("files in flight lock");
+        if let Some(count) = counts.get_mut(&self.file) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.file);
             }
         }
     }
@@ -110,7 +189,7 @@ impl Job {
 
 /// A file of the chunk tree: its directory (`pending_compression/<name>`), at a commit
 /// when read from a repository.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct FileRef {
     dir: String,
     commit: Option<Arc<str>>,
@@ -739,7 +818,8 @@ fn is_deduplicated(record: &ChunkCompressed) -> bool {
 }
 
 /// Publishes the recipe of every file `done` touched whose chunk objects are now all
-/// stored: the files checked ([`uploader::prepare_recipes`]), then the recipes written in
+/// stored, among those with no chunk left queued or in flight here ([`FilesInFlight`]):
+/// the files checked ([`uploader::prepare_recipes`]), then the recipes written in
 /// one batch ([`uploader::publish_prepared`]). A failure is logged and counted, never
 /// charged to the chunks: they are stored, and the next batch of the file, another
 /// worker or `sync` publishes the recipe.
@@ -754,6 +834,8 @@ async fn publish_recipes(shared: &Shared, known: &mut KnownObjects, done: Vec<Do
         }
         files.extend(d.file);
     }
+    // A file with chunks still queued or in flight here is checked after its last one.
+    files.retain(|file| shared.files_in_flight.is_idle(file));
     let failed = |file: &FileRef, reason: &dyn std::fmt::Display| {
         shared.metrics.add_recipe_failure();
         tracing::warn!(file = %file.dir, commit = ?file.commit, %reason, "recipe not published");

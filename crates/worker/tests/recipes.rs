@@ -5,10 +5,11 @@
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use chunk_model::layout::{DATA_FILE, chunk_dir_name};
 use chunk_model::{ChunkInfo, Manifest, Priority, WebhookRequest, object_keys};
-use support::{RunningWorker, post_signed, wait_for};
+use support::{RunningWorker, WatchedStore, post_signed, wait_for};
 use uploader::{LocalDir, ObjectStore};
 use worker::WorkerConfig;
 
@@ -171,4 +172,37 @@ async fn a_file_is_published_only_when_its_last_chunk_is_stored() {
     let summary = worker.stop().await;
     assert_eq!(summary.failed, 0);
     assert_eq!(store.list("recipes/").await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_sent_in_one_request_is_checked_for_its_recipe_once() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("repo");
+    std::fs::create_dir_all(&root).unwrap();
+    let data: Vec<u8> = (0..8)
+        .flat_map(|p| support::chunk_bytes(p + 80, 50_000))
+        .collect();
+    let chunks = chunk(&root, "archive", &data);
+    let bucket = tempfile::tempdir().unwrap();
+    let store = WatchedStore::open_new(bucket.path());
+    let mut config = WorkerConfig::new(&root, store.clone());
+    config.engine = gpu_compress::EngineChoice::Cpu;
+    // One chunk per batch: every batch but the last leaves chunks of the file queued.
+    config.max_batch = 1;
+    let worker = RunningWorker::start(support::secure(config)).await;
+
+    let (status, body) = post_signed(&worker, &batch(&chunks)).await;
+    assert_eq!(status, 202, "{body}");
+    worker.wait_reported(chunks.len() as u64).await;
+    let rebuilt = wait_for(|| support::rebuild(store.as_ref(), "archive")).await;
+    assert!(rebuilt == data, "archive differs after reconstruction");
+    let summary = worker.stop().await;
+    assert_eq!(summary.failed, 0);
+    // Before, every one of the batches checked the file (and read its manifest).
+    assert_eq!(
+        store.recipe_lookups.load(Ordering::SeqCst),
+        1,
+        "recipe lookups for a file of {} chunks sent one per batch",
+        chunks.len()
+    );
 }

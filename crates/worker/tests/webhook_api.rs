@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chunk_model::{ChunkInfo, WebhookRequest};
 use dispatcher::signing;
 use serde_json::{Value, json};
-use support::{GatedStore, RunningWorker, TIMEOUT, Tree, make_tree};
+use support::{RunningWorker, TIMEOUT, Tree, WatchedStore, make_tree};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use uploader::{LocalDir, ObjectStore};
 
@@ -459,7 +459,7 @@ async fn oversized_bodies_get_413() {
 async fn full_queue_gets_503_with_retry_after_and_nothing_is_lost() {
     let tree = make_tree(1, 6, 1000);
     let bucket = tempfile::tempdir().unwrap();
-    let store = GatedStore::new(bucket.path(), 0);
+    let store = WatchedStore::new(bucket.path(), 0);
     let mut config = support::config(&tree, store.clone());
     config.max_queue = 2;
     config.max_batch = 1;

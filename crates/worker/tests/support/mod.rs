@@ -1,11 +1,12 @@
 //! Shared by the worker's and the dispatcher's integration tests: a chunk tree in a
 //! temporary directory, a real worker on a free port of 127.0.0.1, and a store whose
-//! reads can be held back to pin the worker mid-batch.
+//! reads can be held back to pin the worker mid-batch and whose recipe lookups are counted.
 #![allow(dead_code)]
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -124,22 +125,31 @@ pub fn make_tree(files: usize, per_file: usize, size: usize) -> Tree {
     }
 }
 
-/// A [`LocalDir`] whose `stat` of a completion record (`status/…`) waits for a permit of
-/// `gate`: the worker's first store call for each chunk, so closing the gate holds the
-/// work loop at the start of a batch. (The stats that follow, one per codec's chunk
-/// name, pass freely, so one permit is one chunk.)
+/// A [`LocalDir`] the tests watch: its `stat` of a completion record (`status/…`) waits
+/// for a permit of `gate`, the worker's first store call for each chunk, so closing the
+/// gate holds the work loop at the start of a batch (the stats that follow, one per
+/// codec's chunk name, pass freely, so one permit is one chunk); and it counts lookups of
+/// recipes (`recipes/…`), the first step of every check of whether a file is complete.
 #[derive(Debug)]
-pub struct GatedStore {
+pub struct WatchedStore {
     pub inner: LocalDir,
     pub gate: Arc<Semaphore>,
+    pub recipe_lookups: AtomicUsize,
 }
 
-impl GatedStore {
+impl WatchedStore {
+    /// A store whose gate lets `permits` chunks through.
     pub fn new(root: &Path, permits: usize) -> Arc<Self> {
         Arc::new(Self {
             inner: LocalDir::new(root).unwrap(),
             gate: Arc::new(Semaphore::new(permits)),
+            recipe_lookups: AtomicUsize::new(0),
         })
+    }
+
+    /// A store whose gate is open from the start.
+    pub fn open_new(root: &Path) -> Arc<Self> {
+        Self::new(root, Semaphore::MAX_PERMITS / 2)
     }
 
     /// Lets everything through from now on.
@@ -149,7 +159,7 @@ impl GatedStore {
 }
 
 #[async_trait]
-impl ObjectStore for GatedStore {
+impl ObjectStore for WatchedStore {
     fn url(&self) -> String {
         self.inner.url()
     }
@@ -171,6 +181,8 @@ impl ObjectStore for GatedStore {
                 .await
                 .expect("gate never closes")
                 .forget();
+        } else if key.starts_with("recipes/") {
+            self.recipe_lookups.fetch_add(1, Ordering::SeqCst);
         }
         self.inner.stat(key).await
     }
