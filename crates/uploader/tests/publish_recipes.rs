@@ -8,52 +8,16 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use chunk_model::{Codec, Manifest, Sha256Digest, object_keys};
 use support::chunk_tree;
+use support::counting::CountingStore;
 use uploader::{
-    EncodedChunk, KnownObjects, LocalDir, Object, ObjectInfo, ObjectMeta, ObjectStore, Prepared,
-    Publish, PublishError, PutOutcome, ReconstructOptions, StoreError, Which, prepare_recipes,
-    publish_if_complete, publish_prepared, reconstruct,
+    EncodedChunk, KnownObjects, LocalDir, ObjectStore, Prepared, Publish, PublishError,
+    ReconstructOptions, Which, prepare_recipes, publish_if_complete, publish_prepared, reconstruct,
 };
-
-/// A `LocalDir` that counts its `stat` calls, to check what publishing costs.
-#[derive(Debug)]
-struct CountingStats {
-    inner: LocalDir,
-    stats: AtomicUsize,
-}
-
-#[async_trait]
-impl ObjectStore for CountingStats {
-    fn url(&self) -> String {
-        self.inner.url()
-    }
-    async fn put(
-        &self,
-        key: &str,
-        bytes: Bytes,
-        meta: &ObjectMeta,
-    ) -> Result<PutOutcome, StoreError> {
-        self.inner.put(key, bytes, meta).await
-    }
-    async fn get(&self, key: &str) -> Result<Object, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
-        self.stats.fetch_add(1, Ordering::SeqCst);
-        self.inner.stat(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.inner.delete(key).await
-    }
-}
 
 /// Stores chunk `index` of `manifest` (read back from the tree) under `codec`.
 async fn store_chunk(
@@ -113,10 +77,7 @@ async fn a_recipe_appears_only_once_every_chunk_is_stored_and_rebuilds_the_file(
     let tree = work.path().join("tree");
     let data = support::compressible(250_000, 7);
     let manifest = chunk_tree::write(&tree, "clip", &data, 50_000, true);
-    let store = CountingStats {
-        inner: LocalDir::new(work.path().join("bucket")).unwrap(),
-        stats: AtomicUsize::new(0),
-    };
+    let store = CountingStore::new(LocalDir::new(work.path().join("bucket")).unwrap());
     let mut known = KnownObjects::new();
 
     // Chunk 0 stored as is, the others as zstd, chunk 2 not yet.

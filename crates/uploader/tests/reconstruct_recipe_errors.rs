@@ -10,6 +10,7 @@ use std::path::Path;
 
 use chunk_model::{Layout, Recipe, Sha256Digest, object_keys};
 use support::chunk_tree;
+use support::counting::overwrite_object;
 use uploader::{
     LocalDir, ObjectStore, ReconstructError, UploadOptions, Which, reconstruct, upload_chunk_dir,
     verify,
@@ -39,19 +40,6 @@ async fn stored_file(data: &[u8]) -> (LocalDir, tempfile::TempDir, Recipe) {
     assert_eq!(recipe.chunks.len(), 3);
     std::fs::create_dir_all(work.path().join("out")).unwrap();
     (store, work, recipe)
-}
-
-/// Replaces (or creates) the object `key` with `bytes`, and drops its checksum sidecar
-/// so that the store serves the new bytes without a CRC32C complaint.
-fn overwrite_object(store: &LocalDir, key: &str, bytes: &[u8]) {
-    let path = store.object_path(key).unwrap();
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, bytes).unwrap();
-    let sidecar = store
-        .root()
-        .join(uploader::local::META_DIR)
-        .join(format!("{key}.json"));
-    let _ = std::fs::remove_file(sidecar);
 }
 
 /// Runs `reconstruct` onto an existing output and `verify`; both must fail, the output

@@ -7,78 +7,16 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use async_trait::async_trait;
-use bytes::Bytes;
 
 use chunk_model::{Layout, Recipe, Sha256Digest};
 use support::chunk_tree;
+use support::counting::{CountingStore, overwrite_object};
 use uploader::{
-    LocalDir, Object, ObjectInfo, ObjectMeta, ObjectStore, PutOutcome, ReconstructError,
-    StoreError, UploadOptions, Which, find_recipes, upload_chunk_dir, verify, verify_recipes,
+    LocalDir, ObjectStore, ReconstructError, UploadOptions, Which, find_recipes, upload_chunk_dir,
+    verify, verify_recipes,
 };
 
 fn no_progress<T>(_: T) {}
-
-/// A `LocalDir` that counts single `get`s and batched `get_many`s, to tell a batch
-/// verified as one from files verified again one by one.
-#[derive(Debug)]
-struct CountingGets {
-    inner: LocalDir,
-    gets: AtomicUsize,
-    batches: AtomicUsize,
-}
-
-impl CountingGets {
-    fn new(inner: LocalDir) -> Self {
-        Self {
-            inner,
-            gets: AtomicUsize::new(0),
-            batches: AtomicUsize::new(0),
-        }
-    }
-
-    /// (single gets, batched gets) since the last call.
-    fn take(&self) -> (usize, usize) {
-        (
-            self.gets.swap(0, Ordering::SeqCst),
-            self.batches.swap(0, Ordering::SeqCst),
-        )
-    }
-}
-
-#[async_trait]
-impl ObjectStore for CountingGets {
-    fn url(&self) -> String {
-        self.inner.url()
-    }
-    async fn put(
-        &self,
-        key: &str,
-        bytes: Bytes,
-        meta: &ObjectMeta,
-    ) -> Result<PutOutcome, StoreError> {
-        self.inner.put(key, bytes, meta).await
-    }
-    async fn get(&self, key: &str) -> Result<Object, StoreError> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(key).await
-    }
-    async fn get_many(&self, keys: &[String]) -> Vec<Result<Object, StoreError>> {
-        self.batches.fetch_add(1, Ordering::SeqCst);
-        self.inner.get_many(keys).await
-    }
-    async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
-        self.inner.stat(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.inner.delete(key).await
-    }
-}
 
 /// Four files stored with zstd in 30 000-byte chunks: `a` (three chunks), `b` (whose
 /// first chunk is `a`'s first), `c` (one chunk) and `d` (two chunks, both the same
@@ -151,17 +89,6 @@ fn bytes_on_disk(store: &LocalDir, recipe: &Recipe) -> u64 {
         .sum()
 }
 
-/// Replaces the object `key` with `bytes`, dropping its sidecar so that the store
-/// serves the new bytes without a CRC32C complaint.
-fn overwrite_object(store: &LocalDir, key: &str, bytes: &[u8]) {
-    std::fs::write(store.object_path(key).unwrap(), bytes).unwrap();
-    let sidecar = store
-        .root()
-        .join(uploader::local::META_DIR)
-        .join(format!("{key}.json"));
-    std::fs::remove_file(sidecar).unwrap();
-}
-
 /// Looks up and verifies every file in one batch; each file's `verify` beside it.
 async fn batch_and_alone(
     store: &LocalDir,
@@ -188,12 +115,12 @@ async fn a_batch_verifies_each_file_as_verify_does_and_counts_its_objects_once()
     for (batched, alone) in batch_and_alone(&store, &files).await {
         assert_eq!(batched.unwrap(), alone.unwrap());
     }
-    let counting = CountingGets::new(store.clone());
+    let counting = CountingStore::new(store.clone());
     let recipes_found = found(&counting, &files).await;
-    assert_eq!(counting.take(), (0, 1), "the recipes in one request");
+    assert_eq!(counting.take_gets(), (0, 1), "the recipes in one request");
     let reports = verify_recipes(&counting, recipes_found).await;
     assert_eq!(
-        counting.take(),
+        counting.take_gets(),
         (0, 1),
         "the chunks of all files in one request, and no file verified again alone"
     );
@@ -244,10 +171,10 @@ async fn damaged_and_missing_chunks_fail_only_their_files_with_verifys_errors() 
     let gone = &recipes[2].chunks[0].key;
     std::fs::remove_file(store.object_path(gone).unwrap()).unwrap();
 
-    let counting = CountingGets::new(store.clone());
+    let counting = CountingStore::new(store.clone());
     verify_recipes(&counting, found(&counting, &files).await).await;
     assert_eq!(
-        counting.take(),
+        counting.take_gets(),
         (3 + 1, 2),
         "only a's three chunks and c's one are fetched again, to name the chunk at fault"
     );

@@ -1,8 +1,10 @@
-//! Test support: a private GCS emulator per test and generated data.
+//! Test support: a private GCS emulator per test, generated data, and a local bucket
+//! that counts its calls.
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
 pub mod chunk_tree;
+pub mod counting;
 
 use std::path::Path;
 use std::time::Duration;
