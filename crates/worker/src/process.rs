@@ -136,8 +136,8 @@ fn file_of(chunk: &ChunkInfo, location: &Location) -> Option<FileRef> {
 /// A file's recipe is worth checking only when none of its chunks is still queued or in
 /// flight in this worker: until then the check reads the whole manifest only to find
 /// one of them missing. Checking after every batch read and walked a big file's
-/// manifest once per batch, quadratic in its chunks (a 4 GiB file's 4,096-entry
-/// manifest about 500 times, most of the worker's allocations).
+/// manifest once per batch, quadratic in its chunks (on a 4 GiB file of 4,786 chunks,
+/// most of the run's 17 million allocations).
 #[derive(Debug, Default)]
 pub(crate) struct FilesInFlight {
     counts: std::sync::Mutex<HashMap<FileRef, usize>>,
