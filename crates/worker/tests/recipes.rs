@@ -1,6 +1,9 @@
 //! Workers publish a file's recipe once every chunk object it needs is stored: two
 //! workers sharing one bucket, racing on the last chunks of two chunked files, leave
-//! exactly one recipe per file, and the bucket alone rebuilds each file bit for bit.
+//! exactly one recipe per file, and the bucket alone rebuilds each file bit for bit. A
+//! worker checks a file once none of its chunks is left queued or in flight there (one
+//! recipe lookup for a file sent in one request, whatever the batches), and a chunk that
+//! failed does not hold its file back once it is sent again.
 
 mod support;
 
@@ -64,6 +67,51 @@ fn batch(chunks: &[ChunkInfo]) -> Vec<u8> {
         workflow: None,
     })
     .unwrap()
+}
+
+/// One chunked file in a fresh checkout and a CPU worker on it, storing into a watched
+/// bucket ([`WatchedStore`]).
+struct OneFile {
+    root: std::path::PathBuf,
+    data: Vec<u8>,
+    chunks: Vec<ChunkInfo>,
+    store: Arc<WatchedStore>,
+    worker: RunningWorker,
+    /// The checkout's and the bucket's, removed with the file.
+    _dirs: [tempfile::TempDir; 2],
+}
+
+impl OneFile {
+    /// `name` of `parts` pseudo-random 50,000-byte parts (seeds from `seed` on), in chunks
+    /// of at most 64 KiB; `configure` adjusts the worker's configuration.
+    async fn start(
+        name: &str,
+        parts: u64,
+        seed: u64,
+        configure: impl FnOnce(&mut WorkerConfig),
+    ) -> Self {
+        let work = tempfile::tempdir().unwrap();
+        let root = work.path().join("repo");
+        std::fs::create_dir_all(&root).unwrap();
+        let data: Vec<u8> = (0..parts)
+            .flat_map(|p| support::chunk_bytes(seed + p, 50_000))
+            .collect();
+        let chunks = chunk(&root, name, &data);
+        let bucket = tempfile::tempdir().unwrap();
+        let store = WatchedStore::open_new(bucket.path());
+        let mut config = WorkerConfig::new(&root, store.clone());
+        config.engine = gpu_compress::EngineChoice::Cpu;
+        configure(&mut config);
+        let worker = RunningWorker::start(support::secure(config)).await;
+        OneFile {
+            root,
+            data,
+            chunks,
+            store,
+            worker,
+            _dirs: [work, bucket],
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,71 +186,74 @@ async fn two_workers_racing_on_the_last_chunks_publish_one_recipe_per_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_is_published_only_when_its_last_chunk_is_stored() {
-    let work = tempfile::tempdir().unwrap();
-    let root = work.path().join("repo");
-    std::fs::create_dir_all(&root).unwrap();
-    let data: Vec<u8> = (0..4)
-        .flat_map(|p| support::chunk_bytes(p + 50, 50_000))
-        .collect();
-    let chunks = chunk(&root, "report", &data);
-    let bucket = tempfile::tempdir().unwrap();
-    let store: Arc<dyn ObjectStore> = Arc::new(LocalDir::new(bucket.path()).unwrap());
-    let mut config = WorkerConfig::new(&root, store.clone());
-    config.engine = gpu_compress::EngineChoice::Cpu;
-    let worker = RunningWorker::start(support::secure(config)).await;
+    let file = OneFile::start("report", 4, 50, |_| {}).await;
 
-    let (all_but_last, last) = chunks.split_at(chunks.len() - 1);
-    let (status, body) = post_signed(&worker, &batch(all_but_last)).await;
+    let (all_but_last, last) = file.chunks.split_at(file.chunks.len() - 1);
+    let (status, body) = post_signed(&file.worker, &batch(all_but_last)).await;
     assert_eq!(status, 202, "{body}");
-    worker.wait_reported(all_but_last.len() as u64).await;
+    file.worker.wait_reported(all_but_last.len() as u64).await;
     // Whenever this batch's publishing attempt runs, it finds the last chunk missing.
     assert!(
-        store.list("recipes/").await.unwrap().is_empty(),
+        file.store.list("recipes/").await.unwrap().is_empty(),
         "a recipe before its last chunk"
     );
 
-    let (status, body) = post_signed(&worker, &batch(last)).await;
+    let (status, body) = post_signed(&file.worker, &batch(last)).await;
     assert_eq!(status, 202, "{body}");
-    let rebuilt = wait_for(|| support::rebuild(store.as_ref(), "report")).await;
-    assert!(rebuilt == data, "report differs after reconstruction");
+    let rebuilt = wait_for(|| support::rebuild(file.store.as_ref(), "report")).await;
+    assert!(rebuilt == file.data, "report differs after reconstruction");
     // The same chunks again (deduplicated) find the recipe there and write nothing.
-    let (status, body) = post_signed(&worker, &batch(&chunks)).await;
+    let (status, body) = post_signed(&file.worker, &batch(&file.chunks)).await;
     assert_eq!(status, 202, "{body}");
-    worker.wait_reported(chunks.len() as u64 * 2).await;
-    let summary = worker.stop().await;
+    file.worker
+        .wait_reported(file.chunks.len() as u64 * 2)
+        .await;
+    let summary = file.worker.stop().await;
     assert_eq!(summary.failed, 0);
-    assert_eq!(store.list("recipes/").await.unwrap().len(), 1);
+    assert_eq!(file.store.list("recipes/").await.unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_sent_in_one_request_is_checked_for_its_recipe_once() {
-    let work = tempfile::tempdir().unwrap();
-    let root = work.path().join("repo");
-    std::fs::create_dir_all(&root).unwrap();
-    let data: Vec<u8> = (0..8)
-        .flat_map(|p| support::chunk_bytes(p + 80, 50_000))
-        .collect();
-    let chunks = chunk(&root, "archive", &data);
-    let bucket = tempfile::tempdir().unwrap();
-    let store = WatchedStore::open_new(bucket.path());
-    let mut config = WorkerConfig::new(&root, store.clone());
-    config.engine = gpu_compress::EngineChoice::Cpu;
     // One chunk per batch: every batch but the last leaves chunks of the file queued.
-    config.max_batch = 1;
-    let worker = RunningWorker::start(support::secure(config)).await;
+    let file = OneFile::start("archive", 8, 80, |config| config.max_batch = 1).await;
 
-    let (status, body) = post_signed(&worker, &batch(&chunks)).await;
+    let (status, body) = post_signed(&file.worker, &batch(&file.chunks)).await;
     assert_eq!(status, 202, "{body}");
-    worker.wait_reported(chunks.len() as u64).await;
-    let rebuilt = wait_for(|| support::rebuild(store.as_ref(), "archive")).await;
-    assert!(rebuilt == data, "archive differs after reconstruction");
-    let summary = worker.stop().await;
+    file.worker.wait_reported(file.chunks.len() as u64).await;
+    let rebuilt = wait_for(|| support::rebuild(file.store.as_ref(), "archive")).await;
+    assert!(rebuilt == file.data, "archive differs after reconstruction");
+    let summary = file.worker.stop().await;
     assert_eq!(summary.failed, 0);
     // Before, every one of the batches checked the file (and read its manifest).
     assert_eq!(
-        store.recipe_lookups.load(Ordering::SeqCst),
+        file.store.recipe_lookups.load(Ordering::SeqCst),
         1,
         "recipe lookups for a file of {} chunks sent one per batch",
-        chunks.len()
+        file.chunks.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_whose_chunk_failed_is_published_when_the_chunk_is_sent_again() {
+    let file = OneFile::start("ledger", 5, 120, |_| {}).await;
+
+    // One chunk's bytes no longer match the hash the request carries: it fails.
+    let damaged = file.root.join(&file.chunks[2].chunk_path).join(DATA_FILE);
+    let original = std::fs::read(&damaged).unwrap();
+    std::fs::write(&damaged, b"not the chunk").unwrap();
+    let (status, body) = post_signed(&file.worker, &batch(&file.chunks)).await;
+    assert_eq!(status, 202, "{body}");
+    let reported = file.worker.wait_reported(file.chunks.len() as u64).await;
+    assert_eq!(reported["failed"], 1, "{reported}");
+    assert!(file.store.list("recipes/").await.unwrap().is_empty());
+
+    // The failed job gave its file's count back: once the chunk is sent again and
+    // stored, the file is checked and its recipe published.
+    std::fs::write(&damaged, &original).unwrap();
+    let (status, body) = post_signed(&file.worker, &batch(&file.chunks[2..3])).await;
+    assert_eq!(status, 202, "{body}");
+    let rebuilt = wait_for(|| support::rebuild(file.store.as_ref(), "ledger")).await;
+    assert!(rebuilt == file.data, "ledger differs after reconstruction");
+    file.worker.stop().await;
 }
