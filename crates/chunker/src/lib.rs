@@ -51,6 +51,6 @@ pub use plan::{
     PlanError, Span, Structure, plan,
 };
 pub use write::{
-    ChunkOptions, ChunkReport, PatternStats, Progress, ProgressFn, chunk_file, chunk_files,
-    plan_file,
+    ChunkFn, ChunkOptions, ChunkReport, PatternStats, Progress, ProgressFn, WrittenChunk,
+    chunk_file, chunk_files, plan_file,
 };

@@ -7,6 +7,13 @@
 //! goes to a hidden directory `<output>/.<name>.tmp-XXXX` (names starting with `.` are
 //! never chunk trees), which is flushed and renamed to `<output>/<name>` only when
 //! complete.
+//!
+//! A caller that dispatches chunks while a file is still being cut
+//! ([`ChunkOptions::stream`]) gets each chunk of a large file as soon as it is written:
+//! such a tree is written under its final name instead, each `metadata.json` only once
+//! its `data.bin` is complete, and its `manifest.json` last, once the chunks are
+//! flushed. Until the manifest is there the tree is incomplete; a file that fails is
+//! removed again.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,6 +37,27 @@ use crate::{ChunkerConfig, ChunkerError, Format, Plan, Span, plan};
 /// A progress callback; called after each chunk is written, from the writing threads
 /// (one call at a time, with counts that only grow).
 pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Called with each chunk of a streamed file once it is written ([`ChunkOptions::stream`]),
+/// from the writing threads, in the order the chunks are written (not their order in the
+/// file).
+pub type ChunkFn = Arc<dyn Fn(WrittenChunk<'_>) + Send + Sync>;
+
+/// A chunk that is on disk: its `data.bin` complete, its `metadata.json` written.
+#[derive(Debug, Clone, Copy)]
+pub struct WrittenChunk<'a> {
+    /// The file's tree name (`<output>/<name>`).
+    pub name: &'a str,
+    /// The chunk's directory name (`chunk_NNNN`).
+    pub dir: &'a str,
+    /// What its `metadata.json` says.
+    pub metadata: &'a ChunkMetadata,
+    /// Chunks of the file written so far, this one included.
+    pub written: u64,
+    /// Chunks in the file's plan: the file's last chunk is the one with
+    /// `written == total`, and its manifest follows.
+    pub total: u64,
+}
 
 /// How far [`chunk_file`] has got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +88,15 @@ pub struct ChunkOptions {
     pub sync: bool,
     /// Called after each chunk is written.
     pub progress: Option<ProgressFn>,
+    /// Hands over each chunk of a file larger than the maximum chunk size as soon as it
+    /// is written, for a caller that dispatches chunks while the file is still being
+    /// cut. Such a file's tree is then written under its final name as it is cut, not
+    /// in a hidden folder renamed into place when complete: each `metadata.json` appears
+    /// only once its `data.bin` is complete, the `manifest.json` last (after the chunks
+    /// are flushed), and until then the tree is incomplete. A file that fails is
+    /// removed. Its name must be free, even with `force`: a tree written in place
+    /// cannot replace another atomically. Files of one chunk are not streamed.
+    pub stream: Option<ChunkFn>,
 }
 
 impl ChunkOptions {
@@ -72,6 +109,7 @@ impl ChunkOptions {
             force: false,
             sync: true,
             progress: None,
+            stream: None,
         }
     }
 }
@@ -85,6 +123,7 @@ impl fmt::Debug for ChunkOptions {
             .field("force", &self.force)
             .field("sync", &self.sync)
             .field("progress", &self.progress.as_ref().map(|_| "callback"))
+            .field("stream", &self.stream.as_ref().map(|_| "callback"))
             .finish()
     }
 }
@@ -179,9 +218,19 @@ pub fn chunk_file(path: &Path, options: &ChunkOptions) -> Result<ChunkReport, Ch
         path: output.clone(),
         source,
     })?;
-    let written = write_tree(path, name, options, usize::MAX, options.progress.as_ref())?;
+    let written = write_tree(
+        path,
+        name,
+        options,
+        HowToWrite {
+            durability: Durability::of(options),
+            max_workers: usize::MAX,
+            progress: options.progress.as_ref(),
+        },
+        options.stream.as_ref(),
+    )?;
     let durability = Durability::of(options);
-    flush_tree(written.tmp.path(), durability)?;
+    flush_tree(written.dir.path(), durability)?;
     let (report, old) = written.install(options, true)?;
     remove_replaced(old);
     Ok(report)
@@ -253,7 +302,12 @@ pub fn chunk_files(
     // mostly kernel time, which overlaps across threads even on two cores.
     let written_small = chunk_model::fs_batch::map(small.clone(), |i| {
         let file = &files[i];
-        let result = write_tree(&file.path, file.name.clone(), options, 1, None);
+        let how = HowToWrite {
+            durability,
+            max_workers: 1,
+            progress: None,
+        };
+        let result = write_tree(&file.path, file.name.clone(), options, how, None);
         batch.small_file_done(file.size, &result);
         result
     });
@@ -264,13 +318,13 @@ pub fn chunk_files(
     for i in large {
         let file = &files[i];
         let progress = batch.for_large_file();
-        let result = write_tree(
-            &file.path,
-            file.name.clone(),
-            options,
-            usize::MAX,
-            progress.as_ref(),
-        );
+        let how = HowToWrite {
+            durability,
+            max_workers: usize::MAX,
+            progress: progress.as_ref(),
+        };
+        let stream = options.stream.as_ref();
+        let result = write_tree(&file.path, file.name.clone(), options, how, stream);
         results[i] = Some(result);
     }
 
@@ -282,7 +336,7 @@ pub fn chunk_files(
             .iter()
             .flatten()
             .flatten()
-            .try_for_each(|tree| flush_tree(tree.tmp.path(), durability)),
+            .try_for_each(|tree| flush_tree(tree.dir.path(), durability)),
         Durability::WholeTree => flush_tree(output, durability),
     };
     if let Err(error) = flushed {
@@ -379,11 +433,44 @@ impl BatchProgress {
     }
 }
 
-/// A chunk tree written under its temporary name, not yet flushed or renamed.
+/// A chunk tree written, not yet flushed or renamed into place.
 struct WrittenTree {
-    tmp: tempfile::TempDir,
+    dir: TreeDir,
     source: PathBuf,
     report: ChunkReport,
+}
+
+/// Where a tree is written: a hidden folder renamed into place when complete, or, for a
+/// streamed file, its final folder. Either is deleted if dropped before it is installed.
+enum TreeDir {
+    Hidden(tempfile::TempDir),
+    InPlace(InPlaceDir),
+}
+
+impl TreeDir {
+    fn path(&self) -> &Path {
+        match self {
+            TreeDir::Hidden(tmp) => tmp.path(),
+            TreeDir::InPlace(dir) => &dir.path,
+        }
+    }
+}
+
+/// A tree's final folder while the tree is written in it: removed when dropped, unless
+/// the tree was completed.
+struct InPlaceDir {
+    path: PathBuf,
+    complete: bool,
+}
+
+impl Drop for InPlaceDir {
+    fn drop(&mut self) {
+        if !self.complete
+            && let Err(e) = fs::remove_dir_all(&self.path)
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not delete an incomplete chunk tree");
+        }
+    }
 }
 
 impl WrittenTree {
@@ -395,8 +482,19 @@ impl WrittenTree {
         sync_output: bool,
     ) -> Result<(ChunkReport, Option<PathBuf>), ChunkerError> {
         let mut report = self.report;
+        let tmp = match self.dir {
+            TreeDir::Hidden(tmp) => tmp,
+            // Already under its name, and complete: nothing to rename or replace.
+            TreeDir::InPlace(mut dir) => {
+                dir.complete = true;
+                if sync_output {
+                    sync_dir(&options.output)?;
+                }
+                return Ok((report, None));
+            }
+        };
         let old = install(
-            self.tmp,
+            tmp,
             &report.dir,
             &options.output,
             &report.name,
@@ -419,13 +517,14 @@ fn remove_replaced(old: Option<PathBuf>) {
 }
 
 /// Writes the chunk tree of `path` under a temporary name in `options.output` (which
-/// exists), with at most `max_workers` threads; the caller flushes and installs it.
+/// exists), or under its own name when its chunks are handed to `stream` (a file of
+/// more than one chunk); the caller flushes and installs it.
 fn write_tree(
     path: &Path,
     name: String,
     options: &ChunkOptions,
-    max_workers: usize,
-    progress: Option<&ProgressFn>,
+    how: HowToWrite<'_>,
+    stream: Option<&ChunkFn>,
 ) -> Result<WrittenTree, ChunkerError> {
     let (file, len) = open_input(path)?;
     validate_name(&name).map_err(|source| ChunkerError::InvalidName {
@@ -446,28 +545,53 @@ fn write_tree(
         source,
     })?;
 
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.tmp-"))
-        .tempdir_in(output)
-        .map_err(|source| ChunkerError::Write {
-            path: output.clone(),
-            source,
+    let stream = stream
+        .filter(|_| plan.spans.len() > 1)
+        .map(|chunk_fn| Stream {
+            name: &name,
+            chunk_fn,
+        });
+    let dir = if stream.is_some() {
+        fs::create_dir(&final_dir).map_err(|source| {
+            if source.kind() == io::ErrorKind::AlreadyExists {
+                ChunkerError::NameCollision {
+                    path: path.to_owned(),
+                    dir: final_dir.clone(),
+                }
+            } else {
+                ChunkerError::Write {
+                    path: final_dir.clone(),
+                    source,
+                }
+            }
         })?;
+        TreeDir::InPlace(InPlaceDir {
+            path: final_dir.clone(),
+            complete: false,
+        })
+    } else {
+        TreeDir::Hidden(
+            tempfile::Builder::new()
+                .prefix(&format!(".{name}.tmp-"))
+                .tempdir_in(output)
+                .map_err(|source| ChunkerError::Write {
+                    path: output.clone(),
+                    source,
+                })?,
+        )
+    };
     let created_at = Timestamp::now();
     let grammar_id = plan.format.grammar_id();
-    let durability = Durability::of(options);
+    let durability = how.durability;
     let (chunks, file_hash) = write_chunks(
         path,
         &file,
         &plan,
-        tmp.path(),
+        dir.path(),
         grammar_id,
         &created_at,
-        HowToWrite {
-            durability,
-            max_workers,
-            progress,
-        },
+        how,
+        stream,
     )?;
 
     let manifest = Manifest {
@@ -486,7 +610,15 @@ fn write_tree(
             serde_json::Value::from(plan.min_chunk_size),
         )]),
     };
-    write_json(&tmp.path().join(MANIFEST_FILE), &manifest, durability)?;
+    let manifest_path = dir.path().join(MANIFEST_FILE);
+    match &dir {
+        TreeDir::Hidden(_) => write_json(&manifest_path, &manifest, durability)?,
+        // Readers take a tree with a manifest as complete: its chunks go to disk first.
+        TreeDir::InPlace(_) => {
+            flush_tree(dir.path(), durability)?;
+            write_json_visible(&manifest_path, &manifest, durability)?;
+        }
+    }
 
     let mut patterns: BTreeMap<String, PatternStats> = BTreeMap::new();
     for chunk in &manifest.chunks {
@@ -495,7 +627,7 @@ fn write_tree(
         stats.bytes += chunk.size;
     }
     Ok(WrittenTree {
-        tmp,
+        dir,
         source: path.to_owned(),
         report: ChunkReport {
             source: path.to_owned(),
@@ -568,6 +700,13 @@ struct HowToWrite<'a> {
     max_workers: usize,
     /// Called after each chunk.
     progress: Option<&'a ProgressFn>,
+}
+
+/// A streamed file's name and where its chunks go ([`ChunkOptions::stream`]).
+#[derive(Clone, Copy)]
+struct Stream<'a> {
+    name: &'a str,
+    chunk_fn: &'a ChunkFn,
 }
 
 /// Chunk buffers per worker: one being worked on, one waiting for the whole-file hash.
@@ -731,6 +870,7 @@ fn read_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
 /// dedicated thread was crowded off the CPU and became the bottleneck. The first
 /// failure stops every worker; a read failure is reported before the write failures
 /// it may have caused elsewhere.
+#[allow(clippy::too_many_arguments)] // one file's whole context; a struct would only rename it
 fn write_chunks(
     path: &Path,
     file: &File,
@@ -739,6 +879,7 @@ fn write_chunks(
     grammar_id: &str,
     created_at: &Timestamp,
     how: HowToWrite<'_>,
+    stream: Option<Stream<'_>>,
 ) -> Result<(Vec<ManifestChunk>, Sha256Digest), ChunkerError> {
     let HowToWrite {
         durability,
@@ -812,13 +953,28 @@ fn write_chunks(
                 });
                 return;
             }
-            match write_chunk(
-                dir, span, id as u64, total, &buf, grammar_id, created_at, durability,
-            ) {
-                Ok(chunk) => written
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(chunk),
+            let to = ChunkTarget {
+                dir,
+                id: id as u64,
+                total,
+                durability,
+                in_place: stream.is_some(),
+            };
+            match write_chunk(&to, span, &buf, grammar_id, created_at) {
+                Ok((chunk, meta)) => {
+                    let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
+                    written.push(chunk);
+                    if let Some(stream) = stream {
+                        // Under the lock, so that `written` counts up in the calls' order.
+                        (stream.chunk_fn)(WrittenChunk {
+                            name: stream.name,
+                            dir: &chunk_dir_name(to.id, total),
+                            metadata: &meta,
+                            written: written.len() as u64,
+                            total,
+                        });
+                    }
+                }
                 Err(error) => {
                     pool.put(buf);
                     fail(error);
@@ -861,17 +1017,34 @@ fn write_chunks(
     Ok((chunks, file_hash))
 }
 
-#[allow(clippy::too_many_arguments)] // one chunk's whole context; a struct would only rename it
-fn write_chunk(
-    dir: &Path,
-    span: &Span,
+/// Where [`write_chunk`] writes a chunk, and how.
+struct ChunkTarget<'a> {
+    /// The tree's folder.
+    dir: &'a Path,
+    /// The chunk's index, and the file's count of chunks.
     id: u64,
     total: u64,
+    durability: Durability,
+    /// The tree is written in place (streamed): `metadata.json` must then never be seen
+    /// half written.
+    in_place: bool,
+}
+
+/// Writes one chunk's directory; returns its manifest entry and its metadata.
+fn write_chunk(
+    to: &ChunkTarget<'_>,
+    span: &Span,
     data: &[u8],
     grammar_id: &str,
     created_at: &Timestamp,
-    durability: Durability,
-) -> Result<ManifestChunk, ChunkerError> {
+) -> Result<(ManifestChunk, ChunkMetadata), ChunkerError> {
+    let ChunkTarget {
+        dir,
+        id,
+        total,
+        durability,
+        ..
+    } = *to;
     let hash = Sha256Digest::of(data);
     let chunk_dir = dir.join(chunk_dir_name(id, total));
     fs::create_dir(&chunk_dir).map_err(|source| ChunkerError::Write {
@@ -898,11 +1071,17 @@ fn write_chunk(
         "structures".to_owned(),
         serde_json::to_value(&span.structures).expect("plain data serializes"),
     );
-    write_json(&chunk_dir.join(METADATA_FILE), &meta, durability)?;
+    let meta_path = chunk_dir.join(METADATA_FILE);
+    if to.in_place {
+        // After `data.bin`: a chunk whose metadata is there is complete.
+        write_json_visible(&meta_path, &meta, durability)?;
+    } else {
+        write_json(&meta_path, &meta, durability)?;
+    }
     if durability == Durability::EachFile {
         sync_dir(&chunk_dir)?;
     }
-    Ok(ManifestChunk {
+    let chunk = ManifestChunk {
         chunk_id: id,
         offset: span.offset,
         size: span.size,
@@ -910,7 +1089,8 @@ fn write_chunk(
         pattern,
         is_keyframe: span.is_keyframe,
         extra: ExtraFields::new(),
-    })
+    };
+    Ok((chunk, meta))
 }
 
 /// Writes a new file inside the in-progress directory. It needs no rename of its own:
@@ -937,12 +1117,41 @@ fn write_json<T: Serialize>(
     value: &T,
     durability: Durability,
 ) -> Result<(), ChunkerError> {
+    write_file(path, &json_bytes(path, value)?, durability)
+}
+
+/// `value` as the tree's documents are written: pretty, with a final newline.
+fn json_bytes<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, ChunkerError> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| ModelError::Json {
         path: path.to_owned(),
         source,
     })?;
     bytes.push(b'\n');
-    write_file(path, &bytes, durability)
+    Ok(bytes)
+}
+
+/// Writes a new document of a tree written in place: under a hidden temporary name
+/// first, then renamed, so that no reader sees it half written.
+fn write_json_visible<T: Serialize>(
+    path: &Path,
+    value: &T,
+    durability: Durability,
+) -> Result<(), ChunkerError> {
+    let bytes = json_bytes(path, value)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let write = || -> io::Result<()> {
+        let temp = chunk_model::fs_batch::write_unflushed(dir, ".tmp-", &bytes)?;
+        match durability {
+            // Flushed as written where there is no filesystem-wide flush.
+            Durability::None | Durability::EachFile => {}
+            Durability::WholeTree => chunk_model::fs_batch::start_writeback(&temp.file, 0, 0),
+        }
+        temp.path.persist(path).map_err(|e| e.error)
+    };
+    write().map_err(|source| ChunkerError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Renames the finished directory into place. With `force`, an existing tree is first

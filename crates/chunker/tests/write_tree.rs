@@ -295,6 +295,19 @@ fn a_panicking_progress_callback_stops_every_worker_and_leaves_no_trace() {
     );
 }
 
+/// A progress callback that cuts `input` to 1 MiB, so that the chunking fails on a read.
+fn shrink_to_one_mib_on_progress(input: &Path) -> chunker::ProgressFn {
+    let path = input.to_owned();
+    Arc::new(move |_: chunker::Progress| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(MIB)
+            .unwrap();
+    })
+}
+
 #[test]
 fn a_failure_mid_write_leaves_no_trace_and_keeps_the_old_tree() {
     let dir = tempfile::tempdir().unwrap();
@@ -307,15 +320,7 @@ fn a_failure_mid_write_leaves_no_trace_and_keeps_the_old_tree() {
     // 130 chunks: at most `2 × threads + 1` chunks are read ahead of the writes, so the
     // end cannot have been read before the first progress call truncates the file.
     fs::write(&input, random_bytes(130 * MIB as usize, 4)).unwrap();
-    let path = input.clone();
-    let progress = Arc::new(move |_: chunker::Progress| {
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(MIB)
-            .unwrap();
-    });
+    let progress = shrink_to_one_mib_on_progress(&input);
     let err = chunk_file(
         &input,
         &ChunkOptions {
@@ -335,5 +340,175 @@ fn a_failure_mid_write_leaves_no_trace_and_keeps_the_old_tree() {
     assert_eq!(
         fs::read(output.join("shrinking").join(layout::MANIFEST_FILE)).unwrap(),
         old_manifest
+    );
+}
+
+/// What a streamed chunk looked like on disk when it was handed over.
+#[derive(Debug)]
+struct SeenChunk {
+    dir: String,
+    written: u64,
+    total: u64,
+    /// `data.bin` had the metadata's size and SHA-256.
+    data_complete: bool,
+    /// `metadata.json` on disk said what the callback was given.
+    metadata_on_disk: bool,
+    manifest_present: bool,
+}
+
+#[test]
+fn a_streamed_file_hands_over_each_chunk_complete_and_gets_its_manifest_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out");
+    let big = dir.path().join("big.bin");
+    let big_bytes = random_bytes(12 * MIB as usize + 4321, 21);
+    fs::write(&big, &big_bytes).unwrap();
+    let small = dir.path().join("small.txt");
+    fs::write(&small, b"one chunk: never streamed").unwrap();
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (seen_in, output_in) = (seen.clone(), output.clone());
+    let stream = Arc::new(move |chunk: chunker::WrittenChunk<'_>| {
+        let tree = output_in.join(chunk.name);
+        let chunk_dir = tree.join(chunk.dir);
+        let data = fs::read(chunk_dir.join(layout::DATA_FILE)).unwrap();
+        let on_disk: ChunkMetadata =
+            json_file::read(&chunk_dir.join(layout::METADATA_FILE)).unwrap();
+        seen_in.lock().unwrap().push(SeenChunk {
+            dir: chunk.dir.to_owned(),
+            written: chunk.written,
+            total: chunk.total,
+            data_complete: data.len() as u64 == chunk.metadata.size
+                && Sha256Digest::of(&data) == chunk.metadata.original_hash,
+            metadata_on_disk: on_disk == *chunk.metadata,
+            manifest_present: tree.join(layout::MANIFEST_FILE).exists(),
+        });
+    });
+    let files =
+        [("big", &big, big_bytes.len()), ("small", &small, 25)].map(|(name, path, size)| {
+            chunker::InputFile {
+                path: path.clone(),
+                name: name.to_owned(),
+                size: size as u64,
+            }
+        });
+    let options = ChunkOptions {
+        stream: Some(stream),
+        // Synced, as the pipeline chunks: the manifest follows a flush of the chunks.
+        ..ChunkOptions::new(&output)
+    };
+    let reports: Vec<_> = chunker::chunk_files(&files, &options)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+
+    let seen = seen.lock().unwrap();
+    let total = reports[0].total_chunks;
+    assert!(total >= 12, "{total} chunks");
+    assert_eq!(
+        seen.len() as u64,
+        total,
+        "each chunk of the big file once, none of the small one"
+    );
+    let mut dirs: Vec<&str> = seen.iter().map(|c| c.dir.as_str()).collect();
+    dirs.sort_unstable();
+    dirs.dedup();
+    assert_eq!(dirs.len() as u64, total, "no chunk handed over twice");
+    for (i, chunk) in seen.iter().enumerate() {
+        assert_eq!(chunk.written, i as u64 + 1, "counted in the calls' order");
+        assert_eq!(chunk.total, total);
+        assert!(
+            chunk.data_complete,
+            "{}: data.bin incomplete when handed over",
+            chunk.dir
+        );
+        assert!(
+            chunk.metadata_on_disk,
+            "{}: metadata.json differs",
+            chunk.dir
+        );
+        assert!(
+            !chunk.manifest_present,
+            "{}: the manifest came before a chunk",
+            chunk.dir
+        );
+    }
+
+    // Complete and in place, with nothing hidden left beside it or in its chunks.
+    assert_eq!(visible_entries(&output), ["big", "small"]);
+    assert_eq!(fs::read_dir(&output).unwrap().count(), 2);
+    let manifest: Manifest =
+        json_file::read(&Layout::new(&output).manifest_path("big").unwrap()).unwrap();
+    assert_eq!(manifest.file_hash, Some(Sha256Digest::of(&big_bytes)));
+    let mut rebuilt = Vec::new();
+    for chunk in &manifest.chunks {
+        let chunk_dir = output
+            .join("big")
+            .join(layout::chunk_dir_name(chunk.chunk_id, total));
+        assert_eq!(
+            visible_entries(&chunk_dir),
+            [layout::DATA_FILE, layout::METADATA_FILE]
+        );
+        assert_eq!(
+            fs::read_dir(&chunk_dir).unwrap().count(),
+            2,
+            "no temporary file left"
+        );
+        rebuilt.extend(fs::read(chunk_dir.join(layout::DATA_FILE)).unwrap());
+    }
+    assert_eq!(rebuilt, big_bytes);
+}
+
+#[test]
+fn a_streamed_file_needs_a_free_name_and_is_removed_when_it_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out");
+    let input = dir.path().join("shrinking.bin");
+    let handed_over = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = handed_over.clone();
+    let stream: chunker::ChunkFn = Arc::new(move |_| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+
+    // A tree written in place cannot replace another atomically: even forced, the name
+    // must be free, and the old tree stays as it was.
+    fs::write(&input, random_bytes(3 * MIB as usize, 8)).unwrap();
+    chunk_file(&input, &options(&output)).unwrap();
+    let old_manifest = fs::read(output.join("shrinking").join(layout::MANIFEST_FILE)).unwrap();
+    let err = chunk_file(
+        &input,
+        &ChunkOptions {
+            force: true,
+            stream: Some(stream.clone()),
+            ..options(&output)
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, ChunkerError::NameCollision { .. }), "{err}");
+    assert_eq!(
+        fs::read(output.join("shrinking").join(layout::MANIFEST_FILE)).unwrap(),
+        old_manifest
+    );
+    fs::remove_dir_all(output.join("shrinking")).unwrap();
+
+    // The file shrinks after its first chunks went out: its partial tree is removed.
+    // (130 chunks: the end cannot have been read before the first progress call.)
+    fs::write(&input, random_bytes(130 * MIB as usize, 4)).unwrap();
+    let progress = shrink_to_one_mib_on_progress(&input);
+    let err = chunk_file(
+        &input,
+        &ChunkOptions {
+            progress: Some(progress),
+            stream: Some(stream),
+            ..options(&output)
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, ChunkerError::Read { .. }), "{err}");
+    assert!(handed_over.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert_eq!(
+        fs::read_dir(&output).unwrap().count(),
+        0,
+        "the partial tree is removed"
     );
 }

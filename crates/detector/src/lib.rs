@@ -44,4 +44,4 @@ pub use config::{
 pub use error::DetectError;
 pub use report::{InvalidFile, ScanReport, SelectedChunk, SkipCounts, Summary};
 pub use scan::scan;
-pub use select::{Decision, SelectReason, SkipReason, decide, priority_of};
+pub use select::{Decision, SelectReason, SkipReason, chunk_info, decide, priority_of};

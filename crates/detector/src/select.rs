@@ -1,7 +1,7 @@
 //! Which chunks are dispatchable, and in what order.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use chunk_model::{ChunkMetadata, Priority, Status};
+use chunk_model::{ChunkInfo, ChunkMetadata, ExtraFields, Priority, Status};
 use serde::Serialize;
 
 use crate::fast_meta::View;
@@ -89,6 +89,30 @@ fn lease_expired(meta: &View<'_>, config: &DetectConfig, now: DateTime<Utc>) -> 
         (None, None) => return true,
     };
     now >= expires
+}
+
+/// What a scan hands over for a dispatchable chunk, made from the metadata its writer
+/// has just written rather than read back: for a caller that dispatches a chunk as soon
+/// as it is cut (the pipeline streaming a big file). `chunk_path` is the chunk's
+/// directory relative to the repository root (`pending_compression/<name>/chunk_NNNN`).
+/// Whether the chunk is dispatchable at all is [`decide`]'s question, not this one's.
+pub fn chunk_info(chunk_path: String, meta: &ChunkMetadata) -> ChunkInfo {
+    let base_dir = chunk_path
+        .rsplit_once('/')
+        .map_or("", |(dir, _)| dir)
+        .to_owned();
+    ChunkInfo {
+        chunk_id: meta.chunk_id,
+        pattern_type: meta.pattern_type.clone(),
+        size: meta.size,
+        hash: Some(meta.original_hash),
+        base_dir,
+        is_keyframe: meta.is_keyframe,
+        priority: priority_of(meta),
+        staged_object: meta.staged_object.clone(),
+        extra: ExtraFields::new(),
+        chunk_path,
+    }
 }
 
 /// The dispatch priority: keyframes, then headers (`HEADER` in `pattern` or

@@ -340,7 +340,8 @@ impl Pipeline {
     ///
     /// The stages overlap: files are chunked a group at a time ([`CHUNK_GROUP_BYTES`],
     /// [`CHUNK_GROUP_FILES`]), each group is detected and dispatched as soon as it is in
-    /// the tree while the next one is chunked, and a file is rebuilt as soon as its
+    /// the tree while the next one is chunked (a big file's chunks go out as they are
+    /// cut, [`STREAM_BATCH`] at a time), and a file is rebuilt as soon as its
     /// recipe is in the bucket while the workers still compress the others. Memory stays
     /// bounded by the dispatch window, the workers' memory and the rebuilds' budget, not
     /// by the input.
@@ -546,7 +547,27 @@ impl Pipeline {
                     // Staging reads the whole tree's pending chunks: with it, nothing goes out
                     // before the last group is chunked and staged.
                     let stream = config.stage.is_none();
-                    while let Some(group) = groups.recv().await {
+                    // Chunks of a big file handed over as they are written, not sent yet.
+                    let mut cut = Vec::new();
+                    while let Some(chunked) = groups.recv().await {
+                        let group = match chunked {
+                            Chunked::Chunk { info, last } => {
+                                cut.push(*info);
+                                // A file's last chunk waits for the group, which comes once
+                                // its manifest is written: a worker that finishes the file
+                                // then finds the manifest, and publishes the recipe.
+                                if !last && cut.len() >= STREAM_BATCH {
+                                    sender
+                                        .send(&workers, &http, std::mem::take(&mut cut), &progress)
+                                        .await?;
+                                }
+                                continue;
+                            }
+                            Chunked::Group(group) => group,
+                        };
+                        // What is left of its files' chunks is pending on disk: the
+                        // detection below finds it (and passes over what went out).
+                        cut.clear();
                         add_chunks(&group);
                         let first = inputs.len();
                         inputs.extend(group);
@@ -917,7 +938,7 @@ impl Pipeline {
         files: Vec<chunker::InputFile>,
         on_event: &EventSink,
     ) -> (
-        tokio::sync::mpsc::UnboundedReceiver<Vec<InputFile>>,
+        tokio::sync::mpsc::UnboundedReceiver<Chunked>,
         tokio::task::JoinHandle<(Duration, Instant)>,
     ) {
         on_event(PipelineEvent::StageStarted {
@@ -938,6 +959,23 @@ impl Pipeline {
             });
         }));
         let (groups, receiver) = tokio::sync::mpsc::unbounded_channel();
+        // A big file's chunks go out as they are cut (its tree is then written in place),
+        // except when staging, which needs the whole tree first.
+        if self.config.stage.is_none() {
+            let chunks = groups.clone();
+            let root = base
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| layout::DEFAULT_ROOT.to_owned());
+            options.stream = Some(Arc::new(move |chunk: chunker::WrittenChunk<'_>| {
+                let path = format!("{root}/{}/{}", chunk.name, chunk.dir);
+                // A closed channel means the run stopped: nothing would dispatch it.
+                let _ = chunks.send(Chunked::Chunk {
+                    info: Box::new(detector::chunk_info(path, chunk.metadata)),
+                    last: chunk.written == chunk.total,
+                });
+            }));
+        }
         let chunking = tokio::task::spawn_blocking(move || {
             let mut busy = Duration::ZERO;
             let mut files = files.into_iter().peekable();
@@ -954,7 +992,7 @@ impl Pipeline {
                 let inputs = chunk_group(group, &options);
                 busy += started.elapsed();
                 done_before.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-                if groups.send(inputs).is_err() {
+                if groups.send(Chunked::Group(inputs)).is_err() {
                     // The run stopped: nothing would dispatch what is chunked.
                     break;
                 }
@@ -1011,6 +1049,22 @@ fn chunk_group(files: Vec<chunker::InputFile>, options: &chunker::ChunkOptions) 
         .collect()
 }
 
+/// Chunks of a big file are dispatched as they are cut, this many at a time: few enough
+/// that the workers start early, enough that a request is not sent per chunk.
+pub const STREAM_BATCH: usize = 32;
+
+/// What the chunking thread hands over ([`Pipeline::chunk_in_groups`]).
+enum Chunked {
+    /// A chunk of a file larger than one chunk, on disk while the rest of the file is
+    /// still being cut; `last` when it completes the file (whose manifest comes next).
+    Chunk {
+        info: Box<chunk_model::ChunkInfo>,
+        last: bool,
+    },
+    /// Files whose trees are complete.
+    Group(Vec<InputFile>),
+}
+
 /// Where a run's files come from.
 enum Source {
     /// An existing tree's files.
@@ -1019,7 +1073,7 @@ enum Source {
     /// ([`Pipeline::chunk_in_groups`]).
     Chunking {
         started: Instant,
-        groups: tokio::sync::mpsc::UnboundedReceiver<Vec<InputFile>>,
+        groups: tokio::sync::mpsc::UnboundedReceiver<Chunked>,
         chunking: tokio::task::JoinHandle<(Duration, Instant)>,
     },
 }

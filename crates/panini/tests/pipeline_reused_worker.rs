@@ -2,6 +2,8 @@
 //! item 11): the report counts this run only — chunks stored now, chunks found stored,
 //! bytes, the ratio — and says "1 worker", not "1 workers".
 
+mod support;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -165,14 +167,9 @@ fn a_reused_worker_reports_this_runs_counts_only() {
         "{second:#}"
     );
     assert!(ratio > 1.0, "{second:#}");
-    let dispatch = second["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stage"] == "dispatch")
-        .unwrap();
     assert_eq!(
-        dispatch["note"], "6 chunks over HTTP to 1 worker",
+        support::stage_row(&second, "dispatch")["note"],
+        "6 chunks over HTTP to 1 worker",
         "{second:#}"
     );
     assert!(

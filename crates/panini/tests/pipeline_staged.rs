@@ -16,7 +16,7 @@ use std::process::{Command, Output, Stdio};
 
 use panini::{Pipeline, PipelineConfig};
 use serde_json::Value;
-use support::{panini, panini_ok, sha256sum, text, tool};
+use support::{panini, panini_ok, sha256sum, stage_row, text, tool};
 
 /// Every file named `name` under `dir`, sorted.
 fn files_named(dir: &Path, name: &str) -> Vec<PathBuf> {
@@ -105,16 +105,6 @@ fn stage_names(report: &Value) -> Vec<String> {
         .iter()
         .map(|s| s["stage"].as_str().unwrap().to_owned())
         .collect()
-}
-
-/// The row of stage `name`.
-fn stage_row<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stage"] == name)
-        .unwrap_or_else(|| panic!("no {name} stage in {report:#}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

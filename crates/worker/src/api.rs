@@ -303,10 +303,11 @@ async fn handle_webhook(app: &App, headers: &HeaderMap, body: Body) -> Response 
                         } else {
                             data.next()
                         };
-                        resolved
-                            .unwrap_or_else(|| Err("the path check gave no answer".into()))
-                            .map(|path| (chunk, Location::Tree(path)))
-                            .map_err(|reason| format!("chunks[{i}]: {reason}"))
+                        match resolved {
+                            Some(Ok(path)) => Ok((chunk, Location::Tree(path))),
+                            Some(Err(reason)) => Err(format!("chunks[{i}]: {reason}")),
+                            None => Err(format!("chunks[{i}]: the path check gave no answer")),
+                        }
                     })
                     .collect::<Result<Vec<_>, String>>()
             })

@@ -855,7 +855,10 @@ async fn publish_recipes(shared: &Shared, known: &mut KnownObjects, done: Vec<Do
     let mut read = Vec::new();
     for ((file, name), manifest) in named.into_iter().zip(manifests) {
         match manifest {
-            Ok(manifest) => read.push((file, name, manifest)),
+            Ok(Some(manifest)) => read.push((file, name, manifest)),
+            // A file still being cut (the pipeline streams a big file's chunks before its
+            // manifest is written): checked again after its next chunk.
+            Ok(None) => tracing::debug!(file = %file.dir, "no manifest yet; recipe not checked"),
             Err(reason) => failed(&file, &reason),
         }
     }
@@ -895,11 +898,11 @@ async fn publish_recipes(shared: &Shared, known: &mut KnownObjects, done: Vec<Do
 
 /// The `manifest.json` of each file, from the same source its chunks came from: a
 /// checkout's in one task on the blocking pool, a repository's one by one from its cache
-/// at the file's commit.
+/// at the file's commit. `None`: the checkout has no manifest for the file (yet).
 async fn read_manifests<'a>(
     shared: &Shared,
     files: impl Iterator<Item = &'a FileRef>,
-) -> Vec<Result<Manifest, String>> {
+) -> Vec<Result<Option<Manifest>, String>> {
     match &shared.source {
         Source::Tree(root) => {
             let root = root.clone();
@@ -913,7 +916,13 @@ async fn read_manifests<'a>(
                     MANIFEST_FILE,
                 )
                 .into_iter()
-                .map(|path| chunk_model::json_file::read(&path?).map_err(|e| e.to_string()))
+                .map(|path| match path {
+                    Ok(path) => chunk_model::json_file::read(&path)
+                        .map(Some)
+                        .map_err(|e| e.to_string()),
+                    Err(e) if e.missing => Ok(None),
+                    Err(e) => Err(e.message),
+                })
                 .collect()
             })
             .await
@@ -927,6 +936,7 @@ async fn read_manifests<'a>(
                         let path = format!("{}/{MANIFEST_FILE}", file.dir);
                         match cache.read(commit, &path).await {
                             Ok(bytes) => serde_json::from_slice(&bytes)
+                                .map(Some)
                                 .map_err(|e| format!("{path} at {commit}: {e}")),
                             Err(e) => Err(e.to_string()),
                         }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use chunk_model::chunk_path::{ChunkPath, TreeRoot};
+use chunk_model::chunk_path::{ChunkPath, ChunkPathFault, TreeRoot};
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 
@@ -200,7 +200,11 @@ pub(crate) fn resolve_many_in_tree<'a>(
     what: &str,
     dirs: impl IntoIterator<Item = &'a str>,
     file: &str,
-) -> Vec<Result<PathBuf, String>> {
+) -> Vec<Result<PathBuf, NotInTree>> {
+    let refused = |message: String| NotInTree {
+        message,
+        missing: false,
+    };
     let parsed: Vec<Result<ChunkPath, String>> = dirs
         .into_iter()
         .map(|dir| ChunkPath::parse(dir).map_err(|e| format!("{what} {e}")))
@@ -212,12 +216,29 @@ pub(crate) fn resolve_many_in_tree<'a>(
         .iter()
         .map(|dir| match dir {
             Ok(_) => match resolved.next() {
-                Some(path) => path.map_err(|e| format!("{what} {e}")),
-                None => Err(format!("{what}: the path check gave no answer")),
+                Some(path) => path.map_err(|e| NotInTree {
+                    missing: matches!(e.fault, ChunkPathFault::Missing { .. }),
+                    message: format!("{what} {e}"),
+                }),
+                None => Err(refused(format!("{what}: the path check gave no answer"))),
             },
-            Err(e) => Err(e.clone()),
+            Err(e) => Err(refused(e.clone())),
         })
         .collect()
+}
+
+/// Why [`resolve_many_in_tree`] gave no path: the message (a request's `400`), and
+/// whether the file, or a directory on its way, is simply not there.
+#[derive(Debug, Clone)]
+pub(crate) struct NotInTree {
+    pub(crate) message: String,
+    pub(crate) missing: bool,
+}
+
+impl std::fmt::Display for NotInTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// Checks a commit id: 40 (SHA-1) or 64 (SHA-256) hex digits. Returns it lowercased.

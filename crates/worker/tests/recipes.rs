@@ -2,8 +2,10 @@
 //! workers sharing one bucket, racing on the last chunks of two chunked files, leave
 //! exactly one recipe per file, and the bucket alone rebuilds each file bit for bit. A
 //! worker checks a file once none of its chunks is left queued or in flight there (one
-//! recipe lookup for a file sent in one request, whatever the batches), and a chunk that
-//! failed does not hold its file back once it is sent again.
+//! recipe lookup for a file sent in one request, whatever the batches), a chunk that
+//! failed does not hold its file back once it is sent again, and a file whose manifest
+//! is not written yet (still being cut) is no failure and is published after its next
+//! chunk.
 
 mod support;
 
@@ -255,5 +257,42 @@ async fn a_file_whose_chunk_failed_is_published_when_the_chunk_is_sent_again() {
     assert_eq!(status, 202, "{body}");
     let rebuilt = wait_for(|| support::rebuild(file.store.as_ref(), "ledger")).await;
     assert!(rebuilt == file.data, "ledger differs after reconstruction");
+    file.worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_still_being_cut_is_checked_again_once_its_manifest_is_there() {
+    let file = OneFile::start("stream", 5, 140, |_| {}).await;
+    // The pipeline sends a big file's first chunks while the rest is still being cut:
+    // its manifest is not there yet.
+    let manifest = file.root.join("pending_compression/stream/manifest.json");
+    let written = std::fs::read(&manifest).unwrap();
+    std::fs::remove_file(&manifest).unwrap();
+    let (first, last) = file.chunks.split_at(file.chunks.len() - 1);
+    let (status, body) = post_signed(&file.worker, &batch(first)).await;
+    assert_eq!(status, 202, "{body}");
+    let reported = file.worker.wait_reported(first.len() as u64).await;
+    assert_eq!(reported["failed"], 0, "{reported}");
+    assert!(file.store.list("recipes/").await.unwrap().is_empty());
+    // Not a failure: nothing is wrong with a file that is not complete yet.
+    assert_eq!(
+        file.worker
+            .metric("panini_worker_recipe_failures_total")
+            .await,
+        0
+    );
+
+    // The file is cut to its end and its last chunk sent: now it is published.
+    std::fs::write(&manifest, written).unwrap();
+    let (status, body) = post_signed(&file.worker, &batch(last)).await;
+    assert_eq!(status, 202, "{body}");
+    let rebuilt = wait_for(|| support::rebuild(file.store.as_ref(), "stream")).await;
+    assert!(rebuilt == file.data, "stream differs after reconstruction");
+    assert_eq!(
+        file.worker
+            .metric("panini_worker_recipe_failures_total")
+            .await,
+        0
+    );
     file.worker.stop().await;
 }

@@ -229,6 +229,7 @@ fn options(args: &Args) -> ChunkOptions {
         force: args.force,
         sync: true,
         progress: None,
+        stream: None,
     }
 }
 

@@ -59,3 +59,13 @@ pub fn sha256sum(path: &Path) -> String {
     let out = tool("sha256sum", &[path.to_str().unwrap()]);
     String::from_utf8(out.stdout).unwrap()[..64].to_owned()
 }
+
+/// The row of stage `name` in a pipeline's JSON report.
+pub fn stage_row<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == name)
+        .unwrap_or_else(|| panic!("no {name} stage in {report:#}"))
+}
