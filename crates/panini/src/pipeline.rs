@@ -524,8 +524,11 @@ impl Pipeline {
                 stage: "compress",
                 total: 0,
             });
-            let add_chunks = |inputs: &[InputFile]| {
-                let more: u64 = inputs.iter().map(|f| f.file.chunks).sum();
+            let chunks_of = |inputs: &[InputFile]| inputs.iter().map(|f| f.file.chunks).sum();
+            let add_chunks = |more: u64| {
+                if more == 0 {
+                    return;
+                }
                 let total =
                     chunk_count.fetch_add(more, std::sync::atomic::Ordering::Relaxed) + more;
                 on_event(PipelineEvent::TotalGrew {
@@ -535,7 +538,7 @@ impl Pipeline {
             };
             match source {
                 Source::Tree(files) => {
-                    add_chunks(&files);
+                    add_chunks(chunks_of(&files));
                     early.watch(0, &files);
                     inputs = files;
                 }
@@ -547,11 +550,15 @@ impl Pipeline {
                     // Staging reads the whole tree's pending chunks: with it, nothing goes out
                     // before the last group is chunked and staged.
                     let stream = config.stage.is_none();
-                    // Chunks of a big file handed over as they are written, not sent yet.
+                    // Chunks of a big file handed over as they are written, not sent yet,
+                    // and how many were counted as they came (the group counts the rest).
                     let mut cut = Vec::new();
+                    let mut counted = 0;
                     while let Some(chunked) = groups.recv().await {
                         let group = match chunked {
                             Chunked::Chunk { info, last } => {
+                                counted += 1;
+                                add_chunks(1);
                                 cut.push(*info);
                                 // A file's last chunk waits for the group, which comes once
                                 // its manifest is written: a worker that finishes the file
@@ -568,7 +575,7 @@ impl Pipeline {
                         // What is left of its files' chunks is pending on disk: the
                         // detection below finds it (and passes over what went out).
                         cut.clear();
-                        add_chunks(&group);
+                        add_chunks(chunks_of(&group).saturating_sub(std::mem::take(&mut counted)));
                         let first = inputs.len();
                         inputs.extend(group);
                         if stream {

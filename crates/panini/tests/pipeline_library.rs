@@ -17,20 +17,11 @@ async fn the_library_pipeline_rebuilds_every_file_and_reports_progress() {
     config.chunker.max_chunk_size = 256 << 10;
     config.engine = panini::gpu_compress::EngineChoice::Cpu;
 
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let seen = events.clone();
-    let report = tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        Pipeline::new(config.clone()).run(move |e| seen.lock().unwrap().push(e)),
-    )
-    .await
-    .expect("the pipeline ends in time")
-    .expect("the pipeline runs");
+    let (report, events) = run_collecting_events(config.clone()).await;
 
     assert_eq!(report.files.len(), files.len(), "{report:#?}");
     assert!(report.files.iter().all(|f| f.verified), "{report:#?}");
     assert!(report.chunks_stored_now > 0);
-    let events = std::mem::take(&mut *events.lock().unwrap());
     assert!(
         events.contains(&PipelineEvent::StageStarted {
             stage: "chunk",
@@ -222,6 +213,37 @@ async fn chunks_go_out_a_window_at_a_time_and_every_file_is_rebuilt() {
     assert!(progress.len() > 3, "{progress:?}");
 }
 
+/// Runs the pipeline (within five minutes) and keeps every event it reported.
+async fn run_collecting_events(
+    config: PipelineConfig,
+) -> (panini::PipelineReport, Vec<PipelineEvent>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(300),
+        Pipeline::new(config).run(move |e| seen.lock().unwrap().push(e)),
+    )
+    .await
+    .expect("the pipeline ends in time")
+    .expect("the pipeline runs");
+    let events = std::mem::take(&mut *events.lock().unwrap());
+    (report, events)
+}
+
+/// The totals the compression bar was given, in order.
+fn compression_totals(events: &[PipelineEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            PipelineEvent::TotalGrew {
+                stage: "compress",
+                total,
+            } => Some(*total),
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_goes_out_in_groups_and_files_are_rebuilt_while_the_workers_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -243,15 +265,7 @@ async fn a_folder_goes_out_in_groups_and_files_are_rebuilt_while_the_workers_run
     // lookup of further recipes (or a worker) waits for it.
     config.store.limits.max_in_flight = 1;
 
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let seen = events.clone();
-    let report = tokio::time::timeout(
-        std::time::Duration::from_secs(300),
-        Pipeline::new(config).run(move |e| seen.lock().unwrap().push(e)),
-    )
-    .await
-    .expect("the pipeline ends in time")
-    .expect("the pipeline runs");
+    let (report, events) = run_collecting_events(config).await;
 
     assert_eq!(report.files.len(), count);
     assert!(report.files.iter().all(|f| f.verified), "{report:#?}");
@@ -289,18 +303,29 @@ async fn a_folder_goes_out_in_groups_and_files_are_rebuilt_while_the_workers_run
     );
 
     // The compression bar's total grew group by group, up to every chunk.
-    let events = events.lock().unwrap();
-    let totals: Vec<u64> = events
-        .iter()
-        .filter_map(|e| match e {
-            PipelineEvent::TotalGrew {
-                stage: "compress",
-                total,
-            } => Some(*total),
-            _ => None,
-        })
-        .collect();
+    let totals = compression_totals(&events);
     assert!(totals.len() >= 3, "{totals:?}");
     assert!(totals.windows(2).all(|w| w[0] < w[1]), "{totals:?}");
     assert_eq!(totals.last().copied(), Some(count as u64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_file_counts_toward_the_compression_bar_chunk_by_chunk_as_it_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("big.bin");
+    // 40 chunks of at most 64 KiB, cut by size so that the count is known.
+    std::fs::write(&input, samples::random_bytes(40 * 65_536 - 1_000, 23)).unwrap();
+    let mut config = PipelineConfig::new(dir.path().join("work"));
+    config.files = vec![input];
+    config.engine = panini::gpu_compress::EngineChoice::Cpu;
+    config.chunker.strategy = panini::chunker::Strategy::Size;
+    config.chunker.max_chunk_size = 65_536;
+
+    let (report, events) = run_collecting_events(config).await;
+    assert!(report.files[0].verified, "{report:#?}");
+
+    // Its chunks go out while it is cut, so the bar counts them as they come, not all
+    // at once when the file is done (it would stand at 0 of 0 until then).
+    let totals = compression_totals(&events);
+    assert_eq!(totals, (1..=40).collect::<Vec<u64>>());
 }
