@@ -248,7 +248,9 @@ pub fn chunk_file(path: &Path, options: &ChunkOptions) -> Result<ChunkReport, Ch
 /// larger than the maximum chunk size one at a time, each with all cores), then one
 /// flush makes them all durable, then each is renamed into place, then one flush of
 /// the output folder makes the renames durable. A tree still appears under its name
-/// only complete and on disk; if the run dies before the renames, no tree appears.
+/// only complete and on disk; if the run dies before the renames, no tree appears. The
+/// exception is a large file whose chunks go to `options.stream`: it is written in
+/// place, and complete once its manifest is there.
 ///
 /// `options.progress` is called after each chunk of a large file and after each small
 /// file, with counts over the whole batch: `total_bytes` is the sum of the files'
