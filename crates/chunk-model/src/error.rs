@@ -40,6 +40,18 @@ pub enum ModelError {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// A file's directory holds chunks but no `manifest.json`, without which they cannot
+    /// be put back together: its cut did not finish (the pipeline writes a big file's
+    /// tree in place, its manifest last, so a run stopped while cutting leaves this), or
+    /// the manifest was removed.
+    #[error(
+        "{dir}: chunks but no manifest.json (the file's cut did not finish, or its \
+         manifest was removed): chunk the file again"
+    )]
+    NoManifest {
+        /// The file's directory under the tree.
+        dir: PathBuf,
+    },
     /// A status change that the state machine forbids.
     #[error("{path}: {source}")]
     Transition {

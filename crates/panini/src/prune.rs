@@ -228,7 +228,8 @@ pub async fn prune(
 
 /// Every chunk of the tree with its metadata, walking each file's directory (completed
 /// chunks included, which the detector's scan skips). Unreadable metadata is reported
-/// and its chunk left alone.
+/// and its chunk left alone, as are the completed chunks of a file without a readable
+/// manifest.
 fn tree_chunks(base: &Path) -> Result<(Vec<TreeChunk>, Vec<String>), Error> {
     let root_name = base
         .file_name()
@@ -236,6 +237,16 @@ fn tree_chunks(base: &Path) -> Result<(Vec<TreeChunk>, Vec<String>), Error> {
     let mut chunks = Vec::new();
     let mut problems = Vec::new();
     for file in crate::tree::files(base)? {
+        // A file whose manifest is missing or unreadable may need its bytes to be cut or
+        // published again: its completed chunks are left out, so that none of its
+        // data.bin goes (its open chunks still count, keeping their staged objects).
+        let keep_completed = match file.error {
+            Some(error) => {
+                problems.push(format!("{error}; its chunks' {DATA_FILE} kept"));
+                true
+            }
+            None => false,
+        };
         let dir = base.join(&file.name);
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(Error::io(&dir))? {
@@ -253,6 +264,7 @@ fn tree_chunks(base: &Path) -> Result<(Vec<TreeChunk>, Vec<String>), Error> {
             let chunk_dir = dir.join(&name);
             let chunk_path = format!("{root_name}/{}/{name}", file.name);
             match json_file::read::<ChunkMetadata>(&chunk_dir.join(METADATA_FILE)) {
+                Ok(meta) if keep_completed && meta.status == Status::Completed => {}
                 Ok(meta) => chunks.push(TreeChunk {
                     chunk_path,
                     dir: chunk_dir,

@@ -26,9 +26,10 @@ pub struct TreeFile {
     pub error: Option<String>,
 }
 
-/// Every directory under `base` with a manifest, by name. A manifest that cannot be read
-/// is reported on its file's entry. Hidden directories (the chunker's half-written
-/// trees) are skipped.
+/// Every file's directory under `base`, by name: those with a manifest, and those with
+/// chunks but no manifest (a cut that did not finish), whose entry says so. A manifest
+/// that cannot be read is reported on its file's entry. Hidden directories (the
+/// chunker's half-written trees) are skipped.
 pub fn files(base: &Path) -> Result<Vec<TreeFile>, Error> {
     Ok(manifests(base)?
         .into_iter()
@@ -62,7 +63,7 @@ pub fn files(base: &Path) -> Result<Vec<TreeFile>, Error> {
 pub type NamedManifest = (String, Result<Manifest, chunk_model::ModelError>);
 
 /// The manifest of every file under `base` ([`files`] says which), each read once, with
-/// the error of one that cannot be read.
+/// the error of one that cannot be read or is missing.
 pub fn manifests(base: &Path) -> Result<Vec<NamedManifest>, Error> {
     manifests_except(base, |_| false)
 }
@@ -78,23 +79,41 @@ pub fn manifests_except(
     for entry in std::fs::read_dir(base).map_err(Error::io(base))? {
         let entry = entry.map_err(Error::io(base))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with('.')
-            && !skip(&name)
-            && entry.path().join(layout::MANIFEST_FILE).is_file()
-        {
-            names.push(name);
+        if name.starts_with('.') || skip(&name) {
+            continue;
+        }
+        let dir = entry.path();
+        if dir.join(layout::MANIFEST_FILE).is_file() {
+            names.push((name, None));
+        } else if holds_chunk_dirs(&dir) {
+            // Left out, the file would vanish from every report while its chunks are
+            // compressed and never rebuilt.
+            names.push((name, Some(dir)));
         }
     }
     names.sort();
     Ok(names
         .into_iter()
-        .map(|name| {
-            let manifest = layout
-                .manifest_path(&name)
-                .and_then(|path| json_file::read::<Manifest>(&path));
+        .map(|(name, without_manifest)| {
+            let manifest = match without_manifest {
+                Some(dir) => Err(chunk_model::ModelError::NoManifest { dir }),
+                None => layout
+                    .manifest_path(&name)
+                    .and_then(|path| json_file::read::<Manifest>(&path)),
+            };
             (name, manifest)
         })
         .collect())
+}
+
+/// Whether `dir` holds a `chunk_NNNN` entry (only asked of directories without a
+/// manifest, so the common case reads no extra directory).
+fn holds_chunk_dirs(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|entry| {
+            layout::parse_chunk_dir_name(&entry.file_name().to_string_lossy()).is_some()
+        })
+    })
 }
 
 /// Chunk directories (relative to the repository root) whose status is neither

@@ -6,7 +6,7 @@
 //! The tree is written by the real chunker and the bucket is a real `LocalDir`; faults
 //! are made the way they happen: a record that is not JSON, one filed under another
 //! chunk's name, one without its upload, an object damaged on disk, a `data.bin` or
-//! `metadata.json` gone bad, a chunk object never stored.
+//! `metadata.json` gone bad, a chunk object never stored, a manifest never written.
 
 use std::path::{Path, PathBuf};
 
@@ -320,6 +320,33 @@ async fn a_manifest_that_does_not_parse_fails_that_file_by_path() {
     assert!(
         reason.contains(manifest.to_str().unwrap()),
         "the reason names the manifest: {reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_with_chunks_but_no_manifest_fails_that_file_by_its_directory() {
+    // What a pipeline run stopped while it was writing the file in place leaves.
+    let t = tree();
+    std::fs::remove_file(t.base.join("movie/manifest.json")).unwrap();
+    // A directory without chunks is not a file of the tree.
+    std::fs::create_dir(t.base.join("notes")).unwrap();
+
+    let report = t.sync().await;
+
+    assert_eq!(report.recipes.len(), 1, "{report:#?}");
+    let recipe = &report.recipes[0];
+    assert_eq!(
+        (recipe.name.as_str(), recipe.state),
+        ("movie", RecipeState::Failed)
+    );
+    let reason = recipe.reason.as_deref().unwrap();
+    assert_eq!(
+        reason,
+        format!(
+            "{}: chunks but no manifest.json (the file's cut did not finish, or its manifest \
+             was removed): chunk the file again",
+            t.base.join("movie").display()
+        )
     );
 }
 

@@ -66,7 +66,7 @@ pub fn scan(root: &Path) -> anyhow::Result<TreeStatus> {
         if manifest_path.exists() {
             match json_file::read::<Manifest>(&manifest_path) {
                 Ok(manifest) => file.manifest_chunks = Some(manifest.total_chunks),
-                Err(e) => tree.invalid.push((manifest_path, e.to_string())),
+                Err(e) => tree.invalid.push((manifest_path.clone(), e.to_string())),
             }
         }
         let chunks =
@@ -87,6 +87,17 @@ pub fn scan(root: &Path) -> anyhow::Result<TreeStatus> {
                     tree.invalid.push((meta_path, e.to_string()));
                 }
             }
+        }
+        if file.manifest_chunks.is_none()
+            && !manifest_path.exists()
+            && (file.invalid > 0 || !file.by_status.is_empty())
+        {
+            tree.invalid.push((
+                manifest_path,
+                "missing, yet the file has chunks: its cut did not finish, or the manifest \
+                 was removed; chunk the file again (`panini chunk --force` replaces them)"
+                    .into(),
+            ));
         }
         tree.files.push(file);
     }
