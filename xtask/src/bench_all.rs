@@ -515,11 +515,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         pipeline_targets.push(verified_target(&bucket, &summaries, corpus_bytes));
-        pipeline_targets.extend(worker_stage_target(&rows, &stage, &summaries));
         rows.extend(local_rows);
         pipelines.extend(summaries);
     }
     drop(tmpfs_scratch);
+    println!("bench: the workers alone on the corpus's chunks");
+    let whole_files = rows
+        .iter()
+        .find(|r| r.name.starts_with("panini auto cpu") && r.name.ends_with("(in-process)"))
+        .map(|r| r.mb_per_s);
+    let (worker_rows, worker_target) = worker_alone_stage(&files, args.pipeline_runs, whole_files)?;
+    rows.extend(worker_rows);
+    pipeline_targets.push(worker_target);
     match &emulator_binary {
         Some(binary) => {
             println!("bench: pipeline to the GCS emulator");
@@ -954,42 +961,132 @@ fn pipeline_stage(
     Ok((rows, summaries))
 }
 
-/// The issue's bound on the workers: their compress+upload stage (from the first
-/// dispatch to the last chunk reported: reading, checking, compressing, verifying,
-/// hashing and storing each chunk, plus the HTTP between) at most 1.5× the time
-/// in-process `auto` compression takes for the same bytes, from the compress stage's row.
-/// Medians over the pipeline runs of `stage`.
-fn worker_stage_target(rows: &[Row], stage: &str, summaries: &[Value]) -> Option<TargetRow> {
-    let in_process = rows
-        .iter()
-        .find(|r| r.name.starts_with("panini auto cpu") && r.name.ends_with("(in-process)"))?;
-    let mut seconds = Vec::new();
-    let mut bytes = Vec::new();
-    for summary in summaries {
-        let worker = summary["summary"]["stages"]
-            .as_array()?
-            .iter()
-            .find(|s| s["stage"] == "compress+upload")?;
-        seconds.push(worker["seconds"].as_f64()?);
-        bytes.push(worker["bytes"].as_u64()?);
+/// Options of `cargo xtask bench worker`.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// Size of the generated corpus (the one `cargo xtask bench` uses, kept in
+    /// target/bench/corpus/).
+    #[arg(long, default_value_t = 256)]
+    corpus_mib: usize,
+    /// Runs of the worker, each with a fresh worker and bucket.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+/// `cargo xtask bench worker`: [`worker_alone_stage`] on its own, printed.
+pub fn run_worker_alone(args: WorkerArgs) -> anyhow::Result<()> {
+    ensure!(
+        args.corpus_mib > 0 && args.runs > 0,
+        "--corpus-mib and --runs must be positive"
+    );
+    let corpus_dir = crate::bench_compress::crate_target_dir().join("bench/corpus");
+    std::fs::create_dir_all(&corpus_dir)
+        .with_context(|| format!("creating {}", corpus_dir.display()))?;
+    let corpus = crate::bench_compress::write_corpus(&corpus_dir, args.corpus_mib << 20)?;
+    let files: Vec<PathBuf> = corpus.into_iter().map(|(path, _)| path).collect();
+    let (rows, target) = worker_alone_stage(&files, args.runs, None)?;
+    for row in &rows {
+        let runs: Vec<String> = row.runs_s.iter().map(|s| format!("{s:.3}")).collect();
+        println!(
+            "{}: {:.3} s median ({} s), {:.1} MB/s; {}",
+            row.name,
+            row.median_s,
+            runs.join(", "),
+            row.mb_per_s,
+            row.note
+        );
     }
-    let seconds = median(&seconds);
-    // Chunks found already stored are not compressed: count the bytes that were.
-    bytes.sort_unstable();
-    let bytes = *bytes.get(bytes.len() / 2)?;
-    let in_process_s = bytes as f64 / 1e6 / in_process.mb_per_s;
-    let ratio = seconds / in_process_s;
-    Some(TargetRow {
-        target: format!("{stage}: workers' compress+upload ≤ 1.5× in-process compression"),
+    let verdict = if target.met { "met" } else { "MISSED" };
+    println!("{}: {} → {verdict}", target.target, target.measured);
+    Ok(())
+}
+
+/// The issue's bound on the workers: their compress+upload stage at most 1.5× the time
+/// in-process compression takes for the same bytes. Inside a pipeline that stage is a
+/// span shared with the chunking of later files and the rebuilding of earlier ones, so
+/// the workers are measured alone here: the corpus's chunks (tree and bucket on tmpfs)
+/// sent at once to one worker, timed until every chunk is read, checked, compressed,
+/// verified, hashed and stored; beside `gpu-compress` on the same chunks in the
+/// worker's batches, with and without the verifying decode, and (given the compress
+/// stage's MB/s of `auto` on whole files) beside that too.
+fn worker_alone_stage(
+    files: &[PathBuf],
+    runs: usize,
+    whole_files_mb_per_s: Option<f64>,
+) -> anyhow::Result<(Vec<Row>, TargetRow)> {
+    let (dir, fs) = small_files_dir().context("creating a tmpfs scratch directory")?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let (phases, in_process) =
+        runtime.block_on(crate::bench_dispatch::worker_alone(files, dir.path(), runs))?;
+    let stage = format!("workers alone (tree and bucket on {fs})");
+    let chunks = phases.first().map_or(0, |p| p.accepted);
+    // Chunks of the same content as one before are found stored, not compressed: the
+    // worker's bytes are those it compressed, and the compressor's time is scaled to them.
+    let worker_bytes = phases.iter().map(|p| p.bytes_in).max().unwrap_or(0);
+    let drained = Row::new(
+        &stage,
+        "panini worker drain",
+        false,
+        worker_bytes,
+        phases.iter().map(|p| p.drained_secs).collect(),
+    )
+    .note(format!(
+        "{chunks} chunks of the corpus to one worker at once; read, SHA-256 check, \
+         compress, decode to verify, frame hash, store, report{}",
+        cpu_note(phases.iter().map(|p| p.cpu_secs))
+    ));
+    let share = worker_bytes as f64 / in_process.bytes_in.max(1) as f64;
+    let compressor = |name: &str, seconds: f64, what: &str| {
+        Row::new(&stage, name, false, worker_bytes, vec![seconds * share]).note(format!(
+            "gpu-compress in this process on the same chunks in the worker's batches \
+             ({} engine, {} threads){what}; data in memory",
+            in_process.engine, in_process.threads
+        ))
+    };
+    let plain = compressor(
+        "in-process compression",
+        in_process.compress_secs,
+        &cpu_note([in_process.compress_cpu_secs.map(|s| s * share)]),
+    );
+    let verified = compressor(
+        "in-process compression with verify",
+        in_process.compress_verify_secs,
+        &format!(
+            ", each frame decoded and compared{}",
+            cpu_note([in_process.compress_verify_cpu_secs.map(|s| s * share)])
+        ),
+    );
+    let ratio = drained.median_s / plain.median_s;
+    // Whole files make one frame each (zstd on both cores within a frame): fewer, larger
+    // frames than the worker's chunks, so a lower bound rather than the same work.
+    let whole_files = whole_files_mb_per_s.map_or(String::new(), |mb_per_s| {
+        let seconds = worker_bytes as f64 / 1e6 / mb_per_s;
+        format!(", {:.2}× `auto` on whole files", drained.median_s / seconds)
+    });
+    let target = TargetRow {
+        target: "workers alone: compress+upload ≤ 1.5× in-process compression".into(),
         source: "issue #17",
-        wanted: "stage time ≤ 1.5× in-process `auto` compression of the same bytes".into(),
+        wanted: "drain time ≤ 1.5× in-process compression of the same bytes".into(),
         measured: format!(
-            "{seconds:.2} s for {:.1} MiB vs {in_process_s:.2} s ({}) = {ratio:.2}×",
-            bytes as f64 / f64::from(1 << 20),
-            in_process.name
+            "{:.2} s for {:.1} MiB vs {:.2} s = {ratio:.2}× ({:.2}× compression with \
+             verify{whole_files}; tree and bucket on {fs})",
+            drained.median_s,
+            worker_bytes as f64 / f64::from(1 << 20),
+            plain.median_s,
+            drained.median_s / verified.median_s,
         ),
         met: ratio <= 1.5,
-    })
+    };
+    Ok((vec![drained, plain, verified], target))
+}
+
+/// `; N CPU-s` (the median of `cpu_secs`), or nothing where the CPU time was not read.
+fn cpu_note(cpu_secs: impl IntoIterator<Item = Option<f64>>) -> String {
+    let cpu: Option<Vec<f64>> = cpu_secs.into_iter().collect();
+    match cpu {
+        Some(cpu) if !cpu.is_empty() => format!("; {:.2} CPU-s", median(&cpu)),
+        _ => String::new(),
+    }
 }
 
 /// What a restic row did.

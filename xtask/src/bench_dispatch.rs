@@ -400,15 +400,71 @@ async fn peer_phase(
     })
 }
 
-/// Starts a worker over `root` with a fresh bucket, dispatches `chunks`, and waits until
-/// the worker has reported them all.
+/// The worker alone on the chunks of real files (issue #17's bound on the workers,
+/// without the chunking and rebuilding that share the cores in a pipeline): `files` cut
+/// into a tree under `dir` (untimed), then `runs` times every chunk sent at once to a
+/// fresh worker with a fresh local bucket beside the tree (HTTP only, no metadata
+/// written), timed until all are stored; and the compressor alone on the same chunks, in
+/// the worker's batches.
+pub async fn worker_alone(
+    files: &[PathBuf],
+    dir: &Path,
+    runs: usize,
+) -> anyhow::Result<(Vec<Phase>, InProcess)> {
+    let base = dir.join(chunk_model::layout::DEFAULT_ROOT);
+    let inputs = files
+        .iter()
+        .map(|path| {
+            let name = path
+                .file_stem()
+                .context("a corpus file without a name")?
+                .to_string_lossy()
+                .into_owned();
+            let size = std::fs::metadata(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .len();
+            Ok(chunker::InputFile {
+                path: path.clone(),
+                name,
+                size,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut options = chunker::ChunkOptions::new(&base);
+    options.sync = false;
+    for result in chunker::chunk_files(&inputs, &options) {
+        result.context("chunking the corpus for the worker")?;
+    }
+    let config = detector::DetectConfig::new(&base);
+    let chunks: Vec<ChunkInfo> = detector::scan(&config, chrono::Utc::now())?
+        .selected
+        .into_iter()
+        .map(|c| c.info)
+        .collect();
+    let in_process = {
+        let (root, chunks) = (dir.to_owned(), chunks.clone());
+        tokio::task::spawn_blocking(move || compress_in_process(&root, &chunks))
+            .await
+            .context("the in-process compression task")??
+    };
+    let mut phases = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        phases.push(phase(dir, chunks.clone(), Mode::Batch(100), false).await?);
+    }
+    Ok((phases, in_process))
+}
+
+/// Starts a worker over `root` with a fresh bucket beside the tree, dispatches `chunks`,
+/// and waits until the worker has reported them all.
 async fn phase(
     root: &Path,
     chunks: Vec<ChunkInfo>,
     mode: Mode,
     record: bool,
 ) -> anyhow::Result<Phase> {
-    let bucket = tempfile::tempdir()?;
+    let bucket = tempfile::Builder::new()
+        .prefix("bucket-")
+        .tempdir_in(root)?;
     let store: Arc<dyn uploader::ObjectStore> = Arc::new(uploader::LocalDir::new(bucket.path())?);
     let mut config = worker::WorkerConfig::new(root, store);
     // Authenticated and signed as in production: the checks are part of the cost.

@@ -83,6 +83,9 @@ enum Bench {
     Dispatch(bench_dispatch::Args),
     /// Upload ≥ 1 GiB of chunk objects to the GCS emulator, beside `rclone copy`.
     Upload(bench_upload::Args),
+    /// One worker alone on the corpus's chunks, beside in-process compression of them
+    /// (the row and target `cargo xtask bench` reports).
+    Worker(bench_all::WorkerArgs),
     /// Detect + dispatch to 1…64 simulated workers (a fixed GPU speed each): where one
     /// dispatcher stops scaling; and one run with real workers.
     Scale(bench_scale::Args),
@@ -117,6 +120,10 @@ fn main() -> ExitCode {
             what: Some(Bench::Dispatch(args)),
             ..
         } => bench_dispatch::run(args),
+        Command::Bench {
+            what: Some(Bench::Worker(args)),
+            ..
+        } => bench_all::run_worker_alone(args),
         Command::Bench {
             what: Some(Bench::Detect(args)),
             ..
