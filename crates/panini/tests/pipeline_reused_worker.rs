@@ -1,12 +1,15 @@
-//! `panini pipeline --worker URL` against a worker that served earlier runs (issue #15,
-//! item 11): the report counts this run only — chunks stored now, chunks found stored,
-//! bytes, the ratio — and says "1 worker", not "1 workers".
+//! `panini pipeline --worker URL` against a `panini worker` process: one that served
+//! earlier runs (issue #15, item 11), where the report counts this run only — chunks
+//! stored now, chunks found stored, bytes, the ratio — and says "1 worker", not "1
+//! workers"; and a big file, whose chunks reach the worker service while the file is
+//! still being cut (issue #17), as they reach in-process workers.
 
 mod support;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const TOKEN: &str = "token-for-the-reused-worker-test";
@@ -16,6 +19,8 @@ const SECRET: &str = "whsec_cmV1c2VkLXdvcmtlci10ZXN0LWtleQ==";
 struct Worker {
     child: Child,
     port: u16,
+    /// Its log lines so far (stderr, `RUST_LOG=info`).
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Worker {
@@ -37,12 +42,15 @@ impl Worker {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some((_, rest)) = line.split_once("listening on http://127.0.0.1:") {
                     let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
                     let _ = port_tx.send(port.parse::<u16>().ok());
                 }
+                lines.lock().unwrap().push(line);
             }
             let _ = port_tx.send(None);
         });
@@ -51,7 +59,13 @@ impl Worker {
             .ok()
             .flatten()
             .expect("the worker listens");
-        Self { child, port }
+        Self { child, port, log }
+    }
+
+    /// The chunk counts of the webhooks it logged as accepted, in log order. The worker
+    /// logs a webhook before answering it, and the pipeline has had every answer.
+    fn accepted_requests(&self) -> Vec<u64> {
+        support::accepted_requests(self.log.lock().unwrap().iter().map(String::as_str))
     }
 }
 
@@ -193,4 +207,54 @@ fn a_reused_worker_reports_this_runs_counts_only() {
         stdout.contains("nothing uploaded: every chunk was already in the bucket"),
         "{stdout}"
     );
+}
+
+#[test]
+fn a_big_files_chunks_reach_a_worker_service_while_the_file_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // 40 chunks of at most 64 KiB.
+    let input = root.join("big.bin");
+    std::fs::write(&input, words(3, 40 * 65_536 - 1_000)).unwrap();
+    std::fs::create_dir_all(root.join("work")).unwrap();
+    let worker = Worker::start(&root.join("work"), &root.join("bucket"));
+
+    let report = report(&pipeline(root, &worker, &["big.bin"], true));
+    assert_eq!(report["files"][0]["verified"], true, "{report:#}");
+    assert_eq!(report["chunks_stored_now"], 40, "{report:#}");
+    assert_eq!(
+        support::stage_row(&report, "dispatch")["note"],
+        "40 chunks over HTTP to 1 worker",
+        "each chunk dispatched once: {report:#}"
+    );
+    // 32 chunks went out as they were cut, in the dispatcher's requests of at most 10,
+    // and the last 8 once the file's tree was complete; cut first and dispatched after,
+    // they would have been four requests of 10. The worker, reading the checkout, found
+    // no manifest until the end, and that was no failure.
+    let mut requests = worker.accepted_requests();
+    requests.sort_unstable();
+    assert_eq!(
+        requests,
+        [2, 8, 10, 10, 10],
+        "{:#?}",
+        worker.log.lock().unwrap()
+    );
+
+    let warnings: Vec<String> = (worker.log.lock().unwrap().iter())
+        .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+        .cloned()
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+
+    let args = [
+        "reconstruct",
+        "big",
+        "--bucket",
+        "bucket",
+        "--output",
+        "big.rebuilt",
+    ];
+    support::panini_ok(&args, root, &[]);
+    let rebuilt = root.join("big.rebuilt");
+    assert_eq!(support::sha256sum(&rebuilt), support::sha256sum(&input));
 }

@@ -10,21 +10,6 @@ use std::path::Path;
 
 use support::{panini_ok, sha256sum, stage_row, text};
 
-/// The chunk counts of the webhooks the workers logged as accepted, in log order.
-fn accepted_requests(stderr: &str) -> Vec<u64> {
-    stderr
-        .lines()
-        .filter(|line| line.contains("accepted a webhook"))
-        .map(|line| {
-            let count = line
-                .split_once(" chunks=")
-                .and_then(|(_, rest)| rest.split(' ').next())
-                .unwrap_or_else(|| panic!("no chunk count in {line:?}"));
-            count.parse().unwrap()
-        })
-        .collect()
-}
-
 #[test]
 fn a_file_of_many_chunks_is_dispatched_while_it_is_cut_and_each_chunk_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -64,7 +49,7 @@ fn a_file_of_many_chunks_is_dispatched_while_it_is_cut_and_each_chunk_once() {
     // the dispatcher's batch), the last 8 once the file's tree was complete. Cut first
     // and dispatched after, the 40 would have gone out as four requests of 10.
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let mut requests = accepted_requests(&stderr);
+    let mut requests = support::accepted_requests(stderr.lines());
     requests.sort_unstable();
     assert_eq!(requests, [2, 8, 10, 10, 10], "{stderr}");
 

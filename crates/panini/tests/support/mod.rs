@@ -69,3 +69,18 @@ pub fn stage_row<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_jso
         .find(|s| s["stage"] == name)
         .unwrap_or_else(|| panic!("no {name} stage in {report:#}"))
 }
+
+/// The chunk counts of the webhooks a worker logged as accepted (`RUST_LOG=info`), in
+/// log order.
+pub fn accepted_requests<'a>(log: impl IntoIterator<Item = &'a str>) -> Vec<u64> {
+    log.into_iter()
+        .filter(|line| line.contains("accepted a webhook"))
+        .map(|line| {
+            let count = line
+                .split_once(" chunks=")
+                .and_then(|(_, rest)| rest.split(' ').next())
+                .unwrap_or_else(|| panic!("no chunk count in {line:?}"));
+            count.parse().unwrap()
+        })
+        .collect()
+}
