@@ -449,7 +449,14 @@ pub async fn worker_alone(
     };
     let mut phases = Vec::with_capacity(runs);
     for _ in 0..runs {
-        phases.push(phase(dir, chunks.clone(), Mode::Batch(100), false).await?);
+        let phase = phase(dir, chunks.clone(), Mode::Batch(100), false).await?;
+        anyhow::ensure!(
+            phase.accepted == chunks.len(),
+            "the worker accepted {} of {} chunks",
+            phase.accepted,
+            chunks.len()
+        );
+        phases.push(phase);
     }
     Ok((phases, in_process))
 }
@@ -503,7 +510,7 @@ async fn phase(
     let status_url = url.replace("/webhook", "/status");
     let metrics_url = url.replace("/webhook", "/metrics");
     let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
+    let failed = loop {
         let text = client
             .get(&status_url)
             .bearer_auth(&token)
@@ -514,15 +521,21 @@ async fn phase(
         let status: chunk_model::wire::WorkerStatus =
             serde_json::from_str(&text).with_context(|| format!("GET {status_url}: {text}"))?;
         if status.completed + status.failed >= report.accepted_chunks as u64 {
-            break;
+            break status.failed;
         }
         anyhow::ensure!(
             Instant::now() < deadline,
             "worker did not finish within 10 minutes: {status:?}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    };
     let drained_secs = start.elapsed().as_secs_f64();
+    // A chunk that failed was not compressed and stored: the drain's time would flatter.
+    anyhow::ensure!(
+        failed == 0,
+        "the worker failed {failed} of {} chunks: nothing is measured",
+        report.accepted_chunks
+    );
     let cpu_secs = cpu_start
         .zip(process_cpu_secs())
         .map(|(from, to)| to - from);
