@@ -190,6 +190,11 @@ pub struct WorkerStatus {
     pub bytes_in: u64,
     /// Compressed bytes stored.
     pub bytes_out: u64,
+    /// Files whose recipe this worker wrote, or found written, when it checked them
+    /// (each time a file's last chunk is stored there). A reader waiting for recipes
+    /// looks them up when this grows. Absent from a worker that does not count them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipes_ready: Option<u64>,
 }
 
 /// `GET /failures` of a worker: how many chunks failed since it started, and the latest

@@ -459,17 +459,31 @@ impl Pipeline {
         let repository = crate::actions::repository_ref(None, None, &repo_root)?;
         // The chunks to compress, known as the groups come out of the chunker.
         let chunk_count = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        // The chunks the workers have reported, for the early rebuilds: a recipe can only
-        // have appeared when this grew.
-        let (reported, reported_seen) = tokio::sync::watch::channel(0u64);
+        // For the early rebuilds, what says that a recipe may have appeared: the recipes
+        // the workers wrote or found, or where a worker does not count them, the chunks
+        // they reported. Each lookup of a recipe not there yet is a request to the bucket.
+        let (reported, reported_seen) = tokio::sync::watch::channel(WorkerProgress {
+            done: 0,
+            recipes_ready: None,
+        });
+        let recipes_before = totals_before.recipes_ready;
         let progress = {
             let on_event = on_event.clone();
             let chunk_count = chunk_count.clone();
-            move |done: u64| {
-                reported.send_if_modified(|seen| std::mem::replace(seen, done) != done);
+            move |seen: WorkerProgress| {
+                // This run's: a reused worker's counts include the runs before.
+                let this_run = WorkerProgress {
+                    done: seen.done.saturating_sub(reported_before),
+                    recipes_ready: seen
+                        .recipes_ready
+                        .zip(recipes_before)
+                        .map(|(now, then)| now.saturating_sub(then)),
+                };
+                reported.send_if_modified(|last| std::mem::replace(last, this_run) != this_run);
                 on_event(PipelineEvent::Progress {
                     stage: "compress",
-                    done: done
+                    done: seen
+                        .done
                         .saturating_sub(reported_before)
                         .min(chunk_count.load(std::sync::atomic::Ordering::Relaxed)),
                 });
@@ -1153,7 +1167,7 @@ impl Sender<'_> {
         workers: &[WorkerClient],
         http: &reqwest::Client,
         chunks: Vec<chunk_model::ChunkInfo>,
-        progress: &impl Fn(u64),
+        progress: &impl Fn(WorkerProgress),
     ) -> Result<(), Error> {
         let below = u64::try_from(self.window).unwrap_or(u64::MAX);
         let mut chunks = chunks.into_iter();
@@ -1248,10 +1262,11 @@ impl RebuildGroup {
 
 /// Rebuilds files while the workers still compress others: each file handed over is
 /// rebuilt as soon as its recipe is in the bucket. The recipes of the oldest files
-/// waiting are looked up together (one `stat_many`) whenever the workers have reported
-/// more chunks or the last lookup found some, at most every [`Self::MIN_PAUSE`], and
-/// otherwise every [`Self::MAX_PAUSE`]. Files whose recipe has not appeared
-/// when the handle is dropped are the caller's to rebuild.
+/// waiting are looked up together (one `exists_many`) whenever the workers say they
+/// wrote or found more recipes (workers that do not say: reported more chunks) or the
+/// last lookup found some, at most every [`Self::MIN_PAUSE`], and otherwise every
+/// [`Self::MAX_PAUSE`]. Files whose recipe has not appeared when the handle is dropped
+/// are the caller's to rebuild.
 struct EarlyRebuilds {
     jobs: tokio::sync::mpsc::UnboundedSender<RebuildJob>,
 }
@@ -1272,7 +1287,7 @@ impl EarlyRebuilds {
         store: Arc<dyn ObjectStore>,
         budget: Arc<RebuildBudget>,
         clock: BusyClock,
-        reported: tokio::sync::watch::Receiver<u64>,
+        reported: tokio::sync::watch::Receiver<WorkerProgress>,
     ) -> (Self, impl Future<Output = Vec<RebuildOutcome>>) {
         let (jobs, receiver) = tokio::sync::mpsc::unbounded_channel();
         (
@@ -1309,7 +1324,7 @@ impl EarlyRebuilds {
         budget: Arc<RebuildBudget>,
         clock: BusyClock,
         mut jobs: tokio::sync::mpsc::UnboundedReceiver<RebuildJob>,
-        mut reported: tokio::sync::watch::Receiver<u64>,
+        mut reported: tokio::sync::watch::Receiver<WorkerProgress>,
     ) -> Vec<RebuildOutcome> {
         let mut waiting = std::collections::VecDeque::new();
         let mut steps = futures::stream::FuturesUnordered::<
@@ -1319,20 +1334,37 @@ impl EarlyRebuilds {
         let mut looking = false;
         let mut open = true;
         let mut outcomes = Vec::new();
-        // A lookup is due when the workers reported more chunks (at most every
-        // `MIN_PAUSE`), and otherwise after `MAX_PAUSE`: the reports are only read
-        // while the run waits for the workers, and remote workers may be slow to answer.
+        // A lookup is due when the workers said more recipes are ready (at most every
+        // `MIN_PAUSE`), and otherwise after `MAX_PAUSE`: the reports are only read while
+        // the run waits for the workers, remote workers may be slow to answer, and a
+        // recipe may come from elsewhere (another run, or a worker that does not say).
+        // Where the workers count the recipes ready, a lookup asks for no more of them
+        // than they said are ready and no lookup has found yet (each key not there yet is
+        // a request to the bucket for nothing); the pause's lookup asks for a full batch.
         let mut progressed = true;
         let mut watching_reports = true;
         let mut next_lookup = Instant::now();
         let mut fallback = Instant::now();
+        let mut recipes_ready: Option<u64> = None;
+        let mut found: u64 = 0;
         loop {
             let room = RebuildBudget::MAX_FILES.saturating_sub(rebuilding);
             let may_look = open && !looking && !waiting.is_empty() && room > 0;
             let due = if progressed { next_lookup } else { fallback };
             if may_look && Instant::now() >= due {
+                let wanted = match recipes_ready {
+                    Some(ready) if progressed => {
+                        usize::try_from(ready.saturating_sub(found)).unwrap_or(usize::MAX)
+                    }
+                    _ => Self::LOOKUP,
+                };
+                if wanted == 0 {
+                    // Every recipe said ready was found: wait for the next report.
+                    progressed = false;
+                    continue;
+                }
                 let batch: Vec<RebuildJob> = waiting
-                    .drain(..waiting.len().min(Self::LOOKUP).min(room))
+                    .drain(..waiting.len().min(Self::LOOKUP).min(room).min(wanted))
                     .collect();
                 let store = store.clone();
                 steps.push(Box::pin(async move {
@@ -1366,18 +1398,19 @@ impl EarlyRebuilds {
                         rebuilding -= group.len();
                         outcomes.extend(group);
                     }
-                    Step::LookedUp(batch, found) => {
+                    Step::LookedUp(batch, found_now) => {
                         looking = false;
                         let looked_up = batch.len();
                         let mut still = std::collections::VecDeque::with_capacity(looked_up);
                         let mut ready = Vec::new();
-                        for (job, found) in batch.into_iter().zip(found) {
-                            if found && open {
+                        for (job, there) in batch.into_iter().zip(found_now) {
+                            if there && open {
                                 ready.push(job);
                             } else {
                                 still.push_back(job);
                             }
                         }
+                        found += ready.len() as u64;
                         for group in RebuildGroup::split(ready, &budget) {
                             rebuilding += group.len();
                             let run = group.run(store.clone(), budget.clone(), clock.clone());
@@ -1393,7 +1426,14 @@ impl EarlyRebuilds {
                     }
                 },
                 changed = reported.changed(), if watching_reports => match changed {
-                    Ok(()) => progressed = true,
+                    Ok(()) => {
+                        let seen = *reported.borrow_and_update();
+                        // Workers that count recipes say when one may have appeared;
+                        // from the others, any chunk reported may have finished a file.
+                        progressed |= seen.recipes_ready.is_none()
+                            || seen.recipes_ready != recipes_ready;
+                        recipes_ready = seen.recipes_ready;
+                    }
                     // The run is past its waits.
                     Err(_) => watching_reports = false,
                 },
@@ -1467,29 +1507,46 @@ impl Drop for BusyGuard<'_> {
 }
 
 /// Waits until the workers that answer hold fewer than `below` chunks they accepted and
-/// have not reported yet (or until `deadline`), reporting the chunks done to `progress`.
+/// have not reported yet (or until `deadline`), reporting the chunks done and the
+/// recipes ready to `progress`.
 async fn wait_for_workers(
     workers: &[WorkerClient],
     http: &reqwest::Client,
     below: u64,
     deadline: Instant,
-    progress: &impl Fn(u64),
+    progress: &impl Fn(WorkerProgress),
 ) {
     loop {
-        let mut done = 0;
+        let mut seen = WorkerProgress {
+            done: 0,
+            recipes_ready: Some(0),
+        };
         let mut accepted = 0;
         for worker in workers {
             if let Ok(status) = worker.status(http).await {
-                done += status.completed + status.failed;
+                seen.done += status.completed + status.failed;
+                seen.recipes_ready = seen
+                    .recipes_ready
+                    .zip(status.recipes_ready)
+                    .map(|(a, b)| a + b);
                 accepted += status.accepted;
             }
         }
-        progress(done);
-        if accepted.saturating_sub(done) < below || Instant::now() > deadline {
+        progress(seen);
+        if accepted.saturating_sub(seen.done) < below || Instant::now() > deadline {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// What the workers' status said, summed over them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WorkerProgress {
+    /// Chunks reported completed or failed.
+    done: u64,
+    /// Files whose recipe they wrote or found; `None` when a worker does not count them.
+    recipes_ready: Option<u64>,
 }
 
 /// Stages the raw bytes of the tree's pending chunks into `store` and adds the `stage`
@@ -1818,6 +1875,8 @@ pub(crate) fn plural(n: u64, thing: &str) -> String {
 #[derive(Debug, Default)]
 struct WorkerTotals {
     workers: usize,
+    /// Recipes written or found; `None` when a worker does not count them.
+    recipes_ready: Option<u64>,
     completed: u64,
     deduplicated: u64,
     failed: u64,
@@ -1827,12 +1886,19 @@ struct WorkerTotals {
 
 impl WorkerTotals {
     async fn collect(workers: &[WorkerClient], http: &reqwest::Client) -> Self {
-        let mut totals = Self::default();
+        let mut totals = Self {
+            recipes_ready: Some(0),
+            ..Self::default()
+        };
         for worker in workers {
             let Ok(status) = worker.status(http).await else {
                 continue;
             };
             totals.workers += 1;
+            totals.recipes_ready = totals
+                .recipes_ready
+                .zip(status.recipes_ready)
+                .map(|(a, b)| a + b);
             totals.completed += status.completed;
             totals.deduplicated += status.deduplicated;
             totals.failed += status.failed;
@@ -1847,6 +1913,10 @@ impl WorkerTotals {
     fn since(self, before: &Self) -> Self {
         Self {
             workers: self.workers,
+            recipes_ready: self
+                .recipes_ready
+                .zip(before.recipes_ready)
+                .map(|(now, then)| now.saturating_sub(then)),
             completed: self.completed.saturating_sub(before.completed),
             deduplicated: self.deduplicated.saturating_sub(before.deduplicated),
             failed: self.failed.saturating_sub(before.failed),

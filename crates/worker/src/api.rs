@@ -440,6 +440,7 @@ async fn status(State(app): State<App>) -> Response {
             failed: m.failed(),
             bytes_in: m.input_bytes(),
             bytes_out: m.output_bytes(),
+            recipes_ready: Some(m.recipes_published() + m.recipes_found()),
         },
     )
 }

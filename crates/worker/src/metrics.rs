@@ -44,6 +44,7 @@ pub struct Metrics {
     callback_failures: Counter,
     git_fetches: Counter,
     recipes_published: Counter,
+    recipes_found: Counter,
     recipe_failures: Counter,
     queued: Gauge,
     in_flight: Gauge,
@@ -114,6 +115,11 @@ impl Metrics {
             "git fetch attempts for dispatched commits missing from the cache",
         );
         let recipes_published = counter(r, "recipes_published", "File recipes this worker wrote");
+        let recipes_found = counter(
+            r,
+            "recipes_found",
+            "File recipes this worker found written already when it went to write them",
+        );
         let recipe_failures = counter(
             r,
             "recipe_failures",
@@ -161,6 +167,7 @@ impl Metrics {
             callback_failures,
             git_fetches,
             recipes_published,
+            recipes_found,
             recipe_failures,
             queued,
             in_flight,
@@ -221,6 +228,10 @@ impl Metrics {
     pub fn recipes_published(&self) -> u64 {
         self.recipes_published.get()
     }
+    /// File recipes this worker found written already when it went to write them.
+    pub fn recipes_found(&self) -> u64 {
+        self.recipes_found.get()
+    }
     /// Attempts to publish a file's recipe that failed (the chunks stay completed).
     pub fn recipe_failures(&self) -> u64 {
         self.recipe_failures.get()
@@ -262,6 +273,9 @@ impl Metrics {
     }
     pub(crate) fn add_recipe_published(&self) {
         self.recipes_published.inc();
+    }
+    pub(crate) fn add_recipe_found(&self) {
+        self.recipes_found.inc();
     }
     pub(crate) fn add_recipe_failure(&self) {
         self.recipe_failures.inc();

@@ -873,7 +873,10 @@ async fn publish_recipes(shared: &Shared, known: &mut KnownObjects, done: Vec<Do
                 ready.push((file, manifest));
                 recipes.push(recipe);
             }
-            Ok(Prepared::Settled(Publish::AlreadyPublished { .. })) => known.forget(&manifest),
+            Ok(Prepared::Settled(Publish::AlreadyPublished { .. })) => {
+                shared.metrics.add_recipe_found();
+                known.forget(&manifest);
+            }
             Ok(Prepared::Settled(_)) => {}
             Err(e) => failed(&file, &e),
         }
@@ -889,7 +892,10 @@ async fn publish_recipes(shared: &Shared, known: &mut KnownObjects, done: Vec<Do
                 tracing::info!(%key, "published a recipe");
                 known.forget(&manifest);
             }
-            Ok(Publish::AlreadyPublished { .. }) => known.forget(&manifest),
+            Ok(Publish::AlreadyPublished { .. }) => {
+                shared.metrics.add_recipe_found();
+                known.forget(&manifest);
+            }
             Ok(Publish::Incomplete { .. }) => {}
             Err(e) => failed(&file, &e),
         }

@@ -140,6 +140,7 @@ async fn metrics_parse_with_the_official_client_and_count_a_real_batch() {
         ("panini_worker_callback_failures", "counter"),
         ("panini_worker_git_fetches", "counter"),
         ("panini_worker_recipes_published", "counter"),
+        ("panini_worker_recipes_found", "counter"),
         ("panini_worker_recipe_failures", "counter"),
         ("panini_worker_http_responses", "counter"),
         ("panini_worker_chunks_queued", "gauge"),

@@ -176,12 +176,21 @@ async fn two_workers_racing_on_the_last_chunks_publish_one_recipe_per_file() {
     let published = a.metric("panini_worker_recipes_published_total").await
         + b.metric("panini_worker_recipes_published_total").await;
     assert_eq!(published, 2);
+    let mut ready = 0;
     for worker in [&a, &b] {
         assert_eq!(
             worker.metric("panini_worker_recipe_failures_total").await,
             0
         );
+        // The status says what each wrote or found, for a reader waiting on recipes.
+        let wrote_or_found = worker.metric("panini_worker_recipes_published_total").await
+            + worker.metric("panini_worker_recipes_found_total").await;
+        assert_eq!(worker.status().await["recipes_ready"], wrote_or_found);
+        ready += wrote_or_found;
     }
+    // Each file counted by the worker that wrote its recipe, and by the other if it
+    // checked the file after that.
+    assert!((2..=4).contains(&ready), "{ready}");
     a.stop().await;
     b.stop().await;
 }
