@@ -78,15 +78,8 @@ fn a_cut_that_did_not_finish_is_named_by_every_command_and_the_rest_goes_on() {
     std::fs::write(&big, samples::random_bytes(6 * 65_536 - 1_000, 5)).unwrap();
     std::fs::write(&small, samples::random_bytes(20_000, 6)).unwrap();
     let chunk = |files: &[&str], extra: &[&str]| {
-        let mut args = vec![
-            "chunk",
-            "--base",
-            "pc",
-            "--strategy",
-            "size",
-            "--chunk-size",
-        ];
-        args.push("64K");
+        let mut args = vec!["chunk", "--base", "pc", "--strategy", "size"];
+        args.extend(["--chunk-size", "64K"]);
         args.extend(files);
         args.extend(extra);
         panini_ok(&args, root, &[]);
