@@ -412,24 +412,13 @@ pub async fn worker_alone(
     runs: usize,
 ) -> anyhow::Result<(Vec<Phase>, InProcess)> {
     let base = dir.join(chunk_model::layout::DEFAULT_ROOT);
-    let inputs = files
-        .iter()
-        .map(|path| {
-            let name = path
-                .file_stem()
-                .context("a corpus file without a name")?
-                .to_string_lossy()
-                .into_owned();
-            let size = std::fs::metadata(path)
-                .with_context(|| format!("reading {}", path.display()))?
-                .len();
-            Ok(chunker::InputFile {
-                path: path.clone(),
-                name,
-                size,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Named as `panini chunk` names them.
+    let expanded = chunker::expand_inputs(files, &chunker::InputOptions::default())
+        .context("naming the corpus's files")?;
+    if let Some(error) = expanded.errors.first() {
+        anyhow::bail!("naming the corpus's files: {error}");
+    }
+    let inputs = expanded.files;
     let mut options = chunker::ChunkOptions::new(&base);
     options.sync = false;
     for result in chunker::chunk_files(&inputs, &options) {
