@@ -65,8 +65,14 @@ impl Layout {
     }
 }
 
+/// A file of at most this many chunks names them with four digits, whatever its exact
+/// count: a writer that knows only a bound this low can name chunks before its plan is
+/// complete.
+pub const FOUR_DIGIT_CHUNKS: u64 = 10_000;
+
 /// `chunk_NNNN`: zero-padded to four digits, or to as many as the largest id of a file
-/// with `total_chunks` chunks needs, so names sort in chunk order.
+/// with `total_chunks` chunks needs (more than [`FOUR_DIGIT_CHUNKS`]), so names sort in
+/// chunk order.
 pub fn chunk_dir_name(chunk_id: u64, total_chunks: u64) -> String {
     let largest = total_chunks.saturating_sub(1).max(chunk_id);
     let width = largest
@@ -120,6 +126,11 @@ mod tests {
         assert_eq!(chunk_dir_name(7, 10_001), "chunk_00007");
         assert_eq!(chunk_dir_name(10_000, 10_001), "chunk_10000");
         assert_eq!(chunk_dir_name(0, 0), "chunk_0000");
+        assert_eq!(
+            chunk_dir_name(FOUR_DIGIT_CHUNKS - 1, FOUR_DIGIT_CHUNKS),
+            "chunk_9999"
+        );
+        assert_eq!(chunk_dir_name(0, FOUR_DIGIT_CHUNKS + 1), "chunk_00000");
     }
 
     #[test]

@@ -9,10 +9,11 @@
 //! `size` strategy cuts every `max_chunk_size` bytes instead. [`figures`] compares ways
 //! of cutting (chunks per MiB, chunks an edit changes).
 //!
-//! Two invariants hold for every plan and are checked before anything is written: the
-//! chunks tile the file exactly (no gap, no overlap, nothing dropped, however truncated
-//! or corrupt the input), and no chunk is larger than the maximum chunk size. A chunk
-//! tree appears under its final name only once it is complete and on disk.
+//! Two invariants hold for every plan and are checked span by span before each chunk is
+//! written, and whole before the manifest: the chunks tile the file exactly (no gap, no
+//! overlap, nothing dropped, however truncated or corrupt the input), and no chunk is
+//! larger than the maximum chunk size. A chunk tree appears under its final name only
+//! once it is complete and on disk.
 //!
 //! Folders and many files: [`expand_inputs`] turns the files and folders a user names
 //! into files with distinct chunk tree names (walking folders with `.gitignore` rules,

@@ -92,19 +92,21 @@ impl Cdc {
         .1
     }
 
-    /// Appends to `ends` the end of each content-defined piece of `[from, to)`.
+    /// Appends to `ends` the end of each content-defined piece of `[from, to)`, settling
+    /// them as it goes: all but the last two (the last piece stays open, and the one
+    /// before it may yet take a small chunk after it).
     ///
     /// Reads only what FastCDC looks at: for each piece, the bytes from `min` to at most
     /// `max` past its start, keeping those already read that the next piece needs. The
     /// cut points are those of `StreamCDC` over the same bytes.
-    fn split<R: Read + Seek>(
+    fn split<R: Read + Seek, E: From<PlanError>>(
         &self,
         src: &mut Source<R>,
         from: u64,
         to: u64,
         buf: &mut Vec<u8>,
-        ends: &mut Vec<u64>,
-    ) -> Result<(), Stop> {
+        ends: &mut Ends<'_, E>,
+    ) -> Result<(), E> {
         // `cut_gear` starts at the even index at or below `min`.
         let skip = self.min & !1;
         // No piece reads past `to`: a small file needs a buffer of its size, not of
@@ -118,17 +120,19 @@ impl Cdc {
         while at < to {
             let remaining = to - at;
             if remaining <= self.min as u64 {
-                ends.push(to);
+                ends.list.push(to);
                 break;
             }
             let n = remaining.min(self.max as u64) as usize;
             if have < n {
-                src.read_at(at + have as u64, &mut buf[have..n])?;
+                src.read_at(at + have as u64, &mut buf[have..n])
+                    .map_err(stop_error)?;
                 have = n;
             }
             let count = self.cut(&buf[..n]);
             at += count as u64;
-            ends.push(at);
+            ends.list.push(at);
+            ends.settle(2)?;
             if count + skip < have {
                 buf.copy_within(count + skip..have, skip);
                 have -= count;
@@ -137,6 +141,43 @@ impl Cdc {
             }
         }
         Ok(())
+    }
+
+    /// The smallest piece [`Cdc::split`] cuts before the end of its span.
+    pub(crate) fn min_piece(&self) -> u64 {
+        self.min as u64
+    }
+}
+
+/// Chunk ends in file order, each handed on as soon as packing can no longer move it.
+pub(crate) struct Ends<'s, E> {
+    list: Vec<u64>,
+    /// `list[..settled]` went to `sink`.
+    settled: usize,
+    sink: &'s mut dyn FnMut(u64) -> Result<(), E>,
+}
+
+impl<E> Ends<'_, E> {
+    /// Hands on every end but the last `open` ones, which packing may still drop or move
+    /// (see [`Packer::emit`]).
+    fn settle(&mut self, open: usize) -> Result<(), E> {
+        while self.settled + open < self.list.len() {
+            (self.sink)(self.list[self.settled])?;
+            self.settled += 1;
+        }
+        Ok(())
+    }
+
+    /// Drops the last end, which must not have been handed on.
+    fn pop(&mut self) -> Option<u64> {
+        debug_assert!(self.list.len() > self.settled, "a settled end moved");
+        self.list.pop()
+    }
+
+    /// The last end, which must not have been handed on.
+    fn last_mut(&mut self) -> Option<&mut u64> {
+        debug_assert!(self.list.len() > self.settled, "a settled end moved");
+        self.list.last_mut()
     }
 }
 
@@ -153,13 +194,13 @@ struct Group {
 }
 
 /// The chunk boundaries of a file: each chunk's end offset, in order.
-struct Packer<'a, R> {
+struct Packer<'a, 's, R, E> {
     src: &'a mut Source<R>,
     min: u64,
     max: u64,
     cdc: Option<&'a Cdc>,
     buf: Vec<u8>,
-    ends: Vec<u64>,
+    ends: Ends<'s, E>,
     /// The chunk being filled: `[start, end)`.
     start: u64,
     end: u64,
@@ -167,8 +208,8 @@ struct Packer<'a, R> {
     soft: bool,
 }
 
-impl<R: Read + Seek> Packer<'_, R> {
-    fn add(&mut self, group: Group) -> Result<(), Stop> {
+impl<R: Read + Seek, E: From<PlanError>> Packer<'_, '_, R, E> {
+    fn add(&mut self, group: Group) -> Result<(), E> {
         let size = group.end - group.start;
         let filled = self.end - self.start;
         // A keyframe after the last piece of a split group opens a chunk of its own
@@ -180,7 +221,7 @@ impl<R: Read + Seek> Packer<'_, R> {
             return Ok(());
         }
         if !group.opaque && size <= self.max && (group.keyframe || filled >= self.min) {
-            self.emit();
+            self.emit()?;
             self.start = group.start;
             self.end = group.end;
             self.soft = false;
@@ -191,25 +232,26 @@ impl<R: Read + Seek> Packer<'_, R> {
         let from = if filled > 0 && filled < self.min && !group.keyframe {
             self.start
         } else {
-            self.emit();
+            self.emit()?;
             group.start
         };
-        let first = self.ends.len();
+        let first = self.ends.list.len();
         match self.cdc {
             Some(cdc) => cdc.split(self.src, from, group.end, &mut self.buf, &mut self.ends)?,
             None => {
                 let mut at = from;
                 while at < group.end {
                     at = (at + self.max).min(group.end);
-                    self.ends.push(at);
+                    self.ends.list.push(at);
+                    self.ends.settle(2)?;
                 }
             }
         }
         // The last piece stays open: the structures after it may join it.
         let last = self.ends.pop();
         debug_assert_eq!(last, Some(group.end));
-        if self.ends.len() > first {
-            self.start = *self.ends.last().expect("a piece before the last");
+        if self.ends.list.len() > first {
+            self.start = *self.ends.list.last().expect("a piece before the last");
             self.soft = true;
         } else {
             self.start = from;
@@ -223,12 +265,13 @@ impl<R: Read + Seek> Packer<'_, R> {
     /// one: both halves are then above twice the minimum (the minimum is at most a
     /// quarter of the maximum), and the new cut lies inside the chunk before, which was
     /// cut out of the same span.
-    fn emit(&mut self) {
+    fn emit(&mut self) -> Result<(), E> {
         if self.end == self.start {
-            return;
+            return Ok(());
         }
         if self.end - self.start < self.min && self.soft {
-            let before = self.ends.len().checked_sub(2).map_or(0, |i| self.ends[i]);
+            let list = &self.ends.list;
+            let before = list.len().checked_sub(2).map_or(0, |i| list[i]);
             let combined = self.end - before;
             if combined <= self.max {
                 self.ends.pop();
@@ -236,29 +279,37 @@ impl<R: Read + Seek> Packer<'_, R> {
                 *cut = before + combined / 2;
             }
         }
-        self.ends.push(self.end);
+        self.ends.list.push(self.end);
         self.start = self.end;
         self.soft = false;
+        self.ends.settle(1)
     }
 }
 
-/// The chunk ends of the file whose structure is `regions` (contiguous from 0 to the
-/// file's end), with `header_end` as a forced boundary.
-pub(crate) fn pack<R: Read + Seek>(
+/// Hands `sink` the end of each chunk of the file whose structure is `regions`
+/// (contiguous from 0 to the file's end), with `header_end` as a forced boundary, in
+/// order and as soon as it is final: a long span's pieces go out while it is still being
+/// cut. The first error `sink` returns stops packing.
+pub(crate) fn pack<R: Read + Seek, E: From<PlanError>>(
     src: &mut Source<R>,
     regions: &[Region],
     header_end: Option<u64>,
     min: u64,
     max: u64,
     cdc: Option<&Cdc>,
-) -> Result<Vec<u64>, PlanError> {
+    sink: &mut dyn FnMut(u64) -> Result<(), E>,
+) -> Result<(), E> {
     let mut packer = Packer {
         src,
         min,
         max,
         cdc,
         buf: Vec::new(),
-        ends: Vec::new(),
+        ends: Ends {
+            list: Vec::new(),
+            settled: 0,
+            sink,
+        },
         start: 0,
         end: 0,
         soft: false,
@@ -274,10 +325,10 @@ pub(crate) fn pack<R: Read + Seek>(
             continue;
         }
         if let Some(g) = group.take() {
-            packer.add(g).map_err(stop_error)?;
+            packer.add(g)?;
         }
         if forced {
-            packer.emit();
+            packer.emit()?;
         }
         group = Some(Group {
             start: region.offset,
@@ -287,24 +338,25 @@ pub(crate) fn pack<R: Read + Seek>(
         });
     }
     if let Some(g) = group {
-        packer.add(g).map_err(stop_error)?;
+        packer.add(g)?;
     }
-    packer.emit();
-    Ok(packer.ends)
+    packer.emit()?;
+    packer.ends.settle(0)
 }
 
 /// A read past the end while cutting by content means the file shrank.
-fn stop_error(stop: Stop) -> PlanError {
-    match stop {
+fn stop_error<E: From<PlanError>>(stop: Stop) -> E {
+    let error = match stop {
         Stop::Io(e) => PlanError::Io(e),
         Stop::Corrupt(reason) => PlanError::Io(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             format!("{reason} (the file shrank while being read?)"),
         )),
-    }
+    };
+    error.into()
 }
 
-/// The spans of the chunks ending at `ends`, named by the structures they hold.
+/// Turns chunk ends into spans named by the structures they hold, one end at a time.
 ///
 /// The naming rule: a chunk inside the header is named `header` (`PNG_HEADER`, …); any
 /// other chunk after the structure its first byte belongs to — that structure's pattern
@@ -312,21 +364,34 @@ fn stop_error(stop: Stop) -> PlanError {
 /// group's later pieces are `ISOBMFF_MDAT_MEDIA`). A chunk is a keyframe only when it
 /// starts exactly at a structure that starts with a keyframe. Every chunk lists the
 /// structures it holds, by pattern, in file order.
-pub(crate) fn label(
-    regions: &[Region],
-    ends: &[u64],
+pub(crate) struct Labeler<'r> {
+    regions: &'r [Region],
     header: Option<(u64, &'static str)>,
-) -> Vec<Span> {
-    let mut spans = Vec::with_capacity(ends.len());
-    let mut first = 0; // the first region that ends after the chunk's start
-    let mut start = 0;
-    for &end in ends {
-        while regions[first].end() <= start {
-            first += 1;
+    /// The first region that ends after the next chunk's start.
+    first: usize,
+    /// The next chunk's start.
+    start: u64,
+}
+
+impl<'r> Labeler<'r> {
+    pub(crate) fn new(regions: &'r [Region], header: Option<(u64, &'static str)>) -> Self {
+        Labeler {
+            regions,
+            header,
+            first: 0,
+            start: 0,
         }
-        let region = &regions[first];
+    }
+
+    /// The span of the next chunk, which ends at `end`.
+    pub(crate) fn span(&mut self, end: u64) -> Span {
+        let start = self.start;
+        while self.regions[self.first].end() <= start {
+            self.first += 1;
+        }
+        let region = &self.regions[self.first];
         let at_start = region.offset == start;
-        let (pattern, is_keyframe): (Pattern, bool) = match header {
+        let (pattern, is_keyframe): (Pattern, bool) = match self.header {
             Some((header_end, name)) if end <= header_end => (Cow::Borrowed(name), false),
             _ if at_start => (region.pattern.clone(), region.keyframe),
             _ => (
@@ -338,7 +403,10 @@ pub(crate) fn label(
             ),
         };
         let mut structures: Vec<Structure> = Vec::new();
-        for r in regions[first..].iter().take_while(|r| r.offset < end) {
+        for r in self.regions[self.first..]
+            .iter()
+            .take_while(|r| r.offset < end)
+        {
             let bytes = r.end().min(end) - r.offset.max(start);
             match structures.iter_mut().find(|s| s.pattern == r.pattern) {
                 Some(s) => {
@@ -352,16 +420,15 @@ pub(crate) fn label(
                 }),
             }
         }
-        spans.push(Span {
+        self.start = end;
+        Span {
             offset: start,
             size: end - start,
             pattern,
             is_keyframe,
             structures,
-        });
-        start = end;
+        }
     }
-    spans
 }
 
 #[cfg(test)]
@@ -385,9 +452,19 @@ mod tests {
         for max in [256 << 10, 1 << 20, 1500] {
             let cdc = Cdc::new(max).expect("supported sizes");
             let mut src = Source::new(io::Cursor::new(&data), data.len() as u64).unwrap();
-            let mut ends = Vec::new();
+            let mut found = Vec::new();
+            let mut sink = |end| {
+                found.push(end);
+                Ok::<_, PlanError>(())
+            };
+            let mut ends = Ends {
+                list: Vec::new(),
+                settled: 0,
+                sink: &mut sink,
+            };
             cdc.split(&mut src, 0, data.len() as u64, &mut Vec::new(), &mut ends)
                 .unwrap();
+            ends.settle(0).unwrap();
             let mut want = Vec::new();
             let stream =
                 v2020::StreamCDC::new(&data[..], cdc.min as u32, cdc.avg as u32, cdc.max as u32);
@@ -395,7 +472,7 @@ mod tests {
                 let chunk = chunk.unwrap();
                 want.push(chunk.offset + chunk.length as u64);
             }
-            assert_eq!(ends, want, "max {max}");
+            assert_eq!(found, want, "max {max}");
         }
     }
 

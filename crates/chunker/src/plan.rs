@@ -6,7 +6,7 @@ use std::io::{Read, Seek};
 use chunk_model::Strategy;
 
 use crate::format::{Format, SNIFF_LEN, detect};
-use crate::pack::{Cdc, label, pack};
+use crate::pack::{Cdc, Labeler, pack};
 use crate::parse::{self, Flags, Regions, header_pattern};
 use crate::source::{Source, Stop};
 
@@ -147,34 +147,71 @@ impl Plan {
     /// Checks the invariants: the spans tile `[0, file_size)` with no gap or overlap,
     /// and each is 1 to `max_chunk_size` bytes long.
     pub fn check(&self) -> Result<(), PlanError> {
-        let mut at = 0u64;
-        for (i, span) in self.spans.iter().enumerate() {
-            if span.offset != at {
-                return Err(PlanError::Invariant(format!(
-                    "span {i} starts at {} but the previous one ends at {at}",
-                    span.offset
-                )));
-            }
-            if span.size == 0 || span.size > self.max_chunk_size {
-                return Err(PlanError::Invariant(format!(
-                    "span {i} has size {} (maximum {})",
-                    span.size, self.max_chunk_size
-                )));
-            }
-            at = span.end();
+        let mut check = SpanCheck::new(self.max_chunk_size, u64::MAX);
+        for span in &self.spans {
+            check.next(span)?;
         }
-        if at != self.file_size {
-            return Err(PlanError::Invariant(format!(
-                "spans end at {at} but the file has {} bytes",
-                self.file_size
-            )));
-        }
-        Ok(())
+        check.end(self.file_size)
     }
 
     /// Number of spans that start with a keyframe.
     pub fn keyframe_count(&self) -> usize {
         self.spans.iter().filter(|s| s.is_keyframe).count()
+    }
+}
+
+/// The plan's invariants, checked span by span as the spans are cut.
+struct SpanCheck {
+    max_chunk_size: u64,
+    max_spans: u64,
+    /// Where the next span must start.
+    at: u64,
+    count: u64,
+}
+
+impl SpanCheck {
+    fn new(max_chunk_size: u64, max_spans: u64) -> Self {
+        SpanCheck {
+            max_chunk_size,
+            max_spans,
+            at: 0,
+            count: 0,
+        }
+    }
+
+    fn next(&mut self, span: &Span) -> Result<(), PlanError> {
+        let i = self.count;
+        if span.offset != self.at {
+            return Err(PlanError::Invariant(format!(
+                "span {i} starts at {} but the previous one ends at {}",
+                span.offset, self.at
+            )));
+        }
+        if span.size == 0 || span.size > self.max_chunk_size {
+            return Err(PlanError::Invariant(format!(
+                "span {i} has size {} (maximum {})",
+                span.size, self.max_chunk_size
+            )));
+        }
+        if i == self.max_spans {
+            return Err(PlanError::Invariant(format!(
+                "more than {} spans: a span below the minimum size where no boundary forced it",
+                self.max_spans
+            )));
+        }
+        self.at = span.end();
+        self.count += 1;
+        Ok(())
+    }
+
+    fn end(&self, file_size: u64) -> Result<(), PlanError> {
+        if self.at != file_size {
+            return Err(PlanError::Invariant(format!(
+                "spans end at {} but the file has {file_size} bytes",
+                self.at
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -191,98 +228,188 @@ pub fn plan<R: Read + Seek>(
     len: u64,
     config: &ChunkerConfig,
 ) -> Result<Plan, PlanError> {
-    if config.max_chunk_size == 0 {
-        return Err(PlanError::InvalidConfig(
-            "max chunk size must be at least 1 byte".into(),
-        ));
-    }
-    let max = config.max_chunk_size;
-    let mut src = Source::new(reader, len)?;
-    let head = match src.read_upto(0, SNIFF_LEN) {
-        Ok(head) => head,
-        Err(Stop::Io(e)) => return Err(e.into()),
-        Err(Stop::Corrupt(_)) => Vec::new(),
-    };
-    let format = detect(&head);
+    let mut planner = Planner::new(reader, len, config)?;
+    let mut spans = Vec::new();
+    planner.cut(&mut |span| {
+        spans.push(span);
+        Ok::<_, PlanError>(())
+    })?;
+    let plan = planner.into_plan(spans);
+    plan.check()?;
+    Ok(plan)
+}
 
-    if config.strategy == Strategy::Size {
-        let plan = Plan {
+/// A plan under way: the format detected and its structure parsed (which reads headers
+/// only); [`Planner::cut`] then cuts the spans, handing each on as soon as it is final,
+/// so that chunks can be written while the rest of the file is still being cut by
+/// content.
+pub(crate) struct Planner<R> {
+    src: Source<R>,
+    format: Format,
+    strategy: Strategy,
+    max_chunk_size: u64,
+    min_chunk_size: u64,
+    file_size: u64,
+    fallback: Option<Fallback>,
+    regions: Regions,
+    max_spans: u64,
+}
+
+impl<R: Read + Seek> Planner<R> {
+    /// Detects the format of the `len`-byte input `reader` and parses its structure.
+    pub(crate) fn new(reader: R, len: u64, config: &ChunkerConfig) -> Result<Self, PlanError> {
+        if config.max_chunk_size == 0 {
+            return Err(PlanError::InvalidConfig(
+                "max chunk size must be at least 1 byte".into(),
+            ));
+        }
+        let max = config.max_chunk_size;
+        let mut src = Source::new(reader, len)?;
+        let head = match src.read_upto(0, SNIFF_LEN) {
+            Ok(head) => head,
+            Err(Stop::Io(e)) => return Err(e.into()),
+            Err(Stop::Corrupt(_)) => Vec::new(),
+        };
+        let format = detect(&head);
+        let mut planner = Planner {
+            src,
             format,
             strategy: config.strategy,
             max_chunk_size: max,
             min_chunk_size: 0,
             file_size: len,
-            spans: fixed_size(len, max),
             fallback: None,
+            regions: Regions::default(),
+            max_spans: len.div_ceil(max),
         };
-        plan.check()?;
-        return Ok(plan);
-    }
+        if config.strategy == Strategy::Size {
+            return Ok(planner);
+        }
 
-    let mut regions = Regions::default();
-    let mut fallback = None;
-    if format.is_structured() {
-        match parse::parse(format, &mut src, &mut regions) {
-            Ok(()) if regions.end < len => {
-                fallback = Some(Fallback {
-                    offset: regions.end,
-                    reason: format!(
-                        "{} bytes of unknown data after the {format} structure",
-                        len - regions.end
-                    ),
-                });
-            }
-            Ok(()) => {}
-            Err(Stop::Io(e)) => return Err(e.into()),
-            Err(Stop::Corrupt(reason)) => {
-                fallback = Some(Fallback {
-                    offset: regions.end,
-                    reason,
-                });
+        let regions = &mut planner.regions;
+        if format.is_structured() {
+            match parse::parse(format, &mut planner.src, regions) {
+                Ok(()) if regions.end < len => {
+                    planner.fallback = Some(Fallback {
+                        offset: regions.end,
+                        reason: format!(
+                            "{} bytes of unknown data after the {format} structure",
+                            len - regions.end
+                        ),
+                    });
+                }
+                Ok(()) => {}
+                Err(Stop::Io(e)) => return Err(e.into()),
+                Err(Stop::Corrupt(reason)) => {
+                    planner.fallback = Some(Fallback {
+                        offset: regions.end,
+                        reason,
+                    });
+                }
             }
         }
-    }
-    if let Some(fallback) = &fallback {
-        tracing::warn!(
-            format = format.name(),
-            offset = fallback.offset,
-            reason = %fallback.reason,
-            "structure not recognized to the end; cutting the rest by content"
-        );
-    }
-    debug_assert!(regions.end <= len);
-    regions.add(len - regions.end, FIXED_SIZE, Flags::opaque());
+        if let Some(fallback) = &planner.fallback {
+            tracing::warn!(
+                format = format.name(),
+                offset = fallback.offset,
+                reason = %fallback.reason,
+                "structure not recognized to the end; cutting the rest by content"
+            );
+        }
+        debug_assert!(regions.end <= len);
+        regions.add(len - regions.end, FIXED_SIZE, Flags::opaque());
+        // A header that is the whole file is no header.
+        regions.header_end = regions.header_end.filter(|&h| h < len);
 
-    let min = config.effective_min_chunk_size();
-    let cdc = Cdc::new(max);
-    // A header that is the whole file is no header.
-    let header_end = regions.header_end.filter(|&h| h < len);
-    let ends = pack(&mut src, &regions.list, header_end, min, max, cdc.as_ref())?;
-    let spans = label(
-        &regions.list,
-        &ends,
-        header_end.map(|h| (h, header_pattern(format))),
-    );
-    let plan = Plan {
-        format,
-        strategy: config.strategy,
-        max_chunk_size: max,
-        min_chunk_size: min,
-        file_size: len,
-        spans,
-        fallback,
-    };
-    plan.check()?;
-    Ok(plan)
+        let min = config.effective_min_chunk_size();
+        planner.min_chunk_size = min;
+        // Packing leaves a chunk below its smallest piece only where a boundary forces
+        // it: the header's end, a keyframe, the end of the file.
+        let smallest = match Cdc::new(max) {
+            Some(cdc) => min.min(cdc.min_piece()),
+            None => min,
+        }
+        .max(1);
+        let keyframes = regions.list.iter().filter(|r| r.keyframe).count() as u64;
+        planner.max_spans = len / smallest + keyframes + 2;
+        Ok(planner)
+    }
+
+    /// At most this many spans: the count the chunk directories' names can be chosen
+    /// for before the plan is complete (`chunk_model::layout::chunk_dir_name`).
+    pub(crate) fn max_spans(&self) -> u64 {
+        self.max_spans
+    }
+
+    /// The input's length.
+    pub(crate) fn file_size(&self) -> u64 {
+        self.file_size
+    }
+
+    /// The detected format.
+    pub(crate) fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Cuts the spans and hands each to `on_span`, in file order, as soon as it is
+    /// final, after checking it against the plan's invariants (and, once the last is
+    /// cut, that they reach the end of the file). The first error `on_span` returns
+    /// stops the cut.
+    pub(crate) fn cut<E: From<PlanError>>(
+        &mut self,
+        on_span: &mut dyn FnMut(Span) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut check = SpanCheck::new(self.max_chunk_size, self.max_spans);
+        let mut hand_on = |span: Span| {
+            check.next(&span)?;
+            on_span(span)
+        };
+        if self.strategy == Strategy::Size {
+            for span in fixed_size(self.file_size, self.max_chunk_size) {
+                hand_on(span)?;
+            }
+        } else {
+            let regions = &self.regions;
+            let header = regions.header_end.map(|h| (h, header_pattern(self.format)));
+            let mut labeler = Labeler::new(&regions.list, header);
+            let cdc = Cdc::new(self.max_chunk_size);
+            pack(
+                &mut self.src,
+                &regions.list,
+                regions.header_end,
+                self.min_chunk_size,
+                self.max_chunk_size,
+                cdc.as_ref(),
+                &mut |end| hand_on(labeler.span(end)),
+            )?;
+        }
+        check.end(self.file_size)?;
+        Ok(())
+    }
+
+    /// The plan made of `spans`, the spans [`Planner::cut`] handed on.
+    pub(crate) fn into_plan(self, spans: Vec<Span>) -> Plan {
+        Plan {
+            format: self.format,
+            strategy: self.strategy,
+            max_chunk_size: self.max_chunk_size,
+            min_chunk_size: self.min_chunk_size,
+            file_size: self.file_size,
+            spans,
+            fallback: self.fallback,
+        }
+    }
 }
 
 /// `len` bytes cut every `max` bytes.
-fn fixed_size(len: u64, max: u64) -> Vec<Span> {
-    let mut spans = Vec::with_capacity(len.div_ceil(max) as usize);
+fn fixed_size(len: u64, max: u64) -> impl Iterator<Item = Span> {
     let mut at = 0;
-    while at < len {
+    std::iter::from_fn(move || {
+        if at == len {
+            return None;
+        }
         let size = max.min(len - at);
-        spans.push(Span {
+        let span = Span {
             offset: at,
             size,
             pattern: FIXED_SIZE.into(),
@@ -292,8 +419,8 @@ fn fixed_size(len: u64, max: u64) -> Vec<Span> {
                 count: 1,
                 bytes: size,
             }],
-        });
+        };
         at += size;
-    }
-    spans
+        Some(span)
+    })
 }

@@ -1,9 +1,14 @@
 //! Writing a file's chunk tree.
 //!
-//! The file is planned first (headers only), then read once: one worker per rayon
-//! thread takes the next chunk, reads it at its offset into one of a small pool of
-//! buffers, hashes and writes it, and feeds it to the whole-file hash, which takes
-//! chunks in file order. At most `2 × threads + 1` chunks are in memory. Everything
+//! The file's structure is parsed first (headers only); then one worker per rayon thread
+//! takes the next chunk, reads it at its offset into one of a small pool of buffers,
+//! hashes and writes it, and feeds it to the whole-file hash, which takes chunks in file
+//! order. At most `2 × threads + 1` chunks are in memory. The spans cut by content come
+//! from a pass of their own (`pack`), which a large file's writers do not wait for: it
+//! runs beside them and hands each span on as soon as it is final, and only a file whose
+//! chunk names could depend on its final count (more than
+//! [`FOUR_DIGIT_CHUNKS`](chunk_model::layout::FOUR_DIGIT_CHUNKS) chunks possible) is
+//! cut whole first. Everything
 //! goes to a hidden directory `<output>/.<name>.tmp-XXXX` (names starting with `.` are
 //! never chunk trees), which is flushed and renamed to `<output>/<name>` only when
 //! complete.
@@ -24,7 +29,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use chunk_model::json_file::sync_dir;
-use chunk_model::layout::{DATA_FILE, MANIFEST_FILE, METADATA_FILE, chunk_dir_name, validate_name};
+use chunk_model::layout::{
+    DATA_FILE, FOUR_DIGIT_CHUNKS, MANIFEST_FILE, METADATA_FILE, chunk_dir_name, validate_name,
+};
 use chunk_model::{
     ChunkMetadata, ExtraFields, Manifest, ManifestChunk, ModelError, Sha256Digest, Strategy,
     Timestamp,
@@ -32,7 +39,8 @@ use chunk_model::{
 use serde::Serialize;
 use sha2::Digest as _;
 
-use crate::{ChunkerConfig, ChunkerError, Format, Plan, Span, plan};
+use crate::plan::Planner;
+use crate::{ChunkerConfig, ChunkerError, Format, Plan, PlanError, Span, plan};
 
 /// A progress callback; called after each chunk is written, from the writing threads
 /// (one call at a time, with counts that only grow).
@@ -54,9 +62,9 @@ pub struct WrittenChunk<'a> {
     pub metadata: &'a ChunkMetadata,
     /// Chunks of the file written so far, this one included.
     pub written: u64,
-    /// Chunks in the file's plan: the file's last chunk is the one with
-    /// `written == total`, and its manifest follows.
-    pub total: u64,
+    /// This chunk completes the file: every chunk of its plan is written (the plan may
+    /// still be being cut when the earlier ones are), and its manifest follows.
+    pub last: bool,
 }
 
 /// How far [`chunk_file`] has got.
@@ -68,7 +76,8 @@ pub struct Progress {
     pub total_bytes: u64,
     /// Chunks written so far.
     pub chunks_done: u64,
-    /// Chunks in the plan.
+    /// Chunks planned so far: a large file's plan is cut while its first chunks are
+    /// written.
     pub total_chunks: u64,
 }
 
@@ -542,13 +551,32 @@ fn write_tree(
         });
     }
 
-    let plan = plan(&file, len, &options.config).map_err(|source| ChunkerError::Plan {
+    let plan_error = |source| ChunkerError::Plan {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let mut planner = Planner::new(&file, len, &options.config).map_err(plan_error)?;
+    let workers = rayon::current_num_threads().min(how.max_workers).max(1);
+    // Chunks are written while the rest of the file is still being cut when their
+    // names cannot depend on the final count, and there is a second thread to cut.
+    let spans = if workers > 1
+        && len > options.config.max_chunk_size
+        && planner.max_spans() <= FOUR_DIGIT_CHUNKS
+    {
+        PlannedSpans::cut_while_writing(planner.max_spans())
+    } else {
+        let mut spans = Vec::new();
+        planner
+            .cut(&mut |span| {
+                spans.push(span);
+                Ok::<_, PlanError>(())
+            })
+            .map_err(plan_error)?;
+        PlannedSpans::complete(spans)
+    };
 
     let stream = stream
-        .filter(|_| plan.spans.len() > 1)
+        .filter(|_| spans.more_than_one())
         .map(|chunk_fn| Stream {
             name: &name,
             chunk_fn,
@@ -583,18 +611,23 @@ fn write_tree(
         )
     };
     let created_at = Timestamp::now();
-    let grammar_id = plan.format.grammar_id();
+    let grammar_id = planner.format().grammar_id();
     let durability = how.durability;
-    let (chunks, file_hash) = write_chunks(
+    let (chunks, file_hash, spans) = write_chunks(
         path,
         &file,
-        &plan,
+        ChunkSource {
+            spans,
+            planner: &mut planner,
+            workers,
+        },
         dir.path(),
         grammar_id,
         &created_at,
         how,
         stream,
     )?;
+    let plan = planner.into_plan(spans);
 
     let manifest = Manifest {
         base_name: name.clone(),
@@ -763,6 +796,7 @@ impl BufferPool {
 struct StopOnPanic<'a> {
     stop: &'a AtomicBool,
     pool: &'a BufferPool,
+    spans: &'a PlannedSpans,
 }
 
 impl Drop for StopOnPanic<'_> {
@@ -770,6 +804,7 @@ impl Drop for StopOnPanic<'_> {
         if std::thread::panicking() {
             self.stop.store(true, Ordering::Release);
             self.pool.wake_all();
+            self.spans.wake_all();
         }
     }
 }
@@ -863,59 +898,201 @@ fn read_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads, hashes and writes every chunk of `plan`; returns the manifest's chunks in
-/// order and the whole file's hash.
+/// A file's spans as the writers take them: all of them from the start, or as the
+/// planner cuts them.
+struct PlannedSpans {
+    state: Mutex<SpansState>,
+    cut: Condvar,
+    /// The count the chunks are named for ([`chunk_dir_name`]): the plan's, or a bound
+    /// on it that gives the same names.
+    names_for: u64,
+}
+
+struct SpansState {
+    spans: Vec<Span>,
+    /// Every span is there.
+    complete: bool,
+}
+
+impl PlannedSpans {
+    fn complete(spans: Vec<Span>) -> Self {
+        PlannedSpans {
+            names_for: spans.len() as u64,
+            state: Mutex::new(SpansState {
+                spans,
+                complete: true,
+            }),
+            cut: Condvar::new(),
+        }
+    }
+
+    /// Spans to come, at most `max_spans` of them (at most [`FOUR_DIGIT_CHUNKS`]).
+    fn cut_while_writing(max_spans: u64) -> Self {
+        debug_assert!(max_spans <= FOUR_DIGIT_CHUNKS);
+        PlannedSpans {
+            names_for: max_spans,
+            state: Mutex::new(SpansState {
+                spans: Vec::new(),
+                complete: false,
+            }),
+            cut: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SpansState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the file has more than one chunk: a file longer than the maximum chunk
+    /// size has, whether or not it is cut yet.
+    fn more_than_one(&self) -> bool {
+        let state = self.lock();
+        !state.complete || state.spans.len() > 1
+    }
+
+    /// Adds the next span cut, or marks the plan complete (after the last span, or
+    /// because the cut failed).
+    fn push(&self, span: Option<Span>) {
+        let mut state = self.lock();
+        match span {
+            Some(span) => state.spans.push(span),
+            None => state.complete = true,
+        }
+        drop(state);
+        self.cut.notify_all();
+    }
+
+    /// Span `id` once it is cut; `None` when the plan has fewer spans, or once `stop`
+    /// is set.
+    fn wait_for(&self, id: usize, stop: &AtomicBool) -> Option<Span> {
+        let mut state = self.lock();
+        loop {
+            if stop.load(Ordering::Acquire) {
+                return None;
+            }
+            if let Some(span) = state.spans.get(id) {
+                return Some(span.clone());
+            }
+            if state.complete {
+                return None;
+            }
+            state = self.cut.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The spans cut so far, and whether that is all of them.
+    fn count(&self) -> (u64, bool) {
+        let state = self.lock();
+        (state.spans.len() as u64, state.complete)
+    }
+
+    /// Wakes every waiting worker to see `stop`.
+    fn wake_all(&self) {
+        // Taking the lock orders the wake-up after a waiter's check of `stop`.
+        drop(self.lock());
+        self.cut.notify_all();
+    }
+
+    fn into_spans(self) -> Vec<Span> {
+        self.state
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .spans
+    }
+}
+
+/// Why the planner stopped cutting for the writers.
+enum CutStop {
+    Failed(PlanError),
+    /// A writer failed: the rest of the plan is not needed.
+    Stopped,
+}
+
+impl From<PlanError> for CutStop {
+    fn from(error: PlanError) -> Self {
+        CutStop::Failed(error)
+    }
+}
+
+/// Where [`write_chunks`] takes its spans from.
+struct ChunkSource<'a, 'f> {
+    spans: PlannedSpans,
+    /// Cuts the spans still to come, on the calling thread, while the workers write.
+    planner: &'a mut Planner<&'f File>,
+    /// Workers writing at once.
+    workers: usize,
+}
+
+/// Reads, hashes and writes every chunk of a file; returns the manifest's chunks in
+/// order, the whole file's hash, and the spans.
 ///
-/// One worker per rayon thread (at most `max_workers`) takes the next chunk, reads it at its offset, hashes
-/// it, writes its directory, and hands it to the whole-file hash ([`InOrderHash`]).
-/// No thread is dedicated to reading or to the file hash: on two cores a third,
-/// dedicated thread was crowded off the CPU and became the bottleneck. The first
-/// failure stops every worker; a read failure is reported before the write failures
-/// it may have caused elsewhere.
+/// One worker per rayon thread (at most `max_workers`) takes the next chunk, reads it at
+/// its offset, hashes it, writes its directory, and hands it to the whole-file hash
+/// ([`InOrderHash`]). No thread is dedicated to reading or to the file hash: on two
+/// cores a third, dedicated thread was crowded off the CPU and became the bottleneck.
+/// The spans still to cut are cut by the thread that called, inside the same rayon
+/// scope: it joins the workers once the plan is complete. The cut is one sequential
+/// pass that reads a third of the bytes (`pack`); the workers, waiting for it only
+/// when they are ahead, start on the first chunk instead of after the whole pass. The
+/// first failure stops every worker and the cut; a read failure is reported before the
+/// write failures it may have caused elsewhere.
 #[allow(clippy::too_many_arguments)] // one file's whole context; a struct would only rename it
 fn write_chunks(
     path: &Path,
     file: &File,
-    plan: &Plan,
+    source: ChunkSource<'_, '_>,
     dir: &Path,
     grammar_id: &str,
     created_at: &Timestamp,
     how: HowToWrite<'_>,
     stream: Option<Stream<'_>>,
-) -> Result<(Vec<ManifestChunk>, Sha256Digest), ChunkerError> {
+) -> Result<(Vec<ManifestChunk>, Sha256Digest, Vec<Span>), ChunkerError> {
     let HowToWrite {
         durability,
-        max_workers,
         progress: progress_fn,
+        ..
     } = how;
-    let spans = &plan.spans;
-    let total = spans.len() as u64;
-    let workers = rayon::current_num_threads()
-        .min(max_workers)
-        .clamp(1, spans.len().max(1));
+    let ChunkSource {
+        spans,
+        planner,
+        workers,
+    } = source;
+    let file_size = planner.file_size();
+    let (planned, complete) = spans.count();
+    let workers = if complete {
+        workers.min(planned as usize).max(1)
+    } else {
+        workers
+    };
     let pool = BufferPool::new(workers * BUFFERS_PER_WORKER + 1);
     // A file of one chunk is hashed once: the chunk's hash is the file's.
-    let one_chunk = spans.len() == 1;
+    let one_chunk = complete && planned == 1;
     let file_hash = InOrderHash::new();
     let next_chunk = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let written = Mutex::new(Vec::with_capacity(spans.len()));
+    let written = Mutex::new(Vec::with_capacity(planned as usize));
     // The first read failure, else the first write failure.
     let failure: Mutex<Option<ChunkerError>> = Mutex::new(None);
     let progress = Mutex::new(Progress {
         bytes_done: 0,
-        total_bytes: plan.file_size,
+        total_bytes: file_size,
         chunks_done: 0,
-        total_chunks: total,
+        total_chunks: planned,
     });
     let fail = |error: ChunkerError| {
         let mut first = failure.lock().unwrap_or_else(|e| e.into_inner());
-        let is_read = matches!(error, ChunkerError::Read { .. });
-        if first.is_none() || (is_read && !matches!(*first, Some(ChunkerError::Read { .. }))) {
+        let is_read = matches!(error, ChunkerError::Read { .. } | ChunkerError::Plan { .. });
+        let first_is_read = matches!(
+            *first,
+            Some(ChunkerError::Read { .. } | ChunkerError::Plan { .. })
+        );
+        if first.is_none() || (is_read && !first_is_read) {
             *first = Some(error);
         }
+        drop(first);
         stop.store(true, Ordering::Release);
         pool.wake_all();
+        spans.wake_all();
     };
     let work = || {
         // A worker that panics (in the progress callback, say) may hold the chunk the
@@ -924,12 +1101,13 @@ fn write_chunks(
         let _stop_on_panic = StopOnPanic {
             stop: &stop,
             pool: &pool,
+            spans: &spans,
         };
         // A buffer first, then a chunk number: whoever holds the chunk the file hash
         // needs next always has the buffer to read it into.
         while let Some(mut buf) = pool.take(&stop) {
             let id = next_chunk.fetch_add(1, Ordering::Relaxed);
-            let Some(span) = spans.get(id) else {
+            let Some(span) = spans.wait_for(id, &stop) else {
                 pool.put(buf);
                 return;
             };
@@ -940,10 +1118,7 @@ fn write_chunks(
                 let source = if source.kind() == io::ErrorKind::UnexpectedEof {
                     io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "file shrank while being chunked: expected {} bytes",
-                            plan.file_size
-                        ),
+                        format!("file shrank while being chunked: expected {file_size} bytes"),
                     )
                 } else {
                     source
@@ -958,22 +1133,25 @@ fn write_chunks(
             let to = ChunkTarget {
                 dir,
                 id: id as u64,
-                total,
+                names_for: spans.names_for,
                 durability,
                 in_place: stream.is_some(),
             };
-            match write_chunk(&to, span, &buf, grammar_id, created_at) {
+            match write_chunk(&to, &span, &buf, grammar_id, created_at) {
                 Ok((chunk, meta)) => {
                     let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
                     written.push(chunk);
                     if let Some(stream) = stream {
+                        // The last span is cut before its chunk is written: the chunk
+                        // written last sees the plan complete.
+                        let (planned, complete) = spans.count();
                         // Under the lock, so that `written` counts up in the calls' order.
                         (stream.chunk_fn)(WrittenChunk {
                             name: stream.name,
-                            dir: &chunk_dir_name(to.id, total),
+                            dir: &chunk_dir_name(to.id, to.names_for),
                             metadata: &meta,
                             written: written.len() as u64,
-                            total,
+                            last: complete && written.len() as u64 == planned,
                         });
                     }
                 }
@@ -987,6 +1165,7 @@ fn write_chunks(
                 let mut done = progress.lock().unwrap_or_else(|e| e.into_inner());
                 done.bytes_done += span.size;
                 done.chunks_done += 1;
+                done.total_chunks = spans.count().0;
                 report(*done);
             }
             if one_chunk {
@@ -996,36 +1175,60 @@ fn write_chunks(
             }
         }
     };
+    let cut = |planner: &mut Planner<&File>| {
+        let result = planner.cut(&mut |span| {
+            if stop.load(Ordering::Acquire) {
+                return Err(CutStop::Stopped);
+            }
+            spans.push(Some(span));
+            Ok(())
+        });
+        spans.push(None);
+        if let Err(CutStop::Failed(source)) = result {
+            fail(ChunkerError::Plan {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
     if workers == 1 {
         // A one-chunk file, or one of a batch's small files (already one per thread):
         // handing it to a rayon thread and waiting would only add two thread switches.
+        if !complete {
+            cut(planner);
+        }
         work();
     } else {
         rayon::scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|_| work());
             }
+            if !complete {
+                cut(planner);
+            }
         });
     }
     if let Some(error) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(error);
     }
+    let spans = spans.into_spans();
     let mut chunks = written.into_inner().unwrap_or_else(|e| e.into_inner());
     chunks.sort_unstable_by_key(|c| c.chunk_id);
     let file_hash = match chunks.as_slice() {
         [only] if one_chunk => only.hash,
         _ => file_hash.finish(spans.len()),
     };
-    Ok((chunks, file_hash))
+    Ok((chunks, file_hash, spans))
 }
 
 /// Where [`write_chunk`] writes a chunk, and how.
 struct ChunkTarget<'a> {
     /// The tree's folder.
     dir: &'a Path,
-    /// The chunk's index, and the file's count of chunks.
+    /// The chunk's index, and the count its name is chosen for
+    /// ([`PlannedSpans::names_for`]).
     id: u64,
-    total: u64,
+    names_for: u64,
     durability: Durability,
     /// The tree is written in place (streamed): `metadata.json` must then never be seen
     /// half written.
@@ -1043,12 +1246,12 @@ fn write_chunk(
     let ChunkTarget {
         dir,
         id,
-        total,
+        names_for,
         durability,
         ..
     } = *to;
     let hash = Sha256Digest::of(data);
-    let chunk_dir = dir.join(chunk_dir_name(id, total));
+    let chunk_dir = dir.join(chunk_dir_name(id, names_for));
     fs::create_dir(&chunk_dir).map_err(|source| ChunkerError::Write {
         path: chunk_dir.clone(),
         source,
@@ -1220,4 +1423,59 @@ fn install(
         sync_dir(output)?;
     }
     Ok(old)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn span(offset: u64, size: u64) -> Span {
+        Span {
+            offset,
+            size,
+            pattern: crate::FIXED_SIZE.into(),
+            is_keyframe: false,
+            structures: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn writers_wait_for_spans_still_being_cut_and_stop_at_the_end_or_on_stop() {
+        let spans = PlannedSpans::cut_while_writing(3);
+        assert!(spans.more_than_one(), "a file still being cut has several");
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let second = scope.spawn(|| spans.wait_for(1, &stop));
+            let after_the_end = scope.spawn(|| spans.wait_for(2, &stop));
+            spans.push(Some(span(0, 10)));
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(!second.is_finished(), "span 1 is not cut yet");
+            spans.push(Some(span(10, 5)));
+            assert_eq!(second.join().unwrap(), Some(span(10, 5)));
+            assert_eq!(spans.count(), (2, false));
+            spans.push(None);
+            assert_eq!(after_the_end.join().unwrap(), None, "the plan has 2 spans");
+        });
+        assert_eq!(spans.count(), (2, true));
+        assert_eq!(spans.wait_for(0, &stop), Some(span(0, 10)));
+
+        let spans = PlannedSpans::cut_while_writing(3);
+        std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| spans.wait_for(0, &stop));
+            std::thread::sleep(Duration::from_millis(20));
+            stop.store(true, Ordering::Release);
+            spans.wake_all();
+            assert_eq!(waiting.join().unwrap(), None, "a stop wakes the waiters");
+        });
+    }
+
+    #[test]
+    fn a_complete_plan_of_one_span_is_one_chunk() {
+        let spans = PlannedSpans::complete(vec![span(0, 7)]);
+        assert!(!spans.more_than_one());
+        assert_eq!(spans.names_for, 1);
+        assert_eq!(spans.count(), (1, true));
+    }
 }

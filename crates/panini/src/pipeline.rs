@@ -993,7 +993,7 @@ impl Pipeline {
                 // A closed channel means the run stopped: nothing would dispatch it.
                 let _ = chunks.send(Chunked::Chunk {
                     info: Box::new(detector::chunk_info(path, chunk.metadata)),
-                    last: chunk.written == chunk.total,
+                    last: chunk.last,
                 });
             }));
         }
