@@ -521,3 +521,113 @@ fn a_streamed_file_needs_a_free_name_and_is_removed_when_it_fails() {
         "the partial tree is removed"
     );
 }
+
+/// Reads the tree of `name` back through its manifest, each chunk found under the name
+/// `chunk_model::layout` gives it, and returns the rebuilt bytes.
+fn rebuild_through_manifest(output: &Path, name: &str) -> (Manifest, Vec<u8>) {
+    let layout = Layout::new(output);
+    let manifest: Manifest = json_file::read(&layout.manifest_path(name).unwrap()).unwrap();
+    let mut bytes = Vec::new();
+    for chunk in &manifest.chunks {
+        let dir = layout
+            .chunk_dir(name, chunk.chunk_id, manifest.total_chunks)
+            .unwrap();
+        bytes.extend(fs::read(dir.join(layout::DATA_FILE)).unwrap());
+    }
+    (manifest, bytes)
+}
+
+#[test]
+fn chunk_names_have_four_digits_up_to_10000_chunks_and_more_past_it_whether_cut_before_or_while_writing()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out");
+
+    // 10,001 chunks: every name has five digits, so the file is cut whole before the first
+    // is written.
+    let many = dir.path().join("many.bin");
+    let many_bytes = random_bytes(10_000 * 100 + 1, 31);
+    fs::write(&many, &many_bytes).unwrap();
+    let mut config = chunker::ChunkerConfig::new(Strategy::Size);
+    config.max_chunk_size = 100;
+    chunk_file(
+        &many,
+        &ChunkOptions {
+            config,
+            ..options(&output)
+        },
+    )
+    .unwrap();
+    let (manifest, rebuilt) = rebuild_through_manifest(&output, "many");
+    assert_eq!(manifest.total_chunks, 10_001);
+    assert_eq!(rebuilt, many_bytes);
+    assert!(output.join("many/chunk_00000").is_dir());
+    assert!(output.join("many/chunk_10000").is_dir());
+    assert!(!output.join("many/chunk_0000").exists());
+
+    // Content-defined cuts from 1 KiB up, which could make 12,290 chunks of 12 MiB: cut
+    // whole first, then named for the count they came to (four digits). And the same
+    // bytes with 4 KiB pieces at least, at most 3,074: cut while the chunks are written,
+    // handed over as they are, with the same four-digit names.
+    let bytes = random_bytes(12 * MIB as usize, 32);
+    for (name, max_chunk_size, min_chunk_size) in [
+        ("bound_too_high", 4096, 1024),
+        ("cut_while_written", 16 << 10, 4096),
+    ] {
+        let path = dir.path().join(format!("{name}.bin"));
+        fs::write(&path, &bytes).unwrap();
+        let handed_over = Arc::new(Mutex::new(Vec::new()));
+        let seen = handed_over.clone();
+        let stream: chunker::ChunkFn = Arc::new(move |chunk| {
+            seen.lock()
+                .unwrap()
+                .push((chunk.dir.to_owned(), chunk.written, chunk.last));
+        });
+        // The chunks planned when the first one was written.
+        let first_planned = Arc::new(Mutex::new(None));
+        let first = first_planned.clone();
+        let progress: chunker::ProgressFn = Arc::new(move |p: chunker::Progress| {
+            first.lock().unwrap().get_or_insert(p.total_chunks);
+        });
+        let config = chunker::ChunkerConfig {
+            max_chunk_size,
+            min_chunk_size,
+            ..chunker::ChunkerConfig::default()
+        };
+        chunk_file(
+            &path,
+            &ChunkOptions {
+                config,
+                stream: Some(stream),
+                progress: Some(progress),
+                ..options(&output)
+            },
+        )
+        .unwrap();
+        let (manifest, rebuilt) = rebuild_through_manifest(&output, name);
+        assert!(
+            (500..10_000).contains(&manifest.total_chunks),
+            "{name}: {} chunks",
+            manifest.total_chunks
+        );
+        assert_eq!(rebuilt, bytes, "{name}");
+        if name == "bound_too_high" {
+            assert_eq!(
+                *first_planned.lock().unwrap(),
+                Some(manifest.total_chunks),
+                "cut whole before the first chunk was written"
+            );
+        }
+        let handed_over = handed_over.lock().unwrap();
+        assert_eq!(handed_over.len() as u64, manifest.total_chunks, "{name}");
+        for (i, (dir, written, last)) in handed_over.iter().enumerate() {
+            assert_eq!(dir.len(), "chunk_0000".len(), "{name}: {dir}");
+            assert_eq!(*written, i as u64 + 1, "{name}");
+            assert_eq!(
+                *last,
+                i + 1 == handed_over.len(),
+                "{name}: only the last is last"
+            );
+        }
+    }
+}
