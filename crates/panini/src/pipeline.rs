@@ -807,6 +807,7 @@ impl Pipeline {
                     file_sha256: *sha,
                     source: row.source.clone().map(|path| (path, input.stamp)),
                     size: row.bytes,
+                    recipe: None,
                 }),
                 Some(r) if row.error.is_none() => {
                     // Say why in the tree's terms (a chunk failed, and its reason) when
@@ -1195,6 +1196,8 @@ struct RebuildJob {
     file_sha256: Sha256Digest,
     source: Option<(PathBuf, Option<SourceStamp>)>,
     size: u64,
+    /// Its recipe (key and content), when the lookup that found it read it already.
+    recipe: Option<(String, chunk_model::Recipe)>,
 }
 
 /// A [`RebuildJob`]'s outcome: the file's size and the bytes its chunk objects take.
@@ -1248,9 +1251,9 @@ impl RebuildGroup {
     ) -> Vec<RebuildOutcome> {
         let _held = budget.hold(self.0.iter().map(|job| job.size).sum()).await;
         let _busy = clock.enter();
-        let results = rebuild_and_compare(store.as_ref(), &self.0).await;
-        self.0
-            .iter()
+        let mut jobs = self.0;
+        let results = rebuild_and_compare(store.as_ref(), &mut jobs).await;
+        jobs.iter()
             .zip(results)
             .map(|(job, result)| RebuildOutcome {
                 index: job.index,
@@ -1262,7 +1265,8 @@ impl RebuildGroup {
 
 /// Rebuilds files while the workers still compress others: each file handed over is
 /// rebuilt as soon as its recipe is in the bucket. The recipes of the oldest files
-/// waiting are looked up together (one `exists_many`) whenever the workers say they
+/// waiting are read together (one `get_many`: a recipe found is read once, not looked up
+/// and then read) whenever the workers say they
 /// wrote or found more recipes (workers that do not say: reported more chunks) or the
 /// last lookup found some, at most every [`Self::MIN_PAUSE`], and otherwise every
 /// [`Self::MAX_PAUSE`]. Files whose recipe has not appeared when the handle is dropped
@@ -1309,6 +1313,7 @@ impl EarlyRebuilds {
                 file_sha256,
                 source: input.source.clone().map(|path| (path, input.stamp)),
                 size: input.file.bytes,
+                recipe: None,
             };
             if self.jobs.send(job).is_err() {
                 return;
@@ -1368,17 +1373,29 @@ impl EarlyRebuilds {
                     .collect();
                 let store = store.clone();
                 steps.push(Box::pin(async move {
-                    let keys: Vec<String> = batch
+                    let wanted: Vec<(&str, Sha256Digest)> = batch
                         .iter()
-                        .map(|job| chunk_model::object_keys::recipe(&job.name, &job.file_sha256))
+                        .map(|job| (job.name.as_str(), job.file_sha256))
                         .collect();
-                    let found = store
-                        .exists_many(&keys)
-                        .await
+                    let read = uploader::find_recipes(store.as_ref(), &wanted).await;
+                    let looked_up = batch
                         .into_iter()
-                        .map(|found| matches!(found, Ok(true)))
+                        .zip(read)
+                        .map(|(mut job, read)| match read {
+                            Ok(recipe) => {
+                                job.recipe = Some(recipe);
+                                (job, true)
+                            }
+                            // Not there yet, or not reachable now: looked up again later.
+                            Err(
+                                uploader::ReconstructError::NoRecipe { .. }
+                                | uploader::ReconstructError::Store(_),
+                            ) => (job, false),
+                            // There but unusable: the rebuild reads it again and says why.
+                            Err(_) => (job, true),
+                        })
                         .collect();
-                    Step::LookedUp(batch, found)
+                    Step::LookedUp(looked_up)
                 }));
                 looking = true;
                 progressed = false;
@@ -1398,12 +1415,12 @@ impl EarlyRebuilds {
                         rebuilding -= group.len();
                         outcomes.extend(group);
                     }
-                    Step::LookedUp(batch, found_now) => {
+                    Step::LookedUp(batch) => {
                         looking = false;
                         let looked_up = batch.len();
                         let mut still = std::collections::VecDeque::with_capacity(looked_up);
                         let mut ready = Vec::new();
-                        for (job, there) in batch.into_iter().zip(found_now) {
+                        for (job, there) in batch {
                             if there && open {
                                 ready.push(job);
                             } else {
@@ -1447,8 +1464,8 @@ impl EarlyRebuilds {
 enum Step {
     /// A group of files was rebuilt (or failed to be).
     Rebuilt(Vec<RebuildOutcome>),
-    /// These files' recipes were looked up: whether each was found.
-    LookedUp(Vec<RebuildJob>, Vec<bool>),
+    /// These files' recipes were looked up: whether each was found (and then read).
+    LookedUp(Vec<(RebuildJob, bool)>),
 }
 
 /// When a stage that runs in pieces, some at once, had at least one piece under way:
@@ -1646,7 +1663,7 @@ async fn prune_raw_bytes(
 /// temporary file, an `fsync` and a rename per file (issue #17).
 async fn rebuild_and_compare(
     store: &dyn ObjectStore,
-    jobs: &[RebuildJob],
+    jobs: &mut [RebuildJob],
 ) -> Vec<Result<(u64, u64), String>> {
     // The stats and hashes touch the file system: off the async threads, in one task
     // beside the rebuilds. Per job, `None` when there is no source or it is unchanged.
@@ -1666,17 +1683,23 @@ async fn rebuild_and_compare(
             })
             .collect::<Vec<_>>()
     });
+    // Recipes the early rebuilds' lookup did not read already.
     let wanted: Vec<(&str, Sha256Digest)> = jobs
         .iter()
+        .filter(|job| job.recipe.is_none())
         .map(|job| (job.name.as_str(), job.file_sha256))
+        .collect();
+    let mut read = uploader::find_recipes(store, &wanted).await.into_iter();
+    let recipes: Vec<_> = jobs
+        .iter_mut()
+        .map(|job| match job.recipe.take() {
+            Some(recipe) => Ok(recipe),
+            None => read.next().expect("one recipe read per job without one"),
+        })
         .collect();
     let mut found = Vec::new();
     let mut results: Vec<Result<(u64, u64), String>> = Vec::with_capacity(jobs.len());
-    for (index, recipe) in uploader::find_recipes(store, &wanted)
-        .await
-        .into_iter()
-        .enumerate()
-    {
+    for (index, recipe) in recipes.into_iter().enumerate() {
         results.push(match recipe {
             Ok(recipe) => {
                 found.push((index, recipe));
@@ -1964,6 +1987,7 @@ mod tests {
             file_sha256: Sha256Digest::of(&index.to_le_bytes()),
             source: None,
             size,
+            recipe: None,
         };
         // 40 small files, a big one, then files of 3 MiB.
         let jobs = (0..40)
