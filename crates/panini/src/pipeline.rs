@@ -1196,9 +1196,13 @@ struct RebuildJob {
     file_sha256: Sha256Digest,
     source: Option<(PathBuf, Option<SourceStamp>)>,
     size: u64,
-    /// Its recipe (key and content), when the lookup that found it read it already.
-    recipe: Option<(String, chunk_model::Recipe)>,
+    /// What the early rebuilds' lookup read for it, once that settled the file: its
+    /// recipe (key and content), or why the recipe there cannot be used.
+    recipe: Option<RecipeRead>,
 }
+
+/// A recipe read from the bucket: its key and content, or why it cannot be used.
+type RecipeRead = Result<(String, chunk_model::Recipe), uploader::ReconstructError>;
 
 /// A [`RebuildJob`]'s outcome: the file's size and the bytes its chunk objects take.
 struct RebuildOutcome {
@@ -1265,12 +1269,11 @@ impl RebuildGroup {
 
 /// Rebuilds files while the workers still compress others: each file handed over is
 /// rebuilt as soon as its recipe is in the bucket. The recipes of the oldest files
-/// waiting are read together (one `get_many`: a recipe found is read once, not looked up
-/// and then read) whenever the workers say they
-/// wrote or found more recipes (workers that do not say: reported more chunks) or the
-/// last lookup found some, at most every [`Self::MIN_PAUSE`], and otherwise every
-/// [`Self::MAX_PAUSE`]. Files whose recipe has not appeared when the handle is dropped
-/// are the caller's to rebuild.
+/// waiting are read together (one `get_many`: a recipe found is read once, not looked
+/// up and then read) whenever the workers say they wrote or found more recipes (workers
+/// that do not say: reported more chunks) or the last lookup found some, at most every
+/// [`Self::MIN_PAUSE`], and otherwise every [`Self::MAX_PAUSE`]. Files whose recipe has
+/// not appeared when the handle is dropped are the caller's to rebuild.
 struct EarlyRebuilds {
     jobs: tokio::sync::mpsc::UnboundedSender<RebuildJob>,
 }
@@ -1381,18 +1384,18 @@ impl EarlyRebuilds {
                     let looked_up = batch
                         .into_iter()
                         .zip(read)
-                        .map(|(mut job, read)| match read {
-                            Ok(recipe) => {
-                                job.recipe = Some(recipe);
-                                (job, true)
-                            }
-                            // Not there yet, or not reachable now: looked up again later.
-                            Err(
-                                uploader::ReconstructError::NoRecipe { .. }
-                                | uploader::ReconstructError::Store(_),
-                            ) => (job, false),
-                            // There but unusable: the rebuild reads it again and says why.
-                            Err(_) => (job, true),
+                        .map(|(mut job, read)| {
+                            job.recipe = match read {
+                                // Not there yet, or not reachable now: looked up again
+                                // later.
+                                Err(
+                                    uploader::ReconstructError::NoRecipe { .. }
+                                    | uploader::ReconstructError::Store(_),
+                                ) => None,
+                                // Found, or there but unusable (the rebuild says why).
+                                read => Some(read),
+                            };
+                            job
                         })
                         .collect();
                     Step::LookedUp(looked_up)
@@ -1420,8 +1423,8 @@ impl EarlyRebuilds {
                         let looked_up = batch.len();
                         let mut still = std::collections::VecDeque::with_capacity(looked_up);
                         let mut ready = Vec::new();
-                        for (job, there) in batch {
-                            if there && open {
+                        for job in batch {
+                            if job.recipe.is_some() && open {
                                 ready.push(job);
                             } else {
                                 still.push_back(job);
@@ -1464,8 +1467,9 @@ impl EarlyRebuilds {
 enum Step {
     /// A group of files was rebuilt (or failed to be).
     Rebuilt(Vec<RebuildOutcome>),
-    /// These files' recipes were looked up: whether each was found (and then read).
-    LookedUp(Vec<(RebuildJob, bool)>),
+    /// These files' recipes were looked up: each job holds its recipe's read when the
+    /// lookup settled it.
+    LookedUp(Vec<RebuildJob>),
 }
 
 /// When a stage that runs in pieces, some at once, had at least one piece under way:
@@ -1692,9 +1696,10 @@ async fn rebuild_and_compare(
     let mut read = uploader::find_recipes(store, &wanted).await.into_iter();
     let recipes: Vec<_> = jobs
         .iter_mut()
-        .map(|job| match job.recipe.take() {
-            Some(recipe) => Ok(recipe),
-            None => read.next().expect("one recipe read per job without one"),
+        .map(|job| {
+            job.recipe
+                .take()
+                .unwrap_or_else(|| read.next().expect("one recipe read per job without one"))
         })
         .collect();
     let mut found = Vec::new();
